@@ -1,0 +1,95 @@
+// Stage 2: logits = scores + bias, in place. The bias is -inf (selected, never multiplied)
+// where causal, window, key length or the boolean mask disallows a key, plus the additive
+// mask elsewhere. One workgroup per query row; it also records whether any key of the row
+// has a bias above -inf (a row that is not fully masked), which the later stages read.
+#import common
+
+struct Bounds {
+    // Key j is allowed for query i only if i + lo <= j <= i + hi and j < kv_len.
+    lo: i32,
+    hi: i32,
+    kv_len: i32,
+    pad: i32,
+}
+
+@group(0) @binding(1) var<storage, read> bounds: array<Bounds>;
+@group(0) @binding(2) var<storage, read> mask: array<u32>;
+@group(0) @binding(3) var<storage, read_write> work: array<f32>;
+@group(0) @binding(4) var<storage, read_write> row_alive: array<u32>;
+
+const WORKGROUP: u32 = 64u;
+
+var<workgroup> alive: atomic<u32>;
+
+// The additive part of the bias of key j, or -inf where the mask tensor disallows it.
+fn mask_bias(b: u32, h: u32, i: u32, j: u32) -> f32 {
+#ifdef MASK_NONE
+    return 0.0;
+#else
+    if (j >= params.mask_n) {
+        return params.neg_inf;
+    }
+    let e = b * params.mask_sb + h * params.mask_sh + i * params.mask_si + j;
+#ifdef MASK_BOOL
+    let byte = (mask[e >> 2u] >> ((e & 3u) * 8u)) & 0xffu;
+    return select(params.neg_inf, 0.0, byte != 0u);
+#endif
+#ifdef MASK_F32
+    return bitcast<f32>(mask[e]);
+#endif
+#ifdef MASK_F16
+    return unpack2x16float(mask[e >> 1u])[e & 1u];
+#endif
+#ifdef MASK_BF16
+    let word = mask[e >> 1u];
+    return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (e & 1u) == 1u));
+#endif
+#endif
+}
+
+fn structurally_allowed(bd: Bounds, i: u32, j: u32) -> bool {
+    let ii = i32(i);
+    let jj = i32(j);
+    return jj >= ii + bd.lo && jj <= ii + bd.hi && jj < bd.kv_len;
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = linear_workgroup(wid, nwg);
+    // Uniform across the workgroup, so the early return keeps barriers uniform.
+    if (row >= params.rows) {
+        return;
+    }
+    if (lid == 0u) {
+        atomicStore(&alive, 0u);
+    }
+    workgroupBarrier();
+    let i = row % params.q_len;
+    let h = (row / params.q_len) % params.q_heads;
+    let b = row / (params.q_len * params.q_heads);
+    let bd = bounds[b];
+    let base = row * params.total_len;
+    var any_alive = false;
+    for (var j = lid; j < params.total_len; j += WORKGROUP) {
+        var logit = params.neg_inf;
+        if (structurally_allowed(bd, i, j)) {
+            let bias = mask_bias(b, h, i, j);
+            if (bias != params.neg_inf) {
+                any_alive = true;
+                logit = work[base + j] + bias;
+            }
+        }
+        work[base + j] = logit;
+    }
+    if (any_alive) {
+        atomicOr(&alive, 1u);
+    }
+    workgroupBarrier();
+    if (lid == 0u) {
+        row_alive[row] = atomicLoad(&alive);
+    }
+}

@@ -1,0 +1,72 @@
+// Stage 4: out[b, h, i, :] = probs[b, h, i, :] . v[b, h / group, :, :]. One invocation per
+// stored word of `out` (one f32 element, or two packed f16/bf16 elements). Rows that are
+// fully masked are written as zeros whatever v holds.
+#import common
+
+@group(0) @binding(1) var<storage, read> v: array<u32>;
+@group(0) @binding(2) var<storage, read> past_v: array<u32>;
+@group(0) @binding(3) var<storage, read> probs: array<f32>;
+@group(0) @binding(4) var<storage, read> row_alive: array<u32>;
+@group(0) @binding(5) var<storage, read_write> out: array<u32>;
+
+const WORKGROUP: u32 = 64u;
+
+// out element e (in the problem's layout) from its probabilities row and v.
+fn out_element(e: u32) -> f32 {
+    let dv = params.v_dim;
+    let d = e % dv;
+    let r = e / dv;
+    var b: u32;
+    var h: u32;
+    var i: u32;
+    if (params.bshd == 1u) {
+        h = r % params.q_heads;
+        i = (r / params.q_heads) % params.q_len;
+        b = r / (params.q_heads * params.q_len);
+    } else {
+        i = r % params.q_len;
+        h = (r / params.q_len) % params.q_heads;
+        b = r / (params.q_len * params.q_heads);
+    }
+    let row = (b * params.q_heads + h) * params.q_len + i;
+    if (row_alive[row] == 0u) {
+        return 0.0;
+    }
+    let hk = h / params.group;
+    let base = row * params.total_len;
+    var acc = 0.0;
+    let pl = params.past_len;
+    for (var j = 0u; j < pl; j++) {
+        let vi = ((b * params.kv_heads + hk) * pl + j) * dv + d;
+        acc += probs[base + j] * decode(past_v[word_of(vi)], vi);
+    }
+    for (var j = 0u; j < params.k_len; j++) {
+        var vi: u32;
+        if (params.bshd == 1u) {
+            vi = ((b * params.k_len + j) * params.kv_heads + hk) * dv + d;
+        } else {
+            vi = ((b * params.kv_heads + hk) * params.k_len + j) * dv + d;
+        }
+        acc += probs[base + pl + j] * decode(v[word_of(vi)], vi);
+    }
+    return acc;
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let w = linear_workgroup(wid, nwg) * WORKGROUP + lid;
+    let first = w * per_word();
+    if (first >= params.out_len) {
+        return;
+    }
+    let lo = out_element(first);
+    var hi = 0.0;
+    if (per_word() == 2u && first + 1u < params.out_len) {
+        hi = out_element(first + 1u);
+    }
+    out[w] = encode(lo, hi);
+}

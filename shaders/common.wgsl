@@ -1,0 +1,126 @@
+// Shared by every staged kernel: the problem's sizes and options, and element loads/stores
+// for the storage dtypes. Every tensor is bound as array<u32>: f32 elements are their bits,
+// f16/bf16 elements are packed two to a word (element 2w in the low half of word w), so no
+// kernel needs the shader-f16 feature.
+//
+// Defines: one of DTYPE_F32 | DTYPE_F16 | DTYPE_BF16 (q, k, v, past, out), and for the mask
+// one of MASK_NONE | MASK_BOOL | MASK_F32 | MASK_F16 | MASK_BF16.
+
+struct Params {
+    batch: u32,
+    q_heads: u32,
+    kv_heads: u32,
+    q_len: u32,
+    k_len: u32,
+    past_len: u32,
+    total_len: u32,
+    head_dim: u32,
+    v_dim: u32,
+    group: u32,
+    // 1 when q, k, v, out are [B, S, H, D].
+    bshd: u32,
+    // Number of rows B * Hq * Lq.
+    rows: u32,
+    scale: f32,
+    softcap: f32,
+    // -inf, from the host: WGSL has no infinite constant that every compiler accepts.
+    neg_inf: f32,
+    // Elements of `out`.
+    out_len: u32,
+    // Mask strides over batch, head and query; length of its key axis.
+    mask_sb: u32,
+    mask_sh: u32,
+    mask_si: u32,
+    mask_n: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+
+// Workgroups are laid out on a 2-D grid so that more than 65,535 of them can be dispatched.
+fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y * nwg.x + wid.x;
+}
+
+// Word index and decoding of element `i` of a tensor of the kernel's dtype.
+fn word_of(i: u32) -> u32 {
+#ifdef DTYPE_F32
+    return i;
+#else
+    return i >> 1u;
+#endif
+}
+
+fn decode(word: u32, i: u32) -> f32 {
+#ifdef DTYPE_F32
+    return bitcast<f32>(word);
+#endif
+#ifdef DTYPE_F16
+    return unpack2x16float(word)[i & 1u];
+#endif
+#ifdef DTYPE_BF16
+    return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
+#endif
+}
+
+// f32 -> f16 bits, round to nearest even, overflow to inf, NaN kept (pack2x16float leaves
+// out-of-range values indeterminate, so it is not used).
+fn f16_bits(x: f32) -> u32 {
+    let b = bitcast<u32>(x);
+    let sign = (b >> 16u) & 0x8000u;
+    let a = b & 0x7fffffffu;
+    if (a > 0x7f800000u) {
+        return sign | 0x7e00u;
+    }
+    if (a >= 0x477ff000u) {
+        return sign | 0x7c00u;
+    }
+    if (a < 0x38800000u) {
+        // Result is subnormal (or zero): round(|x| * 2^24).
+        if (a < 0x33000000u) {
+            return sign;
+        }
+        let e = a >> 23u;
+        let m = (a & 0x7fffffu) | 0x800000u;
+        let shift = 126u - e;
+        var q = m >> shift;
+        let rem = m & ((1u << shift) - 1u);
+        let halfway = 1u << (shift - 1u);
+        if (rem > halfway || (rem == halfway && (q & 1u) == 1u)) {
+            q = q + 1u;
+        }
+        return sign | q;
+    }
+    let r = a - 0x38000000u;
+    return sign | ((r + 0xfffu + ((r >> 13u) & 1u)) >> 13u);
+}
+
+// f32 -> bf16 bits, round to nearest even, NaN kept quiet.
+fn bf16_bits(x: f32) -> u32 {
+    let b = bitcast<u32>(x);
+    if ((b & 0x7fffffffu) > 0x7f800000u) {
+        return (b >> 16u) | 0x40u;
+    }
+    return (b + 0x7fffu + ((b >> 16u) & 1u)) >> 16u;
+}
+
+// Elements per stored word of the kernel's dtype.
+fn per_word() -> u32 {
+#ifdef DTYPE_F32
+    return 1u;
+#else
+    return 2u;
+#endif
+}
+
+// Encodes up to two results (lo = element 2w, hi = element 2w + 1) into one word.
+fn encode(lo: f32, hi: f32) -> u32 {
+#ifdef DTYPE_F32
+    return bitcast<u32>(lo);
+#endif
+#ifdef DTYPE_F16
+    return f16_bits(lo) | (f16_bits(hi) << 16u);
+#endif
+#ifdef DTYPE_BF16
+    return bf16_bits(lo) | (bf16_bits(hi) << 16u);
+#endif
+}

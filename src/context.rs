@@ -1,0 +1,234 @@
+//! The GPU context: instance, adapter, device and queue, plus the pipeline cache and the
+//! buffer pool every call shares.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::kernels::Variant;
+use crate::pool::BufferPool;
+
+/// A device to run attention on. Create one per device and share it (`Context` is
+/// `Send + Sync`); pipelines are built once per variant and buffers are reused across calls.
+pub struct Context {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    features: wgpu::Features,
+    pipelines: Mutex<HashMap<Variant, wgpu::ComputePipeline>>,
+    pub(crate) pool: Mutex<BufferPool>,
+    poison: AtomicBool,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Features the engine uses when the adapter offers them.
+const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY);
+
+impl Context {
+    /// A context on the adapter the environment picks: `WGPU_BACKEND` (e.g. `vulkan`, `gl`)
+    /// restricts the backends, `WGPU_ADAPTER_NAME` picks an adapter by a substring of its name,
+    /// `WGPU_POWER_PREF` (`low`/`high`) the power preference. Blocks until the device is ready.
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async())
+    }
+
+    /// [`Context::new`] for callers with their own executor.
+    pub async fn new_async() -> Result<Self> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = pick_adapter(&instance).await?;
+        let features = adapter.features() & WANTED_FEATURES;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgattn"),
+                required_features: features,
+                required_limits: adapter.limits(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::RequestDevice(e.to_string()))?;
+        let ctx = Self::build(device, queue, adapter.get_info());
+        // Errors outside our error scopes must not reach wgpu's default handler, which panics.
+        let lost = ctx.lost.clone();
+        ctx.device
+            .on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                if let Ok(mut slot) = lost.lock() {
+                    if slot.is_none() {
+                        *slot = Some(format!("uncaptured GPU error: {e}"));
+                    }
+                }
+            }));
+        Ok(ctx)
+    }
+
+    /// A context on a device the caller already has (an app with its own renderer). The
+    /// caller keeps its device-lost and uncaptured-error handlers; the engine reports its own
+    /// errors through error scopes.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
+        Self::build(device, queue, info)
+    }
+
+    fn build(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
+        let lost = Arc::new(Mutex::new(None::<String>));
+        let slot = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(format!("{reason:?}: {message}"));
+            }
+        });
+        Context {
+            limits: device.limits(),
+            features: device.features(),
+            device,
+            queue,
+            info,
+            pipelines: Mutex::new(HashMap::new()),
+            pool: Mutex::new(BufferPool::default()),
+            poison: AtomicBool::new(false),
+            lost,
+        }
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// The adapter's name, backend, driver.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// The device's limits (the adapter's best, for a context from the environment).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// The device's features.
+    pub fn features(&self) -> wgpu::Features {
+        self.features
+    }
+
+    /// When set, every output and scratch buffer is filled with NaN before a run, so a test can
+    /// see any element a kernel forgot to write.
+    pub fn set_poison_outputs(&self, on: bool) {
+        self.poison.store(on, Ordering::Relaxed);
+    }
+
+    pub(crate) fn poison_outputs(&self) -> bool {
+        self.poison.load(Ordering::Relaxed)
+    }
+
+    /// Fails with [`Error::DeviceLost`] once the device is gone.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        match self.lost.lock().map(|s| s.clone()) {
+            Ok(None) => Ok(()),
+            Ok(Some(why)) => Err(Error::DeviceLost(why)),
+            Err(_) => Err(Error::DeviceLost("device state poisoned".into())),
+        }
+    }
+
+    /// The cached pipeline of a variant, built on first use inside an error scope.
+    pub(crate) fn pipeline(&self, variant: Variant) -> Result<wgpu::ComputePipeline> {
+        let mut cache = self
+            .pipelines
+            .lock()
+            .map_err(|_| Error::Gpu("pipeline cache poisoned".into()))?;
+        if let Some(p) = cache.get(&variant) {
+            return Ok(p.clone());
+        }
+        let source = variant.source().map_err(Error::Gpu)?;
+        let label = variant.label();
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&label),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let entries: Vec<_> = variant
+            .kernel
+            .bindings()
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b.layout_entry(i as u32))
+            .collect();
+        let group_layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(&label),
+                entries: &entries,
+            });
+        let layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&label),
+                bind_group_layouts: &[Some(&group_layout)],
+                immediate_size: 0,
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: Some(&layout),
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("building {label}: {e}")));
+        }
+        cache.insert(variant, pipeline.clone());
+        Ok(pipeline)
+    }
+}
+
+async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+    let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+    if let Ok(name) = std::env::var("WGPU_ADAPTER_NAME") {
+        let want = name.to_lowercase();
+        let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+        return adapters
+            .into_iter()
+            .find(|a| a.get_info().name.to_lowercase().contains(&want))
+            .ok_or_else(|| {
+                Error::NoAdapter(format!(
+                    "WGPU_ADAPTER_NAME={name} matches none of {names:?}"
+                ))
+            });
+    }
+    let preference = wgpu::PowerPreference::from_env().unwrap_or_default();
+    match instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: preference,
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(a) => Ok(a),
+        // request_adapter may pass over a CPU adapter; take any adapter rather than none.
+        Err(e) => adapters
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NoAdapter(e.to_string())),
+    }
+}

@@ -1,0 +1,134 @@
+//! The one error type of the library.
+
+use crate::tensor::DType;
+
+/// Everything that can go wrong in a request, named with the sizes involved.
+///
+/// Each variant is checked before anything is dispatched to the GPU, except
+/// [`Error::Gpu`] and [`Error::DeviceLost`], which report what the device itself said.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A tensor's shape does not agree with the others.
+    #[error("shape mismatch for {what}: expected {expected}, got {got}")]
+    ShapeMismatch {
+        /// Which tensor or axis.
+        what: String,
+        /// The shape (or size) the other inputs imply.
+        expected: String,
+        /// The shape (or size) given.
+        got: String,
+    },
+    /// A tensor has the wrong rank.
+    #[error("{what} must have rank {expected}, got rank {got} (shape {shape:?})")]
+    RankMismatch {
+        /// Which tensor.
+        what: &'static str,
+        /// The rank (or range of ranks) expected.
+        expected: &'static str,
+        /// The rank given.
+        got: usize,
+        /// The shape given.
+        shape: Vec<usize>,
+    },
+    /// A tensor's element type is not the one required.
+    #[error("dtype mismatch for {what}: expected {expected}, got {got}")]
+    DTypeMismatch {
+        /// Which tensor.
+        what: &'static str,
+        /// The dtype required.
+        expected: DType,
+        /// The dtype given.
+        got: DType,
+    },
+    /// `Hq` is not a multiple of `Hkv`.
+    #[error("query heads ({q_heads}) must be a multiple of key/value heads ({kv_heads})")]
+    HeadsNotDivisible {
+        /// `Hq`.
+        q_heads: usize,
+        /// `Hkv`.
+        kv_heads: usize,
+    },
+    /// An axis that must be non-empty is empty.
+    #[error("axis {axis} of {what} is zero-sized; it must be at least 1")]
+    ZeroSizedAxis {
+        /// Which tensor.
+        what: &'static str,
+        /// Which axis.
+        axis: &'static str,
+    },
+    /// A mask tensor does not broadcast to `[B, Hq, Lq, Lt]`.
+    #[error("{what} of shape {mask_shape:?} does not broadcast to [B, Hq, Lq, Lt] = {target:?}: {reason}")]
+    MaskNotBroadcastable {
+        /// Which mask.
+        what: &'static str,
+        /// The mask's shape.
+        mask_shape: Vec<usize>,
+        /// `[B, Hq, Lq, Lt]`.
+        target: [usize; 4],
+        /// Which axis fails and why.
+        reason: String,
+    },
+    /// A key length outside `0..=Lt`.
+    #[error("kv_lengths[{batch}] = {value} is outside 0..={total_len}")]
+    KvLengthOutOfRange {
+        /// The batch entry.
+        batch: usize,
+        /// The length given.
+        value: i64,
+        /// `Lt`, the number of keys.
+        total_len: usize,
+    },
+    /// An option has a value outside its allowed set.
+    #[error("invalid {name} = {value}: {reason}")]
+    InvalidOption {
+        /// The option's name.
+        name: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        reason: &'static str,
+    },
+    /// Two inputs that cannot be given together, or one that needs another.
+    #[error("invalid combination: {0}")]
+    InvalidCombination(&'static str),
+    /// A tensor's data length does not match its shape.
+    #[error("{what}: shape {shape:?} holds {expected} elements but {got} were given")]
+    DataLength {
+        /// Which tensor.
+        what: &'static str,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// The product of the shape.
+        expected: usize,
+        /// The number of elements given.
+        got: usize,
+    },
+    /// The request needs more than the device allows.
+    #[error("{what} exceeds limit {limit}: needs {requested}, the device allows {max}")]
+    ExceedsLimit {
+        /// What needed it (a buffer, a dispatch).
+        what: String,
+        /// The wgpu limit's name.
+        limit: &'static str,
+        /// The size asked for.
+        requested: u64,
+        /// The device's limit.
+        max: u64,
+    },
+    /// No adapter could be found.
+    #[error("no GPU adapter found ({0}); on a machine without a GPU install the software Vulkan driver (apt-get install mesa-vulkan-drivers)")]
+    NoAdapter(String),
+    /// The adapter refused to create a device.
+    #[error("could not create a device: {0}")]
+    RequestDevice(String),
+    /// wgpu reported an error (validation, out of memory, mapping).
+    #[error("GPU error: {0}")]
+    Gpu(String),
+    /// The device was lost; the context cannot be used any more.
+    #[error("GPU device lost: {0}")]
+    DeviceLost(String),
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

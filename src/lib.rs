@@ -1,0 +1,45 @@
+//! # wgattn
+//!
+//! Masked attention on any GPU: WGSL compute kernels on wgpu in which attention masks are
+//! first-class, with a CPU reference that follows the same contract (`SEMANTICS.md`: ONNX
+//! `Attention` and PyTorch `scaled_dot_product_attention`).
+//!
+//! ```no_run
+//! use wgattn::{masked_attention, AttentionInputs, AttentionOptions, Context, Tensor};
+//!
+//! # fn main() -> wgattn::Result<()> {
+//! let ctx = Context::new()?;
+//! let (b, h, l, d) = (1, 2, 5, 8);
+//! let q = Tensor::from_f32([b, h, l, d], vec![0.1; b * h * l * d])?;
+//! let k = q.clone();
+//! let v = q.clone();
+//! let options = AttentionOptions { causal: true, ..Default::default() };
+//! let result = masked_attention(&ctx, &AttentionInputs::new(&q, &k, &v), &options)?;
+//! assert_eq!(result.out.shape(), &[1, 2, 5, 8]);
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod context;
+mod error;
+pub mod kernels;
+mod kv_cache;
+pub mod masks;
+mod output;
+mod pool;
+mod problem;
+pub mod reference;
+mod shader;
+mod staged;
+mod tensor;
+
+pub use context::Context;
+pub use error::{Error, Result};
+pub use output::AttentionOutput;
+pub use problem::{
+    AttentionInputs, AttentionOptions, AttentionProblem, Layout, MaskKind, MaskLayout, Returns,
+    RowBounds,
+};
+pub use staged::{masked_attention, masked_attention_async};
+pub use tensor::{BoolMask, DType, Mask, Tensor, TensorData};

@@ -1,0 +1,20 @@
+//! What an attention call returns.
+
+use crate::tensor::Tensor;
+
+/// The result of one attention call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionOutput {
+    /// `[B, Hq, Lq, Dv]` (or `bshd`), `q`'s dtype.
+    pub out: Tensor,
+    /// `concat(past_k, k)` as `[B, Hkv, Lt, D]`, when a past cache was given.
+    pub present_k: Option<Tensor>,
+    /// `concat(past_v, v)` as `[B, Hkv, Lt, Dv]`, when a past cache was given.
+    pub present_v: Option<Tensor>,
+    /// `[B, Hq, Lq, Lt]` scaled, softcapped scores, when asked for.
+    pub scores: Option<Tensor>,
+    /// `[B, Hq, Lq, Lt]` logits (`-inf` where disallowed), when asked for.
+    pub logits: Option<Tensor>,
+    /// `[B, Hq, Lq, Lt]` probabilities, when asked for.
+    pub probs: Option<Tensor>,
+}

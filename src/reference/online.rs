@@ -1,0 +1,58 @@
+//! The online-softmax CPU reference: one pass over the keys with a running maximum and sum,
+//! the way the fused GPU kernel works. Tested against the three-stage reference.
+
+use super::{out_index, RefInputs};
+use crate::error::Result;
+use crate::output::AttentionOutput;
+use crate::problem::{AttentionInputs, AttentionOptions, AttentionProblem, Returns};
+
+/// Attention in one pass per row (running max `m`, running sum `l`, accumulator rescaled by
+/// `exp(m_old - m_new)`). Keys whose bias is `-inf` are skipped, as a tiled kernel skips them;
+/// returns only `out` (and the present cache).
+pub fn masked_attention_online(
+    inputs: &AttentionInputs<'_>,
+    options: &AttentionOptions,
+) -> Result<AttentionOutput> {
+    let p = AttentionProblem::new(inputs, options)?;
+    let ctx = RefInputs::new(&p, inputs, options);
+    let mut out = vec![0f64; p.out_len()];
+    let mut acc = vec![0f64; p.v_dim];
+    for b in 0..p.batch {
+        for h in 0..p.q_heads {
+            let hk = h / p.group();
+            for i in 0..p.q_len {
+                let (mut m, mut l) = (f64::NEG_INFINITY, 0f64);
+                acc.fill(0.0);
+                for j in 0..p.total_len() {
+                    let bias = ctx.bias(b, h, i, j);
+                    if bias == f64::NEG_INFINITY {
+                        continue;
+                    }
+                    let x = ctx.score(b, h, i, j) + bias;
+                    let m_new = m.max(x);
+                    let rescale = if m == f64::NEG_INFINITY {
+                        0.0
+                    } else {
+                        (m - m_new).exp()
+                    };
+                    let w = (x - m_new).exp();
+                    l = l * rescale + w;
+                    for (a, &v) in acc.iter_mut().zip(ctx.v_row(b, hk, j)) {
+                        *a = *a * rescale + w * v;
+                    }
+                    m = m_new;
+                }
+                let o = out_index(&p, b, h, i, 0);
+                for (d, a) in acc.iter().enumerate() {
+                    // l == 0 only for a fully masked row, whose output is 0.
+                    out[o + d] = if l > 0.0 { a / l } else { 0.0 };
+                }
+            }
+        }
+    }
+    let p = AttentionProblem {
+        returns: Returns::default(),
+        ..p
+    };
+    super::finish(&p, inputs, vec![], vec![], vec![], out)
+}
