@@ -38,7 +38,8 @@ fn mask_bias(b: u32, h: u32, i: u32, j: u32) -> f32 {
     return bitcast<f32>(mask[e]);
 #endif
 #ifdef MASK_F16
-    return unpack2x16float(mask[e >> 1u])[e & 1u];
+    let word = mask[e >> 1u];
+    return f16_value(select(word & 0xffffu, word >> 16u, (e & 1u) == 1u));
 #endif
 #ifdef MASK_BF16
     let word = mask[e >> 1u];

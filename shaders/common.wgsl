@@ -55,11 +55,28 @@ fn decode(word: u32, i: u32) -> f32 {
     return bitcast<f32>(word);
 #endif
 #ifdef DTYPE_F16
-    return unpack2x16float(word)[i & 1u];
+    return f16_value(select(word & 0xffffu, word >> 16u, (i & 1u) == 1u));
 #endif
 #ifdef DTYPE_BF16
     return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
 #endif
+}
+
+// f16 bits (low 16 bits of `h`) -> f32, exactly. Integer arithmetic rather than
+// unpack2x16float, which needs a capability some backends (GL) lack.
+fn f16_value(h: u32) -> f32 {
+    let sign = (h & 0x8000u) << 16u;
+    let e = (h >> 10u) & 0x1fu;
+    let m = h & 0x3ffu;
+    if (e == 0u) {
+        // Zero or subnormal: m * 2^-24, exact in f32.
+        let magnitude = f32(m) * 5.9604644775390625e-8;
+        return select(magnitude, -magnitude, sign != 0u);
+    }
+    if (e == 31u) {
+        return bitcast<f32>(sign | 0x7f800000u | (m << 13u));
+    }
+    return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
 }
 
 // f32 -> f16 bits, round to nearest even, overflow to inf, NaN kept (pack2x16float leaves

@@ -177,3 +177,41 @@ impl Variant {
         all
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every specialized shader parses and validates in naga, without a GPU.
+    #[test]
+    fn every_variant_validates_in_naga() {
+        for variant in Variant::all() {
+            let source = variant.source().unwrap();
+            let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {
+                panic!("{}: {}", variant.label(), e.emit_to_string(&source))
+            });
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::empty(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", variant.label()));
+        }
+    }
+
+    /// No shader spells an infinite constant (naga and Tint reject them); -inf comes from
+    /// the uniform block.
+    #[test]
+    fn no_infinite_constants() {
+        for variant in Variant::all() {
+            let source = variant.source().unwrap();
+            for bad in ["bitcast<f32>(0x", "-inf", "inf(", "3.40282347e+38"] {
+                let hit = source
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("//"))
+                    .any(|l| l.contains(bad));
+                assert!(!hit, "{} contains {bad}", variant.label());
+            }
+        }
+    }
+}
