@@ -3,14 +3,7 @@
 // mask elsewhere. One workgroup per query row; it also records whether any key of the row
 // has a bias above -inf (a row that is not fully masked), which the later stages read.
 #import common
-
-struct Bounds {
-    // Key j is allowed for query i only if i + lo <= j <= i + hi and j < kv_len.
-    lo: i32,
-    hi: i32,
-    kv_len: i32,
-    pad: i32,
-}
+#import masking
 
 @group(0) @binding(1) var<storage, read> bounds: array<Bounds>;
 @group(0) @binding(2) var<storage, read> mask: array<u32>;
@@ -20,39 +13,6 @@ struct Bounds {
 const WORKGROUP: u32 = 64u;
 
 var<workgroup> alive: atomic<u32>;
-
-// The additive part of the bias of key j, or -inf where the mask tensor disallows it.
-fn mask_bias(b: u32, h: u32, i: u32, j: u32) -> f32 {
-#ifdef MASK_NONE
-    return 0.0;
-#else
-    if (j >= params.mask_n) {
-        return params.neg_inf;
-    }
-    let e = b * params.mask_sb + h * params.mask_sh + i * params.mask_si + j;
-#ifdef MASK_BOOL
-    let byte = (mask[e >> 2u] >> ((e & 3u) * 8u)) & 0xffu;
-    return select(params.neg_inf, 0.0, byte != 0u);
-#endif
-#ifdef MASK_F32
-    return bitcast<f32>(mask[e]);
-#endif
-#ifdef MASK_F16
-    let word = mask[e >> 1u];
-    return f16_value(select(word & 0xffffu, word >> 16u, (e & 1u) == 1u));
-#endif
-#ifdef MASK_BF16
-    let word = mask[e >> 1u];
-    return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (e & 1u) == 1u));
-#endif
-#endif
-}
-
-fn structurally_allowed(bd: Bounds, i: u32, j: u32) -> bool {
-    let ii = i32(i);
-    let jj = i32(j);
-    return jj >= ii + bd.lo && jj <= ii + bd.hi && jj < bd.kv_len;
-}
 
 @compute @workgroup_size(WORKGROUP)
 fn main(

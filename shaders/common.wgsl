@@ -32,6 +32,12 @@ struct Params {
     mask_sh: u32,
     mask_si: u32,
     mask_n: u32,
+    // Fused kernels: 1 when k and v are [B, Lt, Hkv, D] (no cache, bshd), key splits, and
+    // keys per split.
+    kv_bshd: u32,
+    splits: u32,
+    split_len: u32,
+    pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

@@ -21,8 +21,11 @@
 //! ```
 #![deny(missing_docs)]
 
+mod attention;
 mod context;
 mod error;
+mod fused;
+mod gpu;
 pub mod kernels;
 mod kv_cache;
 pub mod masks;
@@ -34,12 +37,12 @@ mod shader;
 mod staged;
 mod tensor;
 
+pub use attention::{masked_attention, masked_attention_async, resolve_path};
 pub use context::Context;
 pub use error::{Error, Result};
 pub use output::AttentionOutput;
 pub use problem::{
-    AttentionInputs, AttentionOptions, AttentionProblem, Layout, MaskKind, MaskLayout, Returns,
-    RowBounds,
+    AttentionInputs, AttentionOptions, AttentionProblem, ExecutionPath, Layout, MaskKind,
+    MaskLayout, Returns, RowBounds,
 };
-pub use staged::{masked_attention, masked_attention_async};
 pub use tensor::{BoolMask, DType, Mask, Tensor, TensorData};

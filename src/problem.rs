@@ -80,6 +80,46 @@ impl std::str::FromStr for Returns {
     }
 }
 
+/// Which GPU path runs a request. Both meet the same contract.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ExecutionPath {
+    /// Fused unless an intermediate is asked for or the fused kernels cannot take the shape.
+    #[default]
+    Auto,
+    /// Four kernels materializing `[B, Hq, Lq, Lt]`; can return the intermediates.
+    Staged,
+    /// One tiled pass with online softmax (plus a merge when keys are split); no
+    /// intermediates, memory linear in the sequence lengths.
+    Fused,
+}
+
+impl ExecutionPath {
+    /// The lower-case name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutionPath::Auto => "auto",
+            ExecutionPath::Staged => "staged",
+            ExecutionPath::Fused => "fused",
+        }
+    }
+}
+
+impl std::str::FromStr for ExecutionPath {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(ExecutionPath::Auto),
+            "staged" => Ok(ExecutionPath::Staged),
+            "fused" => Ok(ExecutionPath::Fused),
+            _ => Err(Error::InvalidOption {
+                name: "path",
+                value: s.to_string(),
+                reason: "expected auto, staged or fused",
+            }),
+        }
+    }
+}
+
 /// Options of one attention call. `Default` is plain, unmasked attention with scale `1/sqrt(D)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AttentionOptions {
@@ -99,6 +139,8 @@ pub struct AttentionOptions {
     pub layout: Layout,
     /// Intermediates to return.
     pub returns: Returns,
+    /// Which GPU path runs it (ignored by the CPU reference).
+    pub path: ExecutionPath,
 }
 
 impl Default for AttentionOptions {
@@ -112,6 +154,7 @@ impl Default for AttentionOptions {
             window_right: -1,
             layout: Layout::Bhsd,
             returns: Returns::default(),
+            path: ExecutionPath::Auto,
         }
     }
 }

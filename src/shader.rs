@@ -106,3 +106,32 @@ mod tests {
         assert!(preprocess("#import a\n", &[("a", "#import a\n")], &[]).is_err());
     }
 }
+
+/// Replaces each `{{NAME}}` by its value; a placeholder left without a value is an error.
+pub(crate) fn substitute(source: &str, values: &[(&str, u32)]) -> Result<String, String> {
+    let mut out = source.to_string();
+    for (name, value) in values {
+        out = out.replace(&format!("{{{{{name}}}}}"), &value.to_string());
+    }
+    match out.find("{{") {
+        Some(at) => {
+            let end = out[at..].find("}}").map_or(out.len(), |e| at + e + 2);
+            Err(format!("no value for {}", &out[at..end]))
+        }
+        None => Ok(out),
+    }
+}
+
+#[cfg(test)]
+mod substitute_tests {
+    use super::substitute;
+
+    #[test]
+    fn placeholders_are_replaced_or_reported() {
+        assert_eq!(substitute("a {{X}}u {{X}}", &[("X", 4)]).unwrap(), "a 4u 4");
+        assert_eq!(
+            substitute("{{Y}}", &[("X", 4)]).unwrap_err(),
+            "no value for {{Y}}"
+        );
+    }
+}

@@ -1,10 +1,11 @@
-//! The WGSL kernels: sources embedded once, specialized per dtype and mask kind.
+//! The WGSL kernels: sources embedded once, specialized per dtype, mask kind and tile.
 
 use crate::problem::MaskKind;
-use crate::shader::preprocess;
+use crate::shader::{preprocess, substitute};
 use crate::tensor::DType;
 
-/// A compute kernel of the staged path, in dispatch order.
+/// A compute kernel. The staged path runs the first four in order; the fused path runs
+/// `Fused` or `FusedDecode`, then `FusedCombine` when keys were split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     /// Stage 1: scaled `q·kᵀ`, softcap.
@@ -15,13 +16,23 @@ pub enum Kernel {
     Softmax,
     /// Stage 4: `probs·v`.
     AttendValues,
+    /// Fused tiled attention with online softmax, one invocation per query row.
+    Fused,
+    /// Fused attention for short query blocks, keys split across workgroups.
+    FusedDecode,
+    /// Merges the per-split partial results of the fused kernels into `out`.
+    FusedCombine,
 }
 
-const COMMON: &str = include_str!("../../shaders/common.wgsl");
+const IMPORTS: [(&str, &str); 3] = [
+    ("common", include_str!("../../shaders/common.wgsl")),
+    ("masking", include_str!("../../shaders/masking.wgsl")),
+    ("fused_io", include_str!("../../shaders/fused_io.wgsl")),
+];
 
 impl Kernel {
-    /// Every kernel, in dispatch order.
-    pub const ALL: [Kernel; 4] = [
+    /// The staged kernels, in dispatch order.
+    pub const STAGED: [Kernel; 4] = [
         Kernel::QkScores,
         Kernel::ApplyMask,
         Kernel::Softmax,
@@ -35,6 +46,9 @@ impl Kernel {
             Kernel::ApplyMask => "apply_mask",
             Kernel::Softmax => "softmax",
             Kernel::AttendValues => "attend_values",
+            Kernel::Fused => "fused",
+            Kernel::FusedDecode => "fused_decode",
+            Kernel::FusedCombine => "fused_combine",
         }
     }
 
@@ -44,6 +58,9 @@ impl Kernel {
             Kernel::ApplyMask => include_str!("../../shaders/apply_mask.wgsl"),
             Kernel::Softmax => include_str!("../../shaders/softmax.wgsl"),
             Kernel::AttendValues => include_str!("../../shaders/attend_values.wgsl"),
+            Kernel::Fused => include_str!("../../shaders/fused.wgsl"),
+            Kernel::FusedDecode => include_str!("../../shaders/fused_decode.wgsl"),
+            Kernel::FusedCombine => include_str!("../../shaders/fused_combine.wgsl"),
         }
     }
 
@@ -59,12 +76,19 @@ impl Kernel {
             Kernel::Softmax => &[U, R, W],
             // params, v, past_v, probs, row_alive, out
             Kernel::AttendValues => &[U, R, R, R, R, W],
+            // params, q, k, v, bounds, mask, out, partials
+            Kernel::Fused | Kernel::FusedDecode => &[U, R, R, R, R, R, W, W],
+            // params, partials, out
+            Kernel::FusedCombine => &[U, R, W],
         }
     }
 
     /// Whether the kernel's code depends on the mask kind.
     fn reads_mask(self) -> bool {
-        self == Kernel::ApplyMask
+        matches!(
+            self,
+            Kernel::ApplyMask | Kernel::Fused | Kernel::FusedDecode
+        )
     }
 }
 
@@ -100,6 +124,21 @@ impl Binding {
     }
 }
 
+/// Compile-time sizes of a fused kernel (all zero for the staged kernels).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Tile {
+    /// Invocations per workgroup (`BQ` query rows of `fused`, `WG` of `fused_decode`).
+    pub rows: u32,
+    /// Keys per tile (`BK` of `fused`) or per split (`CHUNK` of `fused_decode`).
+    pub keys: u32,
+    /// `ceil(D / 4)`.
+    pub d4: u32,
+    /// `ceil(Dv / 4)`.
+    pub dv4: u32,
+    /// `fused` writes per-split partials for `fused_combine` instead of `out`.
+    pub split: bool,
+}
+
 /// One specialization of a kernel: what its pipeline is cached under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Variant {
@@ -109,6 +148,8 @@ pub struct Variant {
     pub dtype: DType,
     /// The mask tensor's kind (normalized to `None` for kernels that do not read it).
     pub mask: Option<MaskKind>,
+    /// Compile-time sizes (fused kernels only).
+    pub tile: Tile,
 }
 
 impl Variant {
@@ -118,20 +159,45 @@ impl Variant {
             kernel,
             dtype,
             mask: if kernel.reads_mask() { mask } else { None },
+            tile: Tile::default(),
         }
     }
 
-    /// A label naming kernel, dtype and mask, for pipelines and captures.
+    /// The same variant with compile-time sizes.
+    pub fn with_tile(mut self, tile: Tile) -> Self {
+        self.tile = tile;
+        self
+    }
+
+    /// A label naming kernel, dtype, mask and tile, for pipelines and captures.
     pub fn label(&self) -> String {
         let mask = match self.mask {
             None => "nomask".to_string(),
             Some(MaskKind::Bool) => "boolmask".to_string(),
             Some(MaskKind::Additive(d)) => format!("{d}mask"),
         };
-        format!("wgattn {} {} {}", self.kernel.name(), self.dtype, mask)
+        let t = self.tile;
+        let tile = if t == Tile::default() {
+            String::new()
+        } else {
+            format!(
+                " r{} k{} d{} dv{}{}",
+                t.rows,
+                t.keys,
+                t.d4 * 4,
+                t.dv4 * 4,
+                if t.split { " split" } else { "" }
+            )
+        };
+        format!(
+            "wgattn {} {} {}{tile}",
+            self.kernel.name(),
+            self.dtype,
+            mask
+        )
     }
 
-    fn defines(&self) -> [&'static str; 2] {
+    fn defines(&self) -> Vec<&'static str> {
         let dtype = match self.dtype {
             DType::F32 => "DTYPE_F32",
             DType::F16 => "DTYPE_F16",
@@ -144,16 +210,30 @@ impl Variant {
             Some(MaskKind::Additive(DType::F16)) => "MASK_F16",
             Some(MaskKind::Additive(DType::BF16)) => "MASK_BF16",
         };
-        [dtype, mask]
+        let mut d = vec![dtype, mask];
+        if self.tile.split {
+            d.push("SPLIT");
+        }
+        d
     }
 
     /// The specialized WGSL source.
     pub fn source(&self) -> Result<String, String> {
-        preprocess(self.kernel.source(), &[("common", COMMON)], &self.defines())
-            .map_err(|e| format!("{}: {e}", self.kernel.name()))
+        let t = self.tile;
+        let text = preprocess(self.kernel.source(), &IMPORTS, &self.defines())?;
+        let values = [
+            ("BQ", t.rows),
+            ("WG", t.rows),
+            ("BK", t.keys),
+            ("CHUNK", t.keys),
+            ("D4", t.d4),
+            ("DV4", t.dv4),
+            ("T4", t.d4.max(t.dv4)),
+        ];
+        substitute(&text, &values).map_err(|e| format!("{}: {e}", self.kernel.name()))
     }
 
-    /// Every variant the engine can build (for validation and export).
+    /// Every variant the engine can build, over representative tiles (for validation).
     pub fn all() -> Vec<Variant> {
         let dtypes = [DType::F32, DType::F16, DType::BF16];
         let masks = [
@@ -164,13 +244,49 @@ impl Variant {
             Some(MaskKind::Additive(DType::BF16)),
         ];
         let mut all = Vec::new();
-        for kernel in Kernel::ALL {
-            for dtype in dtypes {
-                for mask in masks {
-                    let v = Variant::new(kernel, dtype, mask);
-                    if !all.contains(&v) {
-                        all.push(v);
+        let mut push = |v: Variant| {
+            if !all.contains(&v) {
+                all.push(v);
+            }
+        };
+        for dtype in dtypes {
+            for mask in masks {
+                for kernel in Kernel::STAGED {
+                    push(Variant::new(kernel, dtype, mask));
+                }
+                for (d, dv) in [
+                    (32, 32),
+                    (64, 64),
+                    (80, 80),
+                    (96, 96),
+                    (128, 128),
+                    (256, 256),
+                    (7, 13),
+                ] {
+                    let (d4, dv4) = (u32::div_ceil(d, 4), u32::div_ceil(dv, 4));
+                    for split in [false, true] {
+                        let tile = Tile {
+                            rows: 64,
+                            keys: 16,
+                            d4,
+                            dv4,
+                            split,
+                        };
+                        push(Variant::new(Kernel::Fused, dtype, mask).with_tile(tile));
                     }
+                    let tile = Tile {
+                        rows: 64,
+                        keys: 256,
+                        d4,
+                        dv4,
+                        split: true,
+                    };
+                    push(Variant::new(Kernel::FusedDecode, dtype, mask).with_tile(tile));
+                    let tile = Tile {
+                        dv4,
+                        ..Tile::default()
+                    };
+                    push(Variant::new(Kernel::FusedCombine, dtype, mask).with_tile(tile));
                 }
             }
         }
@@ -187,9 +303,8 @@ mod tests {
     fn every_variant_validates_in_naga() {
         for variant in Variant::all() {
             let source = variant.source().unwrap();
-            let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {
-                panic!("{}: {}", variant.label(), e.emit_to_string(&source))
-            });
+            let module = naga::front::wgsl::parse_str(&source)
+                .unwrap_or_else(|e| panic!("{}: {}", variant.label(), e.emit_to_string(&source)));
             naga::valid::Validator::new(
                 naga::valid::ValidationFlags::all(),
                 naga::valid::Capabilities::empty(),

@@ -1,0 +1,72 @@
+// Merges the partial softmax results of the key splits of fused / fused_decode:
+// M = max m_s, L = sum l_s exp(m_s - M), out = sum acc_s exp(m_s - M) / L; a row no split
+// found alive (fully masked) is 0. One invocation per stored word of `out`.
+//
+// Template values: DV4.
+#import common
+
+@group(0) @binding(1) var<storage, read> partials: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+
+const WORKGROUP: u32 = 64u;
+const DV4: u32 = {{DV4}}u;
+
+fn out_element(e: u32) -> f32 {
+    let dv = params.v_dim;
+    let d = e % dv;
+    let r = e / dv;
+    var b: u32;
+    var h: u32;
+    var i: u32;
+    if (params.bshd == 1u) {
+        h = r % params.q_heads;
+        i = (r / params.q_heads) % params.q_len;
+        b = r / (params.q_heads * params.q_len);
+    } else {
+        i = r % params.q_len;
+        h = (r / params.q_len) % params.q_heads;
+        b = r / (params.q_len * params.q_heads);
+    }
+    let row = (b * params.q_heads + h) * params.q_len + i;
+    var big_m = params.neg_inf;
+    var alive = false;
+    for (var s = 0u; s < params.splits; s++) {
+        let p = partials[s * params.rows + row];
+        alive = alive || p.z > 0.0;
+        big_m = max(big_m, p.x);
+    }
+    if (!alive) {
+        return 0.0;
+    }
+    var big_l = 0.0;
+    var acc = 0.0;
+    for (var s = 0u; s < params.splits; s++) {
+        let slot = s * params.rows + row;
+        let p = partials[slot];
+        if (p.x > params.neg_inf) {
+            let w = exp(p.x - big_m);
+            big_l += p.y * w;
+            acc += partials[params.splits * params.rows + slot * DV4 + d / 4u][d % 4u] * w;
+        }
+    }
+    return acc / big_l;
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let w = linear_workgroup(wid, nwg) * WORKGROUP + lid;
+    let first = w * per_word();
+    if (first >= params.out_len) {
+        return;
+    }
+    let lo = out_element(first);
+    var hi = 0.0;
+    if (per_word() == 2u && first + 1u < params.out_len) {
+        hi = out_element(first + 1u);
+    }
+    out[w] = encode(lo, hi);
+}

@@ -1,0 +1,125 @@
+// Fused attention for short query blocks against long keys (flash-decoding): one workgroup
+// per (query row, key split); its invocations share the keys of the split for the scores,
+// then the value dimensions for P·V. Each workgroup writes its partial (m, l, alive, acc)
+// for fused_combine. Splits start at the row's first allowed key, so masked key ranges cost
+// nothing.
+//
+// Template values: WG (invocations), CHUNK (keys per split, max), D4, DV4.
+#import common
+#import masking
+
+@group(0) @binding(1) var<storage, read> q: array<u32>;
+@group(0) @binding(2) var<storage, read> k: array<u32>;
+@group(0) @binding(3) var<storage, read> v: array<u32>;
+@group(0) @binding(4) var<storage, read> bounds: array<Bounds>;
+@group(0) @binding(5) var<storage, read> mask: array<u32>;
+@group(0) @binding(6) var<storage, read_write> out: array<u32>;
+@group(0) @binding(7) var<storage, read_write> partials: array<vec4<f32>>;
+
+const WG: u32 = {{WG}}u;
+const CHUNK: u32 = {{CHUNK}}u;
+const D4: u32 = {{D4}}u;
+const DV4: u32 = {{DV4}}u;
+
+var<workgroup> qs: array<vec4<f32>, D4>;
+var<workgroup> sc: array<f32, CHUNK>;
+var<workgroup> red: array<f32, WG>;
+
+#import fused_io
+
+// Tree reduction over the workgroup; `op` 0 = max, 1 = sum. Every invocation gets the result.
+fn reduce(lid: u32, value: f32, op: u32) -> f32 {
+    red[lid] = value;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        if (lid < stride) {
+            let other = red[lid + stride];
+            if (op == 0u) {
+                red[lid] = max(red[lid], other);
+            } else {
+                red[lid] = red[lid] + other;
+            }
+        }
+        workgroupBarrier();
+    }
+    let result = red[0];
+    workgroupBarrier();
+    return result;
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let wg = linear_workgroup(wid, nwg);
+    let row = wg % params.rows;
+    let split = wg / params.rows;
+    if (split >= params.splits) {
+        return;
+    }
+    let i = row % params.q_len;
+    let h = (row / params.q_len) % params.q_heads;
+    let b = row / (params.q_len * params.q_heads);
+    let hk = h / params.group;
+    let bd = bounds[b];
+    let range = key_range(bd, i, i);
+    let j_begin = range.x + i32(split * params.split_len);
+    let j_end = min(range.y, j_begin + i32(params.split_len));
+    let n = max(j_end - j_begin, 0);
+
+    let qo = q_offset(b, h, i);
+    for (var d4 = lid; d4 < D4; d4 += WG) {
+        qs[d4] = q4(qo, d4);
+    }
+    workgroupBarrier();
+
+    var local_max = params.neg_inf;
+    var local_alive = 0.0;
+    for (var t = lid; i32(t) < n; t += WG) {
+        let j = u32(j_begin) + t;
+        var x = params.neg_inf;
+        if (structurally_allowed(bd, i, j)) {
+            let bias = mask_bias(b, h, i, j);
+            if (bias != params.neg_inf) {
+                local_alive = 1.0;
+                let ko = kv_offset(b, hk, j, params.head_dim);
+                var dot_qk = 0.0;
+                for (var d4 = 0u; d4 < D4; d4++) {
+                    dot_qk += dot(qs[d4], k4(ko, d4));
+                }
+                x = capped(params.scale * dot_qk) + bias;
+            }
+        }
+        sc[t] = x;
+        local_max = max(local_max, x);
+    }
+    let m = reduce(lid, local_max, 0u);
+    let alive = reduce(lid, local_alive, 0u);
+    var local_sum = 0.0;
+    if (m > params.neg_inf) {
+        for (var t = lid; i32(t) < n; t += WG) {
+            let p = exp(sc[t] - m);
+            sc[t] = p;
+            local_sum += p;
+        }
+    }
+    let l = reduce(lid, local_sum, 1u);
+
+    let slot = split * params.rows + row;
+    if (lid == 0u) {
+        partials[slot] = vec4<f32>(m, l, alive, 0.0);
+    }
+    let base = params.splits * params.rows + slot * DV4;
+    for (var d4 = lid; d4 < DV4; d4 += WG) {
+        var acc = vec4<f32>(0.0);
+        if (m > params.neg_inf) {
+            for (var t = 0; t < n; t++) {
+                let j = u32(j_begin + t);
+                acc += sc[t] * v4(kv_offset(b, hk, j, params.v_dim), d4);
+            }
+        }
+        partials[base + d4] = acc;
+    }
+}

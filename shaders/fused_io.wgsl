@@ -1,0 +1,80 @@
+// Loads and index helpers of the fused kernels. The importing kernel declares `q`, `k`, `v`
+// (storage, read, array<u32>) and the D4 / DV4 constants.
+//
+// `k` and `v` hold all Lt keys: the caller's k/v when there is no cache (in the problem's
+// layout), else the concatenated present cache (always bhsd); `params.kv_bshd` says which.
+
+// Offset of element 0 of q[b, h, i, :].
+fn q_offset(b: u32, h: u32, i: u32) -> u32 {
+    if (params.bshd == 1u) {
+        return ((b * params.q_len + i) * params.q_heads + h) * params.head_dim;
+    }
+    return ((b * params.q_heads + h) * params.q_len + i) * params.head_dim;
+}
+
+// Offset of element 0 of key/value row j of kv head hk, rows of `dim` elements.
+fn kv_offset(b: u32, hk: u32, j: u32, dim: u32) -> u32 {
+    let lt = params.total_len;
+    if (params.kv_bshd == 1u) {
+        return ((b * lt + j) * params.kv_heads + hk) * dim;
+    }
+    return ((b * params.kv_heads + hk) * lt + j) * dim;
+}
+
+// Offset of element 0 of out[b, h, i, :].
+fn out_offset(b: u32, h: u32, i: u32) -> u32 {
+    if (params.bshd == 1u) {
+        return ((b * params.q_len + i) * params.q_heads + h) * params.v_dim;
+    }
+    return ((b * params.q_heads + h) * params.q_len + i) * params.v_dim;
+}
+
+// Elements base + 4*d4 .. base + 4*d4 + 3 of q, zero past the head dim.
+fn q4(base: u32, d4: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        let d = d4 * 4u + c;
+        if (d < params.head_dim) {
+            r[c] = decode(q[word_of(base + d)], base + d);
+        }
+    }
+    return r;
+}
+
+fn k4(base: u32, d4: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        let d = d4 * 4u + c;
+        if (d < params.head_dim) {
+            r[c] = decode(k[word_of(base + d)], base + d);
+        }
+    }
+    return r;
+}
+
+fn v4(base: u32, d4: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        let d = d4 * 4u + c;
+        if (d < params.v_dim) {
+            r[c] = decode(v[word_of(base + d)], base + d);
+        }
+    }
+    return r;
+}
+
+// Softcap: c * tanh(s / c) when c > 0.
+fn capped(s: f32) -> f32 {
+    if (params.softcap > 0.0) {
+        return params.softcap * tanh(s / params.softcap);
+    }
+    return s;
+}
+
+// [begin, end) of the keys that queries i_first..=i_last may see under the structured masks
+// (window/causal bounds and key length); empty when begin >= end.
+fn key_range(bd: Bounds, i_first: u32, i_last: u32) -> vec2<i32> {
+    let begin = max(0, i32(i_first) + bd.lo);
+    let end = min(min(i32(params.total_len), bd.kv_len), i32(i_last) + bd.hi + 1);
+    return vec2<i32>(begin, end);
+}

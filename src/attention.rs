@@ -1,0 +1,68 @@
+//! The entry points: validate, choose a path, record, submit once, read back once.
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::gpu::{present, submit_and_read, Wait};
+use crate::output::AttentionOutput;
+use crate::problem::{AttentionInputs, AttentionOptions, AttentionProblem, ExecutionPath};
+use crate::{fused, staged};
+
+/// Computes masked attention on the GPU and waits for the result.
+///
+/// Validates everything first ([`Error`] names the problem and the sizes); then uploads,
+/// records every kernel into one submission and reads the results back once. The fused path
+/// runs unless an intermediate is asked for (or [`AttentionOptions::path`] says otherwise).
+pub fn masked_attention(
+    ctx: &Context,
+    inputs: &AttentionInputs<'_>,
+    options: &AttentionOptions,
+) -> Result<AttentionOutput> {
+    pollster::block_on(run(ctx, inputs, options, Wait::Block))
+}
+
+/// [`masked_attention`] without blocking the calling thread: a helper thread waits for the
+/// device while the returned future is pending, so any executor can drive it.
+pub async fn masked_attention_async(
+    ctx: &Context,
+    inputs: &AttentionInputs<'_>,
+    options: &AttentionOptions,
+) -> Result<AttentionOutput> {
+    run(ctx, inputs, options, Wait::Thread).await
+}
+
+/// The path a request takes on this context: `Staged` or `Fused` (never `Auto`).
+pub fn resolve_path(
+    ctx: &Context,
+    problem: &AttentionProblem,
+    requested: ExecutionPath,
+) -> Result<ExecutionPath> {
+    let fused_ok = fused::supports(ctx, problem);
+    match requested {
+        ExecutionPath::Staged => Ok(ExecutionPath::Staged),
+        ExecutionPath::Fused if problem.returns.any() => Err(Error::InvalidCombination(
+            "the fused path returns no intermediates (scores, logits, probs): use the staged path",
+        )),
+        ExecutionPath::Fused => fused_ok.map(|()| ExecutionPath::Fused),
+        ExecutionPath::Auto if !problem.returns.any() && fused_ok.is_ok() => {
+            Ok(ExecutionPath::Fused)
+        }
+        ExecutionPath::Auto => Ok(ExecutionPath::Staged),
+    }
+}
+
+async fn run(
+    ctx: &Context,
+    inputs: &AttentionInputs<'_>,
+    options: &AttentionOptions,
+    wait: Wait,
+) -> Result<AttentionOutput> {
+    ctx.check_alive()?;
+    let p = AttentionProblem::new(inputs, options)?;
+    let path = resolve_path(ctx, &p, options.path)?;
+    let present = present(&p, inputs)?;
+    submit_and_read(ctx, &p, present, wait, |held, present| match path {
+        ExecutionPath::Fused => fused::record(ctx, &p, inputs, present, held),
+        _ => staged::record(ctx, &p, inputs, held),
+    })
+    .await
+}

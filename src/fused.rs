@@ -1,0 +1,256 @@
+//! The fused path: `fused` (prefill, one invocation per query row, key tiles in workgroup
+//! memory) or `fused_decode` (short query blocks, keys split across workgroups), then
+//! `fused_combine` when keys were split. Memory is linear in the sequence lengths.
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::gpu::{
+    bind_group, check_binding, dispatch, grid, Held, Params, Present, Readback, Recorded,
+};
+use crate::kernels::{Kernel, Tile, Variant};
+use crate::problem::{AttentionInputs, AttentionProblem};
+use crate::staged::{upload_bounds, upload_mask};
+use crate::tensor::{DType, Tensor};
+
+/// Largest head dim the fused kernels take (their per-invocation arrays grow with it).
+const MAX_HEAD_DIM: usize = 512;
+/// Query blocks up to this length take the decode kernel.
+const DECODE_MAX_Q: usize = 4;
+/// Keys per split of the decode kernel.
+const DECODE_CHUNK: u32 = 256;
+/// Fewer workgroups than this leave a device idle: split the keys.
+const TARGET_WORKGROUPS: u64 = 64;
+/// Invocations of `fused_combine` per workgroup (`WORKGROUP` in its WGSL).
+const COMBINE_WORKGROUP: u64 = 64;
+
+/// Whether the fused kernels can run this problem on this device.
+pub(crate) fn supports(ctx: &Context, p: &AttentionProblem) -> Result<()> {
+    let biggest = p.head_dim.max(p.v_dim);
+    if biggest > MAX_HEAD_DIM {
+        return Err(Error::ExceedsLimit {
+            what: "fused kernel head dim".into(),
+            limit: "fused MAX_HEAD_DIM",
+            requested: biggest as u64,
+            max: MAX_HEAD_DIM as u64,
+        });
+    }
+    Config::new(ctx, p).map(|_| ())
+}
+
+/// The kernel, tile and key split chosen for a problem on a device.
+#[derive(Debug, Clone, Copy)]
+struct Config {
+    kernel: Kernel,
+    tile: Tile,
+    splits: u32,
+    split_len: u32,
+    workgroups: u64,
+    combine: bool,
+}
+
+impl Config {
+    fn new(ctx: &Context, p: &AttentionProblem) -> Result<Self> {
+        let limits = ctx.limits();
+        let d4 = p.head_dim.div_ceil(4) as u32;
+        let dv4 = p.v_dim.div_ceil(4) as u32;
+        let invocations = limits
+            .max_compute_invocations_per_workgroup
+            .min(limits.max_compute_workgroup_size_x);
+        let rows = 64.min(invocations).max(1);
+        let lt = p.total_len() as u64;
+        let wg_mem = limits.max_compute_workgroup_storage_size as u64;
+        let packed_odd = p.dtype != DType::F32 && p.v_dim % 2 == 1;
+        if p.q_len <= DECODE_MAX_Q {
+            let chunk = DECODE_CHUNK;
+            let mem = (d4 as u64 * 16) + chunk as u64 * 4 + rows as u64 * 4;
+            if mem > wg_mem {
+                return Err(too_big(mem, wg_mem));
+            }
+            let splits = lt.div_ceil(chunk as u64).max(1);
+            return Ok(Config {
+                kernel: Kernel::FusedDecode,
+                tile: Tile {
+                    rows,
+                    keys: chunk,
+                    d4,
+                    dv4,
+                    split: true,
+                },
+                splits: splits as u32,
+                split_len: chunk,
+                workgroups: p.rows() as u64 * splits,
+                combine: true,
+            });
+        }
+        // Keys per tile: the most (up to 32) whose rows fit in workgroup memory.
+        let per_key = d4.max(dv4) as u64 * 16;
+        let mut keys = 32u64;
+        while keys > 1 && keys * per_key > wg_mem {
+            keys /= 2;
+        }
+        if keys * per_key > wg_mem {
+            return Err(too_big(keys * per_key, wg_mem));
+        }
+        let q_tiles = (p.q_len as u64).div_ceil(rows as u64);
+        let base = q_tiles * (p.batch * p.q_heads) as u64;
+        let mut splits = 1u64;
+        if base < TARGET_WORKGROUPS {
+            splits = TARGET_WORKGROUPS
+                .div_ceil(base)
+                .min(lt.div_ceil(keys * 4))
+                .max(1);
+        }
+        let split_len = lt.div_ceil(splits).next_multiple_of(keys);
+        let splits = lt.div_ceil(split_len).max(1);
+        let combine = splits > 1 || packed_odd;
+        Ok(Config {
+            kernel: Kernel::Fused,
+            tile: Tile {
+                rows,
+                keys: keys as u32,
+                d4,
+                dv4,
+                split: combine,
+            },
+            splits: splits as u32,
+            split_len: split_len as u32,
+            workgroups: base * splits,
+            combine,
+        })
+    }
+}
+
+fn too_big(requested: u64, max: u64) -> Error {
+    Error::ExceedsLimit {
+        what: "fused kernel workgroup memory".into(),
+        limit: "max_compute_workgroup_storage_size",
+        requested,
+        max,
+    }
+}
+
+/// Uploads the inputs and records the fused kernel (and the merge) into one encoder.
+pub(crate) fn record(
+    ctx: &Context,
+    p: &AttentionProblem,
+    inputs: &AttentionInputs<'_>,
+    present: &Present,
+    held: &mut Held<'_>,
+) -> Result<Recorded> {
+    let cfg = Config::new(ctx, p)?;
+    // With a cache the kernels read the concatenated present cache (built once on the host
+    // for the output anyway).
+    let (k, v): (&Tensor, &Tensor) = match present {
+        (Some(pk), Some(pv)) => (pk, pv),
+        _ => (inputs.k, inputs.v),
+    };
+    let el = |t: &Tensor| (t.len() * t.dtype().size()) as u64;
+    for (what, t) in [("q", inputs.q), ("k", k), ("v", v)] {
+        check_binding(ctx, what, el(t))?;
+    }
+    if let Some((_, layout)) = p.mask {
+        check_binding(ctx, "mask", layout.len as u64 * 4)?;
+    }
+    let out_bytes = check_binding(ctx, "out", (p.out_len() * p.dtype.size()) as u64)?;
+    let slots = cfg.splits as u64 * p.rows() as u64;
+    let partial_bytes = if cfg.combine {
+        check_binding(
+            ctx,
+            &format!("fused partials ({} key splits)", cfg.splits),
+            slots * (1 + cfg.tile.dv4 as u64) * 16,
+        )?
+    } else {
+        16
+    };
+    let layout = Readback::new(ctx, p, out_bytes, 0)?;
+    let main_grid = grid(ctx, cfg.kernel.name(), cfg.workgroups)?;
+    let per_word = if p.dtype == DType::F32 { 1 } else { 2 };
+    let combine_grid = grid(
+        ctx,
+        "fused_combine",
+        (p.out_len() as u64)
+            .div_ceil(per_word)
+            .div_ceil(COMBINE_WORKGROUP),
+    )?;
+
+    let mask_kind = p.mask.map(|(k, _)| k);
+    let main_p = ctx.pipeline(Variant::new(cfg.kernel, p.dtype, mask_kind).with_tile(cfg.tile))?;
+    let combine_tile = Tile {
+        dv4: cfg.tile.dv4,
+        ..Tile::default()
+    };
+    let combine_p =
+        if cfg.combine {
+            Some(ctx.pipeline(
+                Variant::new(Kernel::FusedCombine, p.dtype, None).with_tile(combine_tile),
+            )?)
+        } else {
+            None
+        };
+
+    let mut params = Params::new(p);
+    params.splits = cfg.splits;
+    params.split_len = cfg.split_len;
+    let uniform = held.uniform(&params)?;
+    let q_buf = held.upload(&inputs.q.padded_bytes())?;
+    let k_buf = held.upload(&k.padded_bytes())?;
+    let v_buf = held.upload(&v.padded_bytes())?;
+    let bounds = upload_bounds(held, p)?;
+    let (mask, mask_bytes) = upload_mask(held, inputs.mask)?;
+    let out = held.scratch(out_bytes)?;
+    let partials = held.scratch(partial_bytes)?;
+    let readback = held.take(
+        layout.total,
+        wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+    )?;
+
+    let u = std::mem::size_of::<Params>() as u64;
+    let label = format!(
+        "{} {:?} -> {:?}",
+        cfg.kernel.name(),
+        p.score_shape(),
+        p.out_shape()
+    );
+    let main_group = bind_group(
+        ctx,
+        &main_p,
+        &label,
+        &[
+            (&uniform, u),
+            (&q_buf, el(inputs.q)),
+            (&k_buf, el(k)),
+            (&v_buf, el(v)),
+            (&bounds, p.batch as u64 * 16),
+            (&mask, mask_bytes),
+            (&out, out_bytes),
+            (&partials, partial_bytes),
+        ],
+    );
+    let mut encoder = ctx
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("wgattn fused"),
+        });
+    dispatch(&mut encoder, &label, &main_p, &main_group, main_grid);
+    if let Some(combine_p) = combine_p {
+        let group = bind_group(
+            ctx,
+            &combine_p,
+            &format!("fused_combine {} splits", cfg.splits),
+            &[(&uniform, u), (&partials, partial_bytes), (&out, out_bytes)],
+        );
+        dispatch(
+            &mut encoder,
+            "fused_combine",
+            &combine_p,
+            &group,
+            combine_grid,
+        );
+    }
+    encoder.copy_buffer_to_buffer(&out, 0, &readback, 0, out_bytes);
+    Ok(Recorded {
+        encoder,
+        readback,
+        layout,
+    })
+}

@@ -1,0 +1,403 @@
+//! What the GPU paths share: the uniform block, pooled buffers held for one call, bind
+//! groups, dispatch grids, and the single read-back.
+
+use std::num::NonZeroU64;
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::kv_cache;
+use crate::output::AttentionOutput;
+use crate::problem::{AttentionInputs, AttentionProblem, Layout};
+use crate::tensor::Tensor;
+
+/// The uniform block of `shaders/common.wgsl`, field for field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct Params {
+    pub batch: u32,
+    pub q_heads: u32,
+    pub kv_heads: u32,
+    pub q_len: u32,
+    pub k_len: u32,
+    pub past_len: u32,
+    pub total_len: u32,
+    pub head_dim: u32,
+    pub v_dim: u32,
+    pub group: u32,
+    pub bshd: u32,
+    pub rows: u32,
+    pub scale: f32,
+    pub softcap: f32,
+    pub neg_inf: f32,
+    pub out_len: u32,
+    pub mask_sb: u32,
+    pub mask_sh: u32,
+    pub mask_si: u32,
+    pub mask_n: u32,
+    pub kv_bshd: u32,
+    pub splits: u32,
+    pub split_len: u32,
+    pub pad: u32,
+}
+
+impl Params {
+    pub(crate) fn new(p: &AttentionProblem) -> Self {
+        let (strides, n) = p.mask.map_or(([0; 3], 0), |(_, l)| (l.strides, l.last_len));
+        let bshd = (p.layout == Layout::Bshd) as u32;
+        Params {
+            batch: p.batch as u32,
+            q_heads: p.q_heads as u32,
+            kv_heads: p.kv_heads as u32,
+            q_len: p.q_len as u32,
+            k_len: p.k_len as u32,
+            past_len: p.past_len as u32,
+            total_len: p.total_len() as u32,
+            head_dim: p.head_dim as u32,
+            v_dim: p.v_dim as u32,
+            group: p.group() as u32,
+            bshd,
+            rows: p.rows() as u32,
+            scale: p.scale,
+            softcap: p.softcap,
+            neg_inf: f32::NEG_INFINITY,
+            out_len: p.out_len() as u32,
+            mask_sb: strides[0] as u32,
+            mask_sh: strides[1] as u32,
+            mask_si: strides[2] as u32,
+            mask_n: n as u32,
+            // With a cache the kernels read the concatenated present cache, always bhsd.
+            kv_bshd: if p.has_past { 0 } else { bshd },
+            splits: 1,
+            split_len: p.total_len() as u32,
+            pad: 0,
+        }
+    }
+}
+
+/// Usage of every pooled storage buffer (one usage, so any buffer can serve any role).
+pub(crate) const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// Fails with `ExceedsLimit` when one binding would need more than the device allows, or
+/// more elements than the kernels' u32 indices reach.
+pub(crate) fn check_binding(ctx: &Context, what: &str, bytes: u64) -> Result<u64> {
+    let limits = ctx.limits();
+    let max = limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size)
+        .min(u32::MAX as u64);
+    if bytes > max {
+        return Err(Error::ExceedsLimit {
+            what: what.to_string(),
+            limit: "max_storage_buffer_binding_size",
+            requested: bytes,
+            max,
+        });
+    }
+    Ok(bytes.max(4).next_multiple_of(4))
+}
+
+/// A 2-D grid of at least `n` workgroups (the shaders linearize `y * nx + x`).
+pub(crate) fn grid(ctx: &Context, kernel: &str, n: u64) -> Result<(u32, u32)> {
+    let max = ctx.limits().max_compute_workgroups_per_dimension as u64;
+    let x = n.clamp(1, max);
+    let y = n.div_ceil(x).max(1);
+    if y > max {
+        return Err(Error::ExceedsLimit {
+            what: format!("{kernel} dispatch of {n} workgroups"),
+            limit: "max_compute_workgroups_per_dimension",
+            requested: n,
+            max: max * max,
+        });
+    }
+    Ok((x as u32, y as u32))
+}
+
+/// Buffers taken from the pool for one call; all go back when the call ends, however it ends.
+pub(crate) struct Held<'c> {
+    ctx: &'c Context,
+    buffers: Vec<wgpu::Buffer>,
+}
+
+impl<'c> Held<'c> {
+    pub(crate) fn new(ctx: &'c Context) -> Self {
+        Held {
+            ctx,
+            buffers: Vec::new(),
+        }
+    }
+
+    pub(crate) fn take(&mut self, size: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+        let mut pool = self
+            .ctx
+            .pool
+            .lock()
+            .map_err(|_| Error::Gpu("buffer pool poisoned".into()))?;
+        let b = pool.take(
+            self.ctx.device(),
+            size,
+            usage,
+            self.ctx.limits().max_buffer_size,
+        );
+        self.buffers.push(b.clone());
+        Ok(b)
+    }
+
+    /// A storage buffer holding `bytes`.
+    pub(crate) fn upload(&mut self, bytes: &[u8]) -> Result<wgpu::Buffer> {
+        let b = self.take(bytes.len() as u64, STORAGE)?;
+        self.ctx.queue().write_buffer(&b, 0, bytes);
+        Ok(b)
+    }
+
+    /// A scratch or output buffer; filled with NaN when the context poisons outputs.
+    pub(crate) fn scratch(&mut self, size: u64) -> Result<wgpu::Buffer> {
+        let b = self.take(size, STORAGE)?;
+        if self.ctx.poison_outputs() {
+            let n = size.max(4).next_multiple_of(4) as usize;
+            self.ctx.queue().write_buffer(&b, 0, &vec![0xff; n]);
+        }
+        Ok(b)
+    }
+
+    /// The uniform block.
+    pub(crate) fn uniform(&mut self, params: &Params) -> Result<wgpu::Buffer> {
+        let b = self.take(
+            std::mem::size_of::<Params>() as u64,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        )?;
+        self.ctx
+            .queue()
+            .write_buffer(&b, 0, bytemuck::bytes_of(params));
+        Ok(b)
+    }
+
+    pub(crate) fn give_back(&mut self) {
+        if let Ok(mut pool) = self.ctx.pool.lock() {
+            for b in self.buffers.drain(..) {
+                pool.give(b);
+            }
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.give_back();
+    }
+}
+
+/// A bind group of `pipeline` binding each buffer from offset 0 with the given size.
+pub(crate) fn bind_group(
+    ctx: &Context,
+    pipeline: &wgpu::ComputePipeline,
+    label: &str,
+    entries: &[(&wgpu::Buffer, u64)],
+) -> wgpu::BindGroup {
+    let entries: Vec<wgpu::BindGroupEntry<'_>> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (buffer, size))| wgpu::BindGroupEntry {
+            binding: i as u32,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer,
+                offset: 0,
+                size: NonZeroU64::new((*size).max(4).next_multiple_of(4)),
+            }),
+        })
+        .collect();
+    ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(label),
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &entries,
+    })
+}
+
+/// Records one compute pass with one dispatch.
+pub(crate) fn dispatch(
+    encoder: &mut wgpu::CommandEncoder,
+    label: &str,
+    pipeline: &wgpu::ComputePipeline,
+    group: &wgpu::BindGroup,
+    (x, y): (u32, u32),
+) {
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some(label),
+        timestamp_writes: None,
+    });
+    pass.set_pipeline(pipeline);
+    pass.set_bind_group(0, group, &[]);
+    pass.dispatch_workgroups(x, y, 1);
+}
+
+/// Where `out` and the intermediates lie in the read-back buffer.
+pub(crate) struct Readback {
+    pub score_bytes: u64,
+    /// Offsets of out, scores, logits, probs.
+    pub offsets: [Option<u64>; 4],
+    pub total: u64,
+}
+
+impl Readback {
+    pub(crate) fn new(
+        ctx: &Context,
+        p: &AttentionProblem,
+        out_bytes: u64,
+        score_bytes: u64,
+    ) -> Result<Self> {
+        let mut offset = 0;
+        let mut offsets = [None; 4];
+        let wanted = [true, p.returns.scores, p.returns.logits, p.returns.probs];
+        for (i, (slot, want)) in offsets.iter_mut().zip(wanted).enumerate() {
+            if want {
+                *slot = Some(offset);
+                offset += if i == 0 { out_bytes } else { score_bytes };
+            }
+        }
+        let max = ctx.limits().max_buffer_size;
+        if offset > max {
+            return Err(Error::ExceedsLimit {
+                what: "read-back of out and the intermediates".into(),
+                limit: "max_buffer_size",
+                requested: offset,
+                max,
+            });
+        }
+        Ok(Readback {
+            score_bytes,
+            offsets,
+            total: offset,
+        })
+    }
+
+    /// Reads `out` and the intermediates from the mapped buffer, rounding intermediates
+    /// (f32 on the GPU) to the input dtype once.
+    fn read(
+        &self,
+        p: &AttentionProblem,
+        present: Present,
+        buffer: &wgpu::Buffer,
+    ) -> Result<AttentionOutput> {
+        let view = buffer
+            .get_mapped_range(..self.total)
+            .map_err(|e| Error::Gpu(format!("mapping the read-back: {e}")))?;
+        let bytes: &[u8] = &view;
+        let out_len = p.out_len() * p.dtype.size();
+        let out = Tensor::from_le_bytes(p.out_shape(), p.dtype, &bytes[..out_len])?;
+        let inter = |slot: Option<u64>| -> Result<Option<Tensor>> {
+            slot.map(|offset| {
+                let start = offset as usize;
+                let floats: Vec<f32> = bytes[start..start + self.score_bytes as usize]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                Tensor::from_f32_as(p.score_shape(), &floats, p.dtype)
+            })
+            .transpose()
+        };
+        let (present_k, present_v) = present;
+        Ok(AttentionOutput {
+            out,
+            present_k,
+            present_v,
+            scores: inter(self.offsets[1])?,
+            logits: inter(self.offsets[2])?,
+            probs: inter(self.offsets[3])?,
+        })
+    }
+}
+
+/// `present_k`, `present_v`, when a past cache is given.
+pub(crate) type Present = (Option<Tensor>, Option<Tensor>);
+
+/// `present_k`, `present_v` when a past cache is given (exact copies, built on the host).
+pub(crate) fn present(p: &AttentionProblem, inputs: &AttentionInputs<'_>) -> Result<Present> {
+    if !p.has_past {
+        return Ok((None, None));
+    }
+    Ok((
+        Some(kv_cache::concat(p, inputs.past_k, inputs.k, p.head_dim)?),
+        Some(kv_cache::concat(p, inputs.past_v, inputs.v, p.v_dim)?),
+    ))
+}
+
+/// Encoder and read-back of one call, ready to submit.
+pub(crate) struct Recorded {
+    pub encoder: wgpu::CommandEncoder,
+    pub readback: wgpu::Buffer,
+    pub layout: Readback,
+}
+
+/// How the caller waits for the device.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Poll on this thread until done.
+    Block,
+    /// A helper thread polls; the future stays pending meanwhile.
+    Thread,
+}
+
+/// Submits what `record` encodes inside error scopes, waits for the read-back and returns the
+/// results. Buffers go back to the pool whatever happens.
+pub(crate) async fn submit_and_read(
+    ctx: &Context,
+    p: &AttentionProblem,
+    present: Present,
+    wait: Wait,
+    record: impl FnOnce(&mut Held<'_>, &Present) -> Result<Recorded>,
+) -> Result<AttentionOutput> {
+    // Dropped last: every buffer (read-back included) goes back to the pool on any exit.
+    let mut held = Held::new(ctx);
+    let (readback, layout, index) = {
+        let oom = ctx
+            .device()
+            .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = ctx.device().push_error_scope(wgpu::ErrorFilter::Validation);
+        let submitted = record(&mut held, &present).map(|rec| {
+            let index = ctx.queue().submit([rec.encoder.finish()]);
+            (rec.readback, rec.layout, index)
+        });
+        let validation = pollster::block_on(validation.pop());
+        let oom = pollster::block_on(oom.pop());
+        let submitted = submitted?;
+        if let Some(e) = validation.or(oom) {
+            return Err(match e {
+                wgpu::Error::OutOfMemory { .. } => Error::Gpu(format!("out of GPU memory: {e}")),
+                e => Error::Gpu(e.to_string()),
+            });
+        }
+        submitted
+    };
+    let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+    readback.map_async(wgpu::MapMode::Read, .., move |r| {
+        let _ = tx.send(r);
+    });
+    let device = ctx.device().clone();
+    let poll = move || {
+        device.poll(wgpu::PollType::Wait {
+            submission_index: Some(index),
+            timeout: None,
+        })
+    };
+    let poll_result = match wait {
+        Wait::Block => Some(poll()),
+        Wait::Thread => {
+            std::thread::spawn(poll);
+            None
+        }
+    };
+    let mapped = rx.receive().await;
+    let lost = |e: String| ctx.check_alive().err().unwrap_or(Error::Gpu(e));
+    let result = match (mapped, poll_result) {
+        (_, Some(Err(e))) => Err(lost(e.to_string())),
+        (Some(Ok(())), _) => layout.read(p, present, &readback),
+        (Some(Err(e)), _) => Err(lost(e.to_string())),
+        (None, _) => Err(Error::Gpu("read-back was cancelled".into())),
+    };
+    readback.unmap();
+    ctx.check_alive()?;
+    result
+}

@@ -1,0 +1,456 @@
+//! The fused path (prefill and decode kernels, key splits, combine) against the reference.
+mod common;
+
+use common::*;
+use wgattn::{
+    masked_attention, reference, AttentionInputs, AttentionOptions, BoolMask, DType, ExecutionPath,
+    Layout, Mask, Tensor,
+};
+
+/// Shapes and options of one fused case.
+#[derive(Clone)]
+struct Case {
+    b: usize,
+    hq: usize,
+    hkv: usize,
+    lq: usize,
+    lk: usize,
+    past: usize,
+    d: usize,
+    dv: usize,
+    dtype: DType,
+    layout: Layout,
+    options: AttentionOptions,
+    kv_lengths: Option<Vec<i64>>,
+    mask: Option<&'static str>,
+    amp: f32,
+}
+
+impl Default for Case {
+    fn default() -> Self {
+        Case {
+            b: 1,
+            hq: 2,
+            hkv: 1,
+            lq: 7,
+            lk: 33,
+            past: 0,
+            d: 16,
+            dv: 16,
+            dtype: DType::F32,
+            layout: Layout::Bhsd,
+            options: AttentionOptions::default(),
+            kv_lengths: None,
+            mask: None,
+            amp: 1.0,
+        }
+    }
+}
+
+fn shape(layout: Layout, b: usize, h: usize, s: usize, d: usize) -> Vec<usize> {
+    match layout {
+        Layout::Bhsd => vec![b, h, s, d],
+        Layout::Bshd => vec![b, s, h, d],
+    }
+}
+
+/// Runs the case on the fused path and the reference; compares `out` and the present cache.
+fn check(name: &str, c: Case, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let q = random(
+        &mut rng,
+        &shape(c.layout, c.b, c.hq, c.lq, c.d),
+        c.dtype,
+        c.amp,
+    );
+    let k = random(
+        &mut rng,
+        &shape(c.layout, c.b, c.hkv, c.lk, c.d),
+        c.dtype,
+        c.amp,
+    );
+    let v = random(
+        &mut rng,
+        &shape(c.layout, c.b, c.hkv, c.lk, c.dv),
+        c.dtype,
+        1.0,
+    );
+    let pk = random(&mut rng, &[c.b, c.hkv, c.past, c.d], c.dtype, c.amp);
+    let pv = random(&mut rng, &[c.b, c.hkv, c.past, c.dv], c.dtype, 1.0);
+    let lt = c.past + c.lk;
+    let mask = c.mask.map(|kind| match kind {
+        "bool" => {
+            let n = c.b * c.lq * lt;
+            let data = (0..n).map(|_| rng.bool(0.7)).collect();
+            Mask::Bool(BoolMask::new([c.b, 1, c.lq, lt], data).unwrap())
+        }
+        _ => {
+            let n = c.hq * c.lq * lt;
+            let data: Vec<f32> = (0..n)
+                .map(|_| {
+                    if rng.bool(0.2) {
+                        f32::NEG_INFINITY
+                    } else {
+                        rng.uniform() * 2.0
+                    }
+                })
+                .collect();
+            Mask::Additive(Tensor::from_f32([c.hq, c.lq, lt], data).unwrap())
+        }
+    });
+    let mut inputs = AttentionInputs::new(&q, &k, &v);
+    if c.past > 0 || c.options.causal_offset == Some(-12345) {
+        inputs = inputs.with_past(&pk, &pv);
+    }
+    if let Some(l) = &c.kv_lengths {
+        inputs = inputs.with_kv_lengths(l);
+    }
+    if let Some(m) = &mask {
+        inputs = inputs.with_mask(m);
+    }
+    let options = AttentionOptions {
+        layout: c.layout,
+        path: ExecutionPath::Fused,
+        ..c.options.clone()
+    };
+    let got = masked_attention(ctx(), &inputs, &options).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let want = reference::masked_attention(&inputs, &options).unwrap();
+    let tol = Tol::for_dtype(c.dtype).scaled(if c.amp > 4.0 { 10.0 } else { 1.0 });
+    assert_close(&format!("{name}: out"), &got.out, &want.out, tol);
+    assert_eq!(got.present_k, want.present_k, "{name}: present_k");
+    assert_eq!(got.present_v, want.present_v, "{name}: present_v");
+}
+
+#[test]
+fn fused_prefill_plain_and_odd_sizes() {
+    check("plain", Case::default(), 1);
+    check(
+        "odd",
+        Case {
+            lq: 129,
+            lk: 300,
+            d: 7,
+            dv: 13,
+            ..Case::default()
+        },
+        2,
+    );
+    check(
+        "one key",
+        Case {
+            lq: 70,
+            lk: 1,
+            ..Case::default()
+        },
+        3,
+    );
+    check(
+        "gqa",
+        Case {
+            hq: 8,
+            hkv: 2,
+            lq: 65,
+            lk: 40,
+            ..Case::default()
+        },
+        4,
+    );
+    check(
+        "mqa bshd",
+        Case {
+            hq: 4,
+            hkv: 1,
+            lq: 33,
+            lk: 47,
+            layout: Layout::Bshd,
+            ..Case::default()
+        },
+        5,
+    );
+}
+
+#[test]
+fn fused_prefill_head_dims() {
+    for (i, d) in [32, 64, 80, 96, 128, 256].into_iter().enumerate() {
+        check(
+            &format!("d{d}"),
+            Case {
+                b: 1,
+                hq: 1,
+                lq: 40,
+                lk: 50,
+                d,
+                dv: d,
+                ..Case::default()
+            },
+            10 + i as u64,
+        );
+    }
+}
+
+#[test]
+fn fused_masks() {
+    let causal = AttentionOptions {
+        causal: true,
+        ..Default::default()
+    };
+    check(
+        "causal",
+        Case {
+            lq: 100,
+            lk: 100,
+            options: causal.clone(),
+            ..Case::default()
+        },
+        20,
+    );
+    check(
+        "causal past",
+        Case {
+            lq: 70,
+            lk: 70,
+            past: 20,
+            options: causal.clone(),
+            ..Case::default()
+        },
+        21,
+    );
+    let window = AttentionOptions {
+        causal: true,
+        window_left: 9,
+        ..Default::default()
+    };
+    check(
+        "window causal",
+        Case {
+            lq: 130,
+            lk: 130,
+            options: window,
+            ..Case::default()
+        },
+        22,
+    );
+    let both = AttentionOptions {
+        window_left: 5,
+        window_right: 3,
+        ..Default::default()
+    };
+    check(
+        "window both",
+        Case {
+            lq: 67,
+            lk: 90,
+            options: both,
+            ..Case::default()
+        },
+        23,
+    );
+    check(
+        "kv lengths causal",
+        Case {
+            b: 3,
+            lq: 66,
+            lk: 80,
+            kv_lengths: Some(vec![80, 66, 0]),
+            options: causal.clone(),
+            ..Case::default()
+        },
+        24,
+    );
+    let negative = AttentionOptions {
+        causal: true,
+        causal_offset: Some(-70),
+        ..Default::default()
+    };
+    check(
+        "fully masked rows",
+        Case {
+            lq: 100,
+            lk: 100,
+            options: negative,
+            ..Case::default()
+        },
+        25,
+    );
+    check(
+        "bool mask",
+        Case {
+            b: 2,
+            lq: 70,
+            lk: 45,
+            mask: Some("bool"),
+            options: causal.clone(),
+            ..Case::default()
+        },
+        26,
+    );
+    check(
+        "additive mask",
+        Case {
+            hq: 2,
+            lq: 66,
+            lk: 45,
+            mask: Some("add"),
+            ..Case::default()
+        },
+        27,
+    );
+    let cap = AttentionOptions {
+        softcap: 5.0,
+        scale: Some(1.0),
+        ..Default::default()
+    };
+    check(
+        "softcap large",
+        Case {
+            lq: 65,
+            lk: 70,
+            amp: 8.0,
+            options: cap,
+            ..Case::default()
+        },
+        28,
+    );
+    let big = AttentionOptions {
+        scale: Some(1.0),
+        ..Default::default()
+    };
+    check(
+        "large logits",
+        Case {
+            lq: 65,
+            lk: 70,
+            amp: 50.0 / 4.0,
+            options: big,
+            ..Case::default()
+        },
+        29,
+    );
+}
+
+#[test]
+fn fused_dtypes() {
+    for (i, dtype) in [DType::F16, DType::BF16].into_iter().enumerate() {
+        check(
+            "even dv",
+            Case {
+                dtype,
+                lq: 70,
+                lk: 50,
+                ..Case::default()
+            },
+            30 + i as u64,
+        );
+        check(
+            "odd dv",
+            Case {
+                dtype,
+                lq: 70,
+                lk: 50,
+                dv: 9,
+                ..Case::default()
+            },
+            32 + i as u64,
+        );
+        check(
+            "decode",
+            Case {
+                dtype,
+                lq: 1,
+                lk: 600,
+                dv: 9,
+                ..Case::default()
+            },
+            34 + i as u64,
+        );
+    }
+}
+
+#[test]
+fn fused_decode_splits() {
+    check(
+        "decode long",
+        Case {
+            hq: 4,
+            hkv: 2,
+            lq: 1,
+            lk: 1000,
+            ..Case::default()
+        },
+        40,
+    );
+    let causal = AttentionOptions {
+        causal: true,
+        ..Default::default()
+    };
+    check(
+        "decode past causal",
+        Case {
+            lq: 3,
+            lk: 3,
+            past: 700,
+            options: causal.clone(),
+            ..Case::default()
+        },
+        41,
+    );
+    let window = AttentionOptions {
+        causal: true,
+        window_left: 100,
+        ..Default::default()
+    };
+    check(
+        "decode window",
+        Case {
+            lq: 2,
+            lk: 2,
+            past: 900,
+            options: window,
+            ..Case::default()
+        },
+        42,
+    );
+    check(
+        "decode kv lengths",
+        Case {
+            b: 3,
+            lq: 1,
+            lk: 520,
+            kv_lengths: Some(vec![520, 1, 0]),
+            ..Case::default()
+        },
+        43,
+    );
+    check(
+        "decode bool mask",
+        Case {
+            b: 2,
+            lq: 4,
+            lk: 300,
+            mask: Some("bool"),
+            ..Case::default()
+        },
+        44,
+    );
+    check(
+        "decode additive",
+        Case {
+            lq: 4,
+            lk: 300,
+            mask: Some("add"),
+            ..Case::default()
+        },
+        45,
+    );
+    check(
+        "prefill split",
+        Case {
+            b: 1,
+            hq: 1,
+            lq: 20,
+            lk: 2000,
+            ..Case::default()
+        },
+        46,
+    );
+}
