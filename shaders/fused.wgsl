@@ -1,13 +1,17 @@
-// Fused attention (FlashAttention-style) for prefill: one invocation per query row, BQ rows
-// per workgroup sharing tiles of BK keys in workgroup memory; online softmax with a running
-// maximum m and sum l; P·V accumulated in registers. Nothing of size Lq x Lt exists.
+// Fused attention (FlashAttention-style) for prefill. A workgroup takes BQ = WG * R query
+// rows of one head; each invocation owns R rows (R > 1 reuses every key and value loaded
+// from workgroup memory R times, which pays where loads dominate, e.g. on CPU adapters).
+// Tiles of BK keys and values are shared in workgroup memory; online softmax with a
+// running maximum m and sum l per row; P·V accumulated in private memory. Nothing of size
+// Lq x Lt exists.
 //
 // The key range of a workgroup is cut from the structured masks (causal, window, key
-// length) before the loop, so tiles that are entirely masked are never loaded. Keys may be
-// split across workgroups (z of the linear grid); with SPLIT each workgroup writes its
-// partial (m, l, alive, acc) for fused_combine, otherwise the final output.
+// length) before the loop, so tiles that are entirely masked are never loaded; tiles that
+// are entirely allowed skip the per-key mask checks. Keys may be split across workgroups;
+// with SPLIT each workgroup writes its partial (m, l, alive, acc) for fused_combine,
+// otherwise the final output.
 //
-// Template values: BQ, BK, D4 = ceil(D/4), DV4 = ceil(Dv/4), T4 = max(D4, DV4).
+// Template values: WG, R, BK (a multiple of 4), D4 = ceil(D/4), DV4 = ceil(Dv/4).
 #import common
 #import masking
 
@@ -19,17 +23,106 @@
 @group(0) @binding(6) var<storage, read_write> out: array<u32>;
 @group(0) @binding(7) var<storage, read_write> partials: array<vec4<f32>>;
 
-const BQ: u32 = {{BQ}}u;
+const WG: u32 = {{WG}}u;
+const R: u32 = {{R}}u;
+const BQ: u32 = WG * R;
 const BK: u32 = {{BK}}u;
 const D4: u32 = {{D4}}u;
 const DV4: u32 = {{DV4}}u;
-const T4: u32 = {{T4}}u;
 
-var<workgroup> tile: array<vec4<f32>, BK * T4>;
+var<workgroup> k_tile: array<vec4<f32>, BK * D4>;
+var<workgroup> v_tile: array<vec4<f32>, BK * DV4>;
+
+// This invocation's query rows, output accumulators and running softmax states.
+var<private> qr: array<array<vec4<f32>, D4>, R>;
+var<private> acc: array<array<vec4<f32>, DV4>, R>;
+var<private> m: array<f32, R>;
+var<private> l: array<f32, R>;
+var<private> alive: array<bool, R>;
 
 #import fused_io
 
-@compute @workgroup_size(BQ)
+// The bias of keys jb..jb+3 for query i: 0 or the additive mask where allowed, -inf where not.
+fn bias4(b: u32, h: u32, i: u32, bd: Bounds, jb: i32, j_end: i32) -> vec4<f32> {
+    var bias = vec4<f32>(params.neg_inf);
+    for (var c = 0u; c < 4u; c++) {
+        let j = jb + i32(c);
+        if (j < j_end && structurally_allowed(bd, i, u32(j))) {
+            bias[c] = mask_bias(b, h, i, u32(j));
+        }
+    }
+    return bias;
+}
+
+// Folds keys [j0, min(j0 + BK, j_end)) of the tiles into the rows' (m, l, acc), four keys
+// at a time: independent accumulators, at most one rescale per row and group.
+fn accumulate_tile(i_first: u32, b: u32, h: u32, bd: Bounds, j0: i32, j_end: i32) {
+    let tile_last = min(j0 + i32(BK), j_end) - 1;
+    let neg = vec4<f32>(params.neg_inf);
+    let one = vec4<f32>(1.0);
+    // Every key of the tile allowed for every row by the structured masks, no mask tensor.
+    let i_lo = i32(i_first);
+    let i_hi = i32(i_first + (R - 1u) * WG);
+    var interior = j0 >= i_hi + bd.lo && tile_last <= i_lo + bd.hi && tile_last < bd.kv_len;
+#ifndef MASK_NONE
+    interior = false;
+#endif
+    for (var jj = 0u; jj < BK; jj += 4u) {
+        let jb = j0 + i32(jj);
+        if (jb >= j_end) {
+            break;
+        }
+        var s: array<vec4<f32>, R>;
+        for (var d4 = 0u; d4 < D4; d4++) {
+            let k0 = k_tile[jj * D4 + d4];
+            let k1 = k_tile[(jj + 1u) * D4 + d4];
+            let k2 = k_tile[(jj + 2u) * D4 + d4];
+            let k3 = k_tile[(jj + 3u) * D4 + d4];
+            for (var r = 0u; r < R; r++) {
+                let qv = qr[r][d4];
+                s[r] += vec4<f32>(dot(qv, k0), dot(qv, k1), dot(qv, k2), dot(qv, k3));
+            }
+        }
+        var p: array<vec4<f32>, R>;
+        for (var r = 0u; r < R; r++) {
+            let i = i_first + r * WG;
+            var bias = vec4<f32>(0.0);
+            if (i >= params.q_len) {
+                bias = neg;
+            } else if (!interior || jb + 3 >= j_end) {
+                bias = bias4(b, h, i, bd, jb, j_end);
+            }
+            let ok = bias != neg;
+            if (any(ok)) {
+                alive[r] = true;
+                let x = select(neg, capped4(params.scale * s[r]) + bias, ok);
+                let gmax = max(max(x.x, x.y), max(x.z, x.w));
+                if (gmax > m[r]) {
+                    let corr = exp(m[r] - gmax);
+                    l[r] = l[r] * corr;
+                    for (var d4 = 0u; d4 < DV4; d4++) {
+                        acc[r][d4] = acc[r][d4] * corr;
+                    }
+                    m[r] = gmax;
+                }
+                p[r] = select(vec4<f32>(0.0), exp(x - m[r]), ok);
+                l[r] += dot(p[r], one);
+            }
+        }
+        for (var d4 = 0u; d4 < DV4; d4++) {
+            let v0 = v_tile[jj * DV4 + d4];
+            let v1 = v_tile[(jj + 1u) * DV4 + d4];
+            let v2 = v_tile[(jj + 2u) * DV4 + d4];
+            let v3 = v_tile[(jj + 3u) * DV4 + d4];
+            for (var r = 0u; r < R; r++) {
+                let pr = p[r];
+                acc[r][d4] += pr.x * v0 + pr.y * v1 + pr.z * v2 + pr.w * v3;
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -48,8 +141,8 @@ fn main(
     let h = bh % params.q_heads;
     let hk = h / params.group;
     let i0 = qt * BQ;
-    let i = i0 + lid;
-    let row_ok = i < params.q_len;
+    // Rows i0 + lid + r * WG: consecutive invocations take consecutive rows.
+    let i_first = i0 + lid;
     let bd = bounds[b];
 
     // Keys any row of this tile may see, then this split's share of them.
@@ -58,105 +151,76 @@ fn main(
     let j_begin = range.x + i32(split * params.split_len);
     let j_end = min(range.y, j_begin + i32(params.split_len));
 
-    var qr: array<vec4<f32>, D4>;
-    if (row_ok) {
-        let qo = q_offset(b, h, i);
-        for (var d4 = 0u; d4 < D4; d4++) {
-            qr[d4] = q4(qo, d4);
+    for (var r = 0u; r < R; r++) {
+        let i = i_first + r * WG;
+        if (i < params.q_len) {
+            let qo = q_offset(b, h, i);
+            for (var d4 = 0u; d4 < D4; d4++) {
+                qr[r][d4] = q4(qo, d4);
+            }
         }
+        m[r] = params.neg_inf;
+        l[r] = 0.0;
+        alive[r] = false;
     }
-    var acc: array<vec4<f32>, DV4>;
-    var m = params.neg_inf;
-    var l = 0.0;
-    var alive = false;
-    var sc: array<f32, BK>;
 
     for (var j0 = j_begin; j0 < j_end; j0 += i32(BK)) {
         workgroupBarrier();
-        for (var t = lid; t < BK * D4; t += BQ) {
-            let jj = t / D4;
-            let d4 = t % D4;
-            let j = j0 + i32(jj);
+        for (var t = lid; t < BK * D4; t += WG) {
+            let j = j0 + i32(t / D4);
             var x = vec4<f32>(0.0);
             if (j < j_end) {
-                x = k4(kv_offset(b, hk, u32(j), params.head_dim), d4);
+                x = k4(kv_offset(b, hk, u32(j), params.head_dim), t % D4);
             }
-            tile[jj * T4 + d4] = x;
+            k_tile[t] = x;
         }
-        workgroupBarrier();
-        var tmax = params.neg_inf;
-        for (var jj = 0u; jj < BK; jj++) {
-            let j = j0 + i32(jj);
-            var x = params.neg_inf;
-            if (row_ok && j < j_end && structurally_allowed(bd, i, u32(j))) {
-                let bias = mask_bias(b, h, i, u32(j));
-                if (bias != params.neg_inf) {
-                    alive = true;
-                    var dot_qk = 0.0;
-                    for (var d4 = 0u; d4 < D4; d4++) {
-                        dot_qk += dot(qr[d4], tile[jj * T4 + d4]);
-                    }
-                    x = capped(params.scale * dot_qk) + bias;
-                }
-            }
-            sc[jj] = x;
-            tmax = max(tmax, x);
-        }
-        workgroupBarrier();
-        for (var t = lid; t < BK * DV4; t += BQ) {
-            let jj = t / DV4;
-            let d4 = t % DV4;
-            let j = j0 + i32(jj);
+        for (var t = lid; t < BK * DV4; t += WG) {
+            let j = j0 + i32(t / DV4);
             var x = vec4<f32>(0.0);
             if (j < j_end) {
-                x = v4(kv_offset(b, hk, u32(j), params.v_dim), d4);
+                x = v4(kv_offset(b, hk, u32(j), params.v_dim), t % DV4);
             }
-            tile[jj * T4 + d4] = x;
+            v_tile[t] = x;
         }
         workgroupBarrier();
-        if (tmax > params.neg_inf) {
-            let m_new = max(m, tmax);
-            let corr = exp(m - m_new);
-            l = l * corr;
-            for (var d4 = 0u; d4 < DV4; d4++) {
-                acc[d4] = acc[d4] * corr;
-            }
-            for (var jj = 0u; jj < BK; jj++) {
-                let p = exp(sc[jj] - m_new);
-                l += p;
-                for (var d4 = 0u; d4 < DV4; d4++) {
-                    acc[d4] += p * tile[jj * T4 + d4];
-                }
-            }
-            m = m_new;
+        if (i_first < params.q_len) {
+            accumulate_tile(i_first, b, h, bd, j0, j_end);
         }
     }
 
-    if (!row_ok) {
-        return;
+    for (var r = 0u; r < R; r++) {
+        let i = i_first + r * WG;
+        if (i >= params.q_len) {
+            break;
+        }
+        write_row(b, h, i, split, r);
     }
+}
+
+// Writes row i's result: its partial state (SPLIT) or its normalized output.
+fn write_row(b: u32, h: u32, i: u32, split: u32, r: u32) {
     let row = (b * params.q_heads + h) * params.q_len + i;
 #ifdef SPLIT
     let slot = split * params.rows + row;
-    partials[slot] = vec4<f32>(m, l, select(0.0, 1.0, alive), 0.0);
+    partials[slot] = vec4<f32>(m[r], l[r], select(0.0, 1.0, alive[r]), 0.0);
     let base = params.splits * params.rows + slot * DV4;
     for (var d4 = 0u; d4 < DV4; d4++) {
-        partials[base + d4] = acc[d4];
+        partials[base + d4] = acc[r][d4];
     }
 #else
     // Direct output: f32, or f16/bf16 with an even Dv so no word straddles two rows.
     var inv = 0.0;
-    if (alive) {
-        inv = 1.0 / l;
+    if (alive[r]) {
+        inv = 1.0 / l[r];
     }
     let o = out_offset(b, h, i);
     for (var d = 0u; d < params.v_dim; d += per_word()) {
         var lo = 0.0;
         var hi = 0.0;
-        if (alive) {
-            lo = acc[d / 4u][d % 4u] * inv;
+        if (alive[r]) {
+            lo = acc[r][d / 4u][d % 4u] * inv;
             if (per_word() == 2u) {
-                hi = acc[(d + 1u) / 4u][(d + 1u) % 4u] * inv;
+                hi = acc[r][(d + 1u) / 4u][(d + 1u) % 4u] * inv;
             }
         }
         out[(o + d) / per_word()] = encode(lo, hi);

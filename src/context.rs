@@ -20,6 +20,7 @@ pub struct Context {
     pipelines: Mutex<HashMap<Variant, wgpu::ComputePipeline>>,
     pub(crate) pool: Mutex<BufferPool>,
     poison: AtomicBool,
+    tuning: Mutex<Tuning>,
     lost: Arc<Mutex<Option<String>>>,
 }
 
@@ -30,6 +31,19 @@ impl std::fmt::Debug for Context {
             .field("backend", &self.info.backend)
             .finish_non_exhaustive()
     }
+}
+
+/// Overrides of the fused kernels' configuration, which the engine otherwise derives from
+/// the adapter's type and limits. Every choice gives the same results.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tuning {
+    /// Query rows per invocation of the prefill kernel (default: 4 on CPU adapters, else 1).
+    pub rows_per_invocation: Option<u32>,
+    /// Keys per tile of the prefill kernel, a multiple of 4 (default: the most, up to 64,
+    /// that fit in workgroup memory).
+    pub keys_per_tile: Option<u32>,
+    /// Longest query block that takes the split-key decode kernel (default 4).
+    pub decode_max_q: Option<usize>,
 }
 
 /// Features the engine uses when the adapter offers them.
@@ -98,6 +112,7 @@ impl Context {
             pipelines: Mutex::new(HashMap::new()),
             pool: Mutex::new(BufferPool::default()),
             poison: AtomicBool::new(false),
+            tuning: Mutex::new(Tuning::default()),
             lost,
         }
     }
@@ -131,6 +146,19 @@ impl Context {
     /// see any element a kernel forgot to write.
     pub fn set_poison_outputs(&self, on: bool) {
         self.poison.store(on, Ordering::Relaxed);
+    }
+
+    /// Overrides the engine's per-adapter kernel choices (for tests and tuning); `None`
+    /// fields keep the engine's choice.
+    pub fn set_tuning(&self, tuning: Tuning) {
+        if let Ok(mut t) = self.tuning.lock() {
+            *t = tuning;
+        }
+    }
+
+    /// The current overrides.
+    pub fn tuning(&self) -> Tuning {
+        self.tuning.lock().map(|t| *t).unwrap_or_default()
     }
 
     pub(crate) fn poison_outputs(&self) -> bool {

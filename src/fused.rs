@@ -60,7 +60,8 @@ impl Config {
         let lt = p.total_len() as u64;
         let wg_mem = limits.max_compute_workgroup_storage_size as u64;
         let packed_odd = p.dtype != DType::F32 && p.v_dim % 2 == 1;
-        if p.q_len <= DECODE_MAX_Q {
+        let tuning = ctx.tuning();
+        if p.q_len <= tuning.decode_max_q.unwrap_or(DECODE_MAX_Q) {
             let chunk = DECODE_CHUNK;
             let mem = (d4 as u64 * 16) + chunk as u64 * 4 + rows as u64 * 4;
             if mem > wg_mem {
@@ -71,6 +72,7 @@ impl Config {
                 kernel: Kernel::FusedDecode,
                 tile: Tile {
                     rows,
+                    per_invocation: 1,
                     keys: chunk,
                     d4,
                     dv4,
@@ -82,16 +84,26 @@ impl Config {
                 combine: true,
             });
         }
-        // Keys per tile: the most (up to 32) whose rows fit in workgroup memory.
-        let per_key = d4.max(dv4) as u64 * 16;
-        let mut keys = 32u64;
-        while keys > 1 && keys * per_key > wg_mem {
-            keys /= 2;
+        // Keys per tile: the most (a power of two from 4 to 64) whose key and value rows fit
+        // in workgroup memory.
+        let per_key = (d4 + dv4) as u64 * 16;
+        let mut keys = tuning
+            .keys_per_tile
+            .map_or(64, |k| (k as u64).next_multiple_of(4).max(4));
+        while keys > 4 && keys * per_key > wg_mem {
+            keys = (keys / 2).next_multiple_of(4);
         }
         if keys * per_key > wg_mem {
             return Err(too_big(keys * per_key, wg_mem));
         }
-        let q_tiles = (p.q_len as u64).div_ceil(rows as u64);
+        // CPU adapters (SIMD across invocations) are bound by loads: each invocation takes
+        // several rows so every key and value loaded serves all of them.
+        let cpu = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
+        let per_invocation = tuning
+            .rows_per_invocation
+            .unwrap_or(if cpu { 4 } else { 1 })
+            .clamp(1, 16);
+        let q_tiles = (p.q_len as u64).div_ceil((rows * per_invocation) as u64);
         let base = q_tiles * (p.batch * p.q_heads) as u64;
         let mut splits = 1u64;
         if base < TARGET_WORKGROUPS {
@@ -107,6 +119,7 @@ impl Config {
             kernel: Kernel::Fused,
             tile: Tile {
                 rows,
+                per_invocation,
                 keys: keys as u32,
                 d4,
                 dv4,

@@ -1,1 +1,56 @@
-fn main() {}
+//! `wgattn`: run masked-attention case files, describe the GPU adapter, or try the engine.
+//!
+//! Every failure ends the process with a non-zero status and exactly one line on stderr,
+//! `error: ...`, the whole cause chain joined with `: `.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Masked attention on any GPU (wgpu), checked against a CPU reference.
+#[derive(Parser, Debug)]
+#[command(name = "wgattn", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one case file (safetensors) and write the result file.
+    Run(cli::run::RunArgs),
+    /// Describe the adapter the engine picks, with the features and limits that matter.
+    Info,
+    /// Run a small masked attention (GQA, causal, padded batch) and check it against the CPU
+    /// reference. Start here.
+    Demo(cli::demo::DemoArgs),
+}
+
+/// Exit status of a command-line mistake (clap's convention).
+const USAGE_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    cli::errors::install_panic_hook();
+    let args = match Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => return cli::errors::report_usage(&e),
+    };
+    let result = match args.command {
+        Some(Command::Run(run)) => cli::run::run(&run),
+        Some(Command::Info) => cli::info::info(),
+        Some(Command::Demo(demo)) => cli::demo::demo(&demo),
+        None => {
+            eprintln!("error: no command given; try `wgattn demo` first, or see `wgattn --help`");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            cli::errors::report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}

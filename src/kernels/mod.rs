@@ -129,6 +129,8 @@ impl Binding {
 pub struct Tile {
     /// Invocations per workgroup (`BQ` query rows of `fused`, `WG` of `fused_decode`).
     pub rows: u32,
+    /// Query rows per invocation (`R` of `fused`).
+    pub per_invocation: u32,
     /// Keys per tile (`BK` of `fused`) or per split (`CHUNK` of `fused_decode`).
     pub keys: u32,
     /// `ceil(D / 4)`.
@@ -181,8 +183,9 @@ impl Variant {
             String::new()
         } else {
             format!(
-                " r{} k{} d{} dv{}{}",
+                " wg{}x{} k{} d{} dv{}{}",
                 t.rows,
+                t.per_invocation,
                 t.keys,
                 t.d4 * 4,
                 t.dv4 * 4,
@@ -220,15 +223,23 @@ impl Variant {
     /// The specialized WGSL source.
     pub fn source(&self) -> Result<String, String> {
         let t = self.tile;
-        let text = preprocess(self.kernel.source(), &IMPORTS, &self.defines())?;
+        // Kernel development: WGATTN_SHADER_DIR=shaders reads kernel files from disk at
+        // pipeline creation, so a shader edit needs no rebuild.
+        let dev = std::env::var("WGATTN_SHADER_DIR").ok().and_then(|dir| {
+            std::fs::read_to_string(format!("{dir}/{}.wgsl", self.kernel.name())).ok()
+        });
+        let text = preprocess(
+            dev.as_deref().unwrap_or(self.kernel.source()),
+            &IMPORTS,
+            &self.defines(),
+        )?;
         let values = [
-            ("BQ", t.rows),
             ("WG", t.rows),
+            ("R", t.per_invocation.max(1)),
             ("BK", t.keys),
             ("CHUNK", t.keys),
             ("D4", t.d4),
             ("DV4", t.dv4),
-            ("T4", t.d4.max(t.dv4)),
         ];
         substitute(&text, &values).map_err(|e| format!("{}: {e}", self.kernel.name()))
     }
@@ -264,9 +275,10 @@ impl Variant {
                     (7, 13),
                 ] {
                     let (d4, dv4) = (u32::div_ceil(d, 4), u32::div_ceil(dv, 4));
-                    for split in [false, true] {
+                    for (split, per_invocation) in [(false, 1), (true, 1), (false, 4)] {
                         let tile = Tile {
                             rows: 64,
+                            per_invocation,
                             keys: 16,
                             d4,
                             dv4,
@@ -276,6 +288,7 @@ impl Variant {
                     }
                     let tile = Tile {
                         rows: 64,
+                        per_invocation: 1,
                         keys: 256,
                         d4,
                         dv4,

@@ -1,0 +1,181 @@
+//! Reading a case file (`SEMANTICS.md`, "Case files"): the tensors of one attention call and
+//! its options as string metadata.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use wgattn::{AttentionInputs, BoolMask, DType, Mask, Tensor};
+
+use super::options::OptionValues;
+
+/// The tensor names a case file may hold; any other name is a mistake (`attn_mask`, `Q`).
+pub const TENSOR_NAMES: [&str; 7] = ["q", "k", "v", "mask", "past_k", "past_v", "kv_lengths"];
+
+/// One attention call, owned.
+#[derive(Debug)]
+pub struct Case {
+    pub q: Tensor,
+    pub k: Tensor,
+    pub v: Tensor,
+    pub mask: Option<Mask>,
+    pub past_k: Option<Tensor>,
+    pub past_v: Option<Tensor>,
+    pub kv_lengths: Option<Vec<i64>>,
+    /// The options the file's metadata gives.
+    pub options: OptionValues,
+}
+
+impl Case {
+    /// Reads and checks a case file; errors name the file, the tensor or key, and the problem.
+    pub fn read(path: &Path) -> Result<Case> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read case file {}", path.display()))?;
+        Self::parse(&bytes).with_context(|| format!("case file {}", path.display()))
+    }
+
+    /// [`Case::read`] on the bytes of a file.
+    pub fn parse(bytes: &[u8]) -> Result<Case> {
+        let invalid = |e: safetensors::SafeTensorError| {
+            use safetensors::SafeTensorError::{InvalidHeaderLength, MetadataIncompleteBuffer};
+            let hint = match e {
+                InvalidHeaderLength | MetadataIncompleteBuffer => " (truncated?)",
+                _ => "",
+            };
+            anyhow!("not a valid safetensors file: {e}{hint}")
+        };
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(invalid)?;
+        let file = SafeTensors::deserialize(bytes).map_err(invalid)?;
+        check_names(&file.names())?;
+        let options = OptionValues::from_metadata(header.metadata().as_ref())?;
+        let get = |name: &str| file.tensor(name).ok();
+        let required = |name: &str| {
+            get(name).ok_or_else(|| anyhow!("missing tensor `{name}` (a case needs q, k and v)"))
+        };
+        Ok(Case {
+            q: float_tensor("q", &required("q")?)?,
+            k: float_tensor("k", &required("k")?)?,
+            v: float_tensor("v", &required("v")?)?,
+            mask: get("mask").map(|t| mask(&t)).transpose()?,
+            past_k: get("past_k")
+                .map(|t| float_tensor("past_k", &t))
+                .transpose()?,
+            past_v: get("past_v")
+                .map(|t| float_tensor("past_v", &t))
+                .transpose()?,
+            kv_lengths: get("kv_lengths").map(|t| kv_lengths(&t)).transpose()?,
+            options,
+        })
+    }
+
+    /// The library's view of the case.
+    pub fn inputs(&self) -> AttentionInputs<'_> {
+        AttentionInputs {
+            q: &self.q,
+            k: &self.k,
+            v: &self.v,
+            past_k: self.past_k.as_ref(),
+            past_v: self.past_v.as_ref(),
+            kv_lengths: self.kv_lengths.as_deref(),
+            mask: self.mask.as_ref(),
+        }
+    }
+}
+
+fn check_names(names: &[&str]) -> Result<()> {
+    let mut unknown: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !TENSOR_NAMES.contains(n))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort_unstable();
+    bail!(
+        "unknown tensor name{} {}; a case file holds only {}",
+        if unknown.len() > 1 { "s" } else { "" },
+        quoted(&unknown),
+        quoted(&TENSOR_NAMES)
+    )
+}
+
+fn quoted(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn float_dtype(dtype: Dtype) -> Option<DType> {
+    match dtype {
+        Dtype::F32 => Some(DType::F32),
+        Dtype::F16 => Some(DType::F16),
+        Dtype::BF16 => Some(DType::BF16),
+        _ => None,
+    }
+}
+
+fn float_tensor(name: &str, view: &TensorView<'_>) -> Result<Tensor> {
+    let Some(dtype) = float_dtype(view.dtype()) else {
+        bail!(
+            "tensor `{name}` has dtype {}; it must be F32, F16 or BF16",
+            view.dtype()
+        );
+    };
+    Tensor::from_le_bytes(view.shape(), dtype, view.data())
+        .with_context(|| format!("tensor `{name}`"))
+}
+
+/// `BOOL` (true = may attend) or an additive float mask.
+fn mask(view: &TensorView<'_>) -> Result<Mask> {
+    if view.dtype() == Dtype::BOOL {
+        let data = view
+            .data()
+            .iter()
+            .enumerate()
+            .map(|(i, &byte)| match byte {
+                0 => Ok(false),
+                1 => Ok(true),
+                _ => Err(anyhow!(
+                    "tensor `mask` (BOOL) holds byte {byte} at flat index {i}; a BOOL holds 0 or 1"
+                )),
+            })
+            .collect::<Result<Vec<bool>>>()?;
+        return Ok(Mask::Bool(
+            BoolMask::new(view.shape(), data).context("tensor `mask`")?,
+        ));
+    }
+    if float_dtype(view.dtype()).is_none() {
+        bail!(
+            "tensor `mask` has dtype {}; it must be BOOL (true = may attend) or F32, F16, BF16 \
+             (added to the logits)",
+            view.dtype()
+        );
+    }
+    Ok(Mask::Additive(float_tensor("mask", view)?))
+}
+
+/// `kv_lengths` `[B]`, I64 or I32.
+fn kv_lengths(view: &TensorView<'_>) -> Result<Vec<i64>> {
+    if view.shape().len() != 1 {
+        bail!(
+            "tensor `kv_lengths` must be 1-D [B], got shape {:?}",
+            view.shape()
+        );
+    }
+    let bytes = view.data();
+    Ok(match view.dtype() {
+        Dtype::I64 => bytes
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(std::array::from_fn(|i| c[i])))
+            .collect(),
+        Dtype::I32 => bytes
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(std::array::from_fn(|i| c[i])) as i64)
+            .collect(),
+        other => bail!("tensor `kv_lengths` has dtype {other}; it must be I64 or I32"),
+    })
+}

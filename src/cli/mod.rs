@@ -1,0 +1,9 @@
+//! The pieces of the `wgattn` binary, one job per file. Not part of the library.
+
+pub mod case_file;
+pub mod demo;
+pub mod errors;
+pub mod info;
+pub mod options;
+pub mod result_file;
+pub mod run;

@@ -1,0 +1,118 @@
+//! Attention options as a case file's metadata or the command line gives them: each one may be
+//! absent, and the command line overrides the file.
+
+use std::collections::HashMap;
+
+use anyhow::{anyhow, Result};
+use wgattn::{AttentionOptions, Layout, Returns};
+
+/// Every option of `SEMANTICS.md`'s case files; `None` = not given here.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OptionValues {
+    pub causal: Option<bool>,
+    pub causal_offset: Option<i64>,
+    pub scale: Option<f32>,
+    pub softcap: Option<f32>,
+    pub window_left: Option<i64>,
+    pub window_right: Option<i64>,
+    pub layout: Option<Layout>,
+    pub returns: Option<Returns>,
+}
+
+impl OptionValues {
+    /// Reads the known keys of a case file's metadata. Other keys (a description, a producer)
+    /// are ignored; a known key whose value does not parse is an error naming both.
+    pub fn from_metadata(metadata: Option<&HashMap<String, String>>) -> Result<Self> {
+        let Some(meta) = metadata else {
+            return Ok(Self::default());
+        };
+        Ok(OptionValues {
+            causal: key(meta, "causal", parse_bool)?,
+            causal_offset: key(meta, "causal_offset", parse_int)?,
+            scale: key(meta, "scale", parse_float)?,
+            softcap: key(meta, "softcap", parse_float)?,
+            window_left: key(meta, "window_left", parse_int)?,
+            window_right: key(meta, "window_right", parse_int)?,
+            layout: key(meta, "layout", parse_layout)?,
+            returns: key(meta, "return", parse_returns)?,
+        })
+    }
+
+    /// Each value of `self`, or `fallback`'s where `self` has none.
+    pub fn or(self, fallback: OptionValues) -> OptionValues {
+        OptionValues {
+            causal: self.causal.or(fallback.causal),
+            causal_offset: self.causal_offset.or(fallback.causal_offset),
+            scale: self.scale.or(fallback.scale),
+            softcap: self.softcap.or(fallback.softcap),
+            window_left: self.window_left.or(fallback.window_left),
+            window_right: self.window_right.or(fallback.window_right),
+            layout: self.layout.or(fallback.layout),
+            returns: self.returns.or(fallback.returns),
+        }
+    }
+
+    /// The library's options: the values given, the defaults for the rest. Range checks
+    /// (finite scale, window sizes, ...) are the library's.
+    pub fn resolve(&self) -> AttentionOptions {
+        let d = AttentionOptions::default();
+        AttentionOptions {
+            scale: self.scale.or(d.scale),
+            softcap: self.softcap.unwrap_or(d.softcap),
+            causal: self.causal.unwrap_or(d.causal),
+            causal_offset: self.causal_offset.or(d.causal_offset),
+            window_left: self.window_left.unwrap_or(d.window_left),
+            window_right: self.window_right.unwrap_or(d.window_right),
+            layout: self.layout.unwrap_or(d.layout),
+            returns: self.returns.unwrap_or(d.returns),
+            ..d
+        }
+    }
+}
+
+fn key<T>(
+    meta: &HashMap<String, String>,
+    name: &str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<Option<T>> {
+    meta.get(name)
+        .map(|value| parse(value).map_err(|why| anyhow!("metadata `{name}` = {value:?}: {why}")))
+        .transpose()
+}
+
+/// `true` or `false`.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+/// A decimal integer (may be negative).
+pub fn parse_int(s: &str) -> Result<i64, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| "expected an integer".to_string())
+}
+
+/// A decimal number.
+pub fn parse_float(s: &str) -> Result<f32, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| "expected a number".to_string())
+}
+
+/// `bhsd` or `bshd`.
+pub fn parse_layout(s: &str) -> Result<Layout, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| "expected bhsd or bshd".to_string())
+}
+
+/// A comma-separated list of `scores`, `logits`, `probs` (empty = none).
+pub fn parse_returns(s: &str) -> Result<Returns, String> {
+    s.parse().map_err(|_| {
+        "expected a comma-separated list of scores, logits, probs (or nothing)".to_string()
+    })
+}

@@ -1,0 +1,116 @@
+//! `wgattn run`: one case file in, one result file out.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use wgattn::{AttentionProblem, Context, ExecutionPath, Layout, Returns};
+
+use super::case_file::Case;
+use super::options::{parse_bool, parse_layout, parse_returns, OptionValues};
+use super::result_file;
+
+/// Which implementation computes the result.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// The GPU, fused kernel unless intermediates are asked for or the shape needs staged.
+    Auto,
+    /// The GPU, four kernels materializing the scores (can return intermediates).
+    Staged,
+    /// The GPU, one tiled online-softmax pass (no intermediates).
+    Fused,
+    /// The f64 CPU reference (`wgattn::reference::masked_attention`).
+    Reference,
+}
+
+impl Engine {
+    /// The GPU path, or `None` for the CPU reference.
+    fn gpu_path(self) -> Option<ExecutionPath> {
+        match self {
+            Engine::Auto => Some(ExecutionPath::Auto),
+            Engine::Staged => Some(ExecutionPath::Staged),
+            Engine::Fused => Some(ExecutionPath::Fused),
+            Engine::Reference => None,
+        }
+    }
+}
+
+/// Options given here override the case file's metadata.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Case file (safetensors): q, k, v; optionally mask, past_k, past_v, kv_lengths.
+    #[arg(value_name = "CASE")]
+    pub case: PathBuf,
+    /// Result file to write (safetensors): out, present_k/present_v, intermediates.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Causal mask; `--causal=false` turns off a file's `causal=true`.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = parse_bool)]
+    pub causal: Option<bool>,
+    /// Replaces the derived causal/window offset (e.g. Lt - Lq for bottom-right alignment).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub causal_offset: Option<i64>,
+    /// Multiplies q·kᵀ (default 1/sqrt(D)).
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    pub scale: Option<f32>,
+    /// Softcap c: s = c·tanh(s/c); 0 = none.
+    #[arg(long, value_name = "C", allow_negative_numbers = true)]
+    pub softcap: Option<f32>,
+    /// Sliding window, keys to the left of the diagonal; -1 = unbounded.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub window_left: Option<i64>,
+    /// Sliding window, keys to the right of the diagonal; -1 = unbounded.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub window_right: Option<i64>,
+    /// Memory order of q, k, v and out: bhsd or bshd.
+    #[arg(long, value_name = "LAYOUT", value_parser = parse_layout)]
+    pub layout: Option<Layout>,
+    /// Intermediates to write too: a comma-separated list of scores, logits, probs.
+    #[arg(long = "return", value_name = "LIST", value_parser = parse_returns)]
+    pub returns: Option<Returns>,
+    /// Implementation to run.
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
+    pub path: Engine,
+}
+
+impl RunArgs {
+    fn option_values(&self) -> OptionValues {
+        OptionValues {
+            causal: self.causal,
+            causal_offset: self.causal_offset,
+            scale: self.scale,
+            softcap: self.softcap,
+            window_left: self.window_left,
+            window_right: self.window_right,
+            layout: self.layout,
+            returns: self.returns,
+        }
+    }
+}
+
+/// Reads and validates everything before touching the GPU, then computes and writes.
+pub fn run(args: &RunArgs) -> Result<()> {
+    result_file::check_output_dir(&args.output)?;
+    let case = Case::read(&args.case)?;
+    let mut options = args.option_values().or(case.options.clone()).resolve();
+    let inputs = case.inputs();
+    let in_case = || format!("case file {}", args.case.display());
+    let problem = AttentionProblem::new(&inputs, &options).with_context(in_case)?;
+
+    let mut metadata = HashMap::new();
+    let output = match args.path.gpu_path() {
+        Some(requested) => {
+            let ctx = Context::new()?;
+            options.path = wgattn::resolve_path(&ctx, &problem, requested).with_context(in_case)?;
+            metadata.insert("path".into(), options.path.name().into());
+            metadata.insert("adapter".into(), ctx.adapter_info().name.clone());
+            wgattn::masked_attention(&ctx, &inputs, &options).with_context(in_case)?
+        }
+        None => {
+            metadata.insert("path".into(), "reference".into());
+            wgattn::reference::masked_attention(&inputs, &options).with_context(in_case)?
+        }
+    };
+    result_file::write(&args.output, &output, metadata)
+}
