@@ -32,6 +32,7 @@ enum Command {
 const USAGE_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
+    quiet_headless_vulkan();
     cli::errors::install_panic_hook();
     let args = match Cli::try_parse() {
         Ok(args) => args,
@@ -52,5 +53,16 @@ fn main() -> ExitCode {
             cli::errors::report(&e);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Mesa's Vulkan device-select layer prints "XDG_RUNTIME_DIR is invalid" lines on a headless
+/// machine; it only reorders devices, which wgpu enumerates itself, so a headless run turns
+/// it off (a caller who sets NODEVICE_SELECT keeps their choice).
+fn quiet_headless_vulkan() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none()
+        && std::env::var_os("NODEVICE_SELECT").is_none()
+    {
+        std::env::set_var("NODEVICE_SELECT", "1");
     }
 }
