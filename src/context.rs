@@ -46,6 +46,15 @@ pub struct Tuning {
     pub decode_max_q: Option<usize>,
 }
 
+/// GPU memory allocated by the engine (see [`Context::memory`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Bytes allocated now.
+    pub live_bytes: u64,
+    /// Most bytes allocated at once since the last trim.
+    pub peak_bytes: u64,
+}
+
 /// Features the engine uses when the adapter offers them.
 const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
@@ -153,6 +162,23 @@ impl Context {
     pub fn set_tuning(&self, tuning: Tuning) {
         if let Ok(mut t) = self.tuning.lock() {
             *t = tuning;
+        }
+    }
+
+    /// GPU memory the engine has allocated: buffers held by calls in flight plus those kept
+    /// for reuse, now and at the high-water mark since the last [`Context::trim_memory`].
+    pub fn memory(&self) -> MemoryStats {
+        let (live_bytes, peak_bytes) = self.pool.lock().map(|p| p.stats()).unwrap_or_default();
+        MemoryStats {
+            live_bytes,
+            peak_bytes,
+        }
+    }
+
+    /// Frees the buffers kept for reuse and restarts the high-water mark.
+    pub fn trim_memory(&self) {
+        if let Ok(mut p) = self.pool.lock() {
+            p.trim();
         }
     }
 

@@ -38,7 +38,7 @@ mod staged;
 mod tensor;
 
 pub use attention::{masked_attention, masked_attention_async, resolve_path};
-pub use context::{Context, Tuning};
+pub use context::{Context, MemoryStats, Tuning};
 pub use error::{Error, Result};
 pub use output::AttentionOutput;
 pub use problem::{

@@ -5,6 +5,10 @@
 pub(crate) struct BufferPool {
     free: Vec<wgpu::Buffer>,
     free_bytes: u64,
+    /// Bytes of every buffer the pool created and still owns or lent out.
+    live_bytes: u64,
+    /// High-water mark of `live_bytes` since the last reset.
+    peak_bytes: u64,
 }
 
 /// Free bytes kept for reuse; beyond it the oldest free buffers are dropped.
@@ -35,6 +39,8 @@ impl BufferPool {
         // Round up so that nearby sizes share buffers, without passing the device's limit.
         let rounded = size.next_power_of_two().max(256);
         let alloc = if rounded <= max { rounded } else { size };
+        self.live_bytes += alloc;
+        self.peak_bytes = self.peak_bytes.max(self.live_bytes);
         device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(&format!("wgattn pool {alloc}B {usage:?}")),
             size: alloc,
@@ -50,6 +56,23 @@ impl BufferPool {
         while self.free_bytes > KEEP_BYTES && !self.free.is_empty() {
             let b = self.free.remove(0);
             self.free_bytes -= b.size();
+            self.live_bytes -= b.size();
         }
+    }
+}
+
+impl BufferPool {
+    /// `(live, peak)` bytes of GPU buffers the engine allocated.
+    pub(crate) fn stats(&self) -> (u64, u64) {
+        (self.live_bytes, self.peak_bytes)
+    }
+
+    /// Drops every free buffer and restarts the high-water mark from what is live.
+    pub(crate) fn trim(&mut self) {
+        for b in self.free.drain(..) {
+            self.live_bytes -= b.size();
+        }
+        self.free_bytes = 0;
+        self.peak_bytes = self.live_bytes;
     }
 }
