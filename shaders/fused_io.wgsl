@@ -1,8 +1,35 @@
 // Loads and index helpers of the fused kernels. The importing kernel declares `q`, `k`, `v`
-// (storage, read, array<u32>) and the D4 / DV4 constants.
+// (storage, read, array<Unit>) and the D4 / DV4 constants.
 //
 // `k` and `v` hold all Lt keys: the caller's k/v when there is no cache (in the problem's
 // layout), else the concatenated present cache (always bhsd); `params.kv_bshd` says which.
+
+#ifdef VEC4
+// Four elements per load: f32 as vec4<u32>, f16/bf16 as two packed words.
+#ifdef DTYPE_F32
+alias Unit = vec4<u32>;
+
+fn unit4(u: vec4<u32>) -> vec4<f32> {
+    return bitcast<vec4<f32>>(u);
+}
+#endif
+#ifdef DTYPE_F16
+alias Unit = vec2<u32>;
+
+fn unit4(u: vec2<u32>) -> vec4<f32> {
+    return vec4<f32>(f16_value(u.x & 0xffffu), f16_value(u.x >> 16u), f16_value(u.y & 0xffffu), f16_value(u.y >> 16u));
+}
+#endif
+#ifdef DTYPE_BF16
+alias Unit = vec2<u32>;
+
+fn unit4(u: vec2<u32>) -> vec4<f32> {
+    return bitcast<vec4<f32>>(vec4<u32>(u.x << 16u, u.x & 0xffff0000u, u.y << 16u, u.y & 0xffff0000u));
+}
+#endif
+#else
+alias Unit = u32;
+#endif
 
 // Offset of element 0 of q[b, h, i, :].
 fn q_offset(b: u32, h: u32, i: u32) -> u32 {
@@ -29,7 +56,21 @@ fn out_offset(b: u32, h: u32, i: u32) -> u32 {
     return ((b * params.q_heads + h) * params.q_len + i) * params.v_dim;
 }
 
-// Elements base + 4*d4 .. base + 4*d4 + 3 of q, zero past the head dim.
+// Elements base + 4*d4 .. base + 4*d4 + 3 of q, k or v (zero past the row's length).
+#ifdef VEC4
+// D and Dv are multiples of 4: every row starts on a load unit, one load per 4 elements.
+fn q4(base: u32, d4: u32) -> vec4<f32> {
+    return unit4(q[base / 4u + d4]);
+}
+
+fn k4(base: u32, d4: u32) -> vec4<f32> {
+    return unit4(k[base / 4u + d4]);
+}
+
+fn v4(base: u32, d4: u32) -> vec4<f32> {
+    return unit4(v[base / 4u + d4]);
+}
+#else
 fn q4(base: u32, d4: u32) -> vec4<f32> {
     var r = vec4<f32>(0.0);
     for (var c = 0u; c < 4u; c++) {
@@ -62,6 +103,8 @@ fn v4(base: u32, d4: u32) -> vec4<f32> {
     }
     return r;
 }
+
+#endif
 
 // Softcap: c * tanh(s / c) when c > 0.
 fn capped(s: f32) -> f32 {

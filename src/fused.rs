@@ -59,6 +59,7 @@ impl Config {
         let rows = 64.min(invocations).max(1);
         let lt = p.total_len() as u64;
         let wg_mem = limits.max_compute_workgroup_storage_size as u64;
+        let vec4 = p.head_dim.is_multiple_of(4) && p.v_dim.is_multiple_of(4);
         let packed_odd = p.dtype != DType::F32 && p.v_dim % 2 == 1;
         let tuning = ctx.tuning();
         if p.q_len <= tuning.decode_max_q.unwrap_or(DECODE_MAX_Q) {
@@ -77,6 +78,7 @@ impl Config {
                     d4,
                     dv4,
                     split: true,
+                    vec4,
                 },
                 splits: splits as u32,
                 split_len: chunk,
@@ -124,6 +126,7 @@ impl Config {
                 d4,
                 dv4,
                 split: combine,
+                vec4,
             },
             splits: splits as u32,
             split_len: split_len as u32,

@@ -89,7 +89,7 @@ pub(crate) fn check_binding(ctx: &Context, what: &str, bytes: u64) -> Result<u64
         .max_storage_buffer_binding_size
         .min(limits.max_buffer_size)
         .min(u32::MAX as u64);
-    if bytes > max {
+    if bytes.next_multiple_of(16) > max {
         return Err(Error::ExceedsLimit {
             what: what.to_string(),
             limit: "max_storage_buffer_binding_size",
@@ -205,7 +205,8 @@ pub(crate) fn bind_group(
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                 buffer,
                 offset: 0,
-                size: NonZeroU64::new((*size).max(4).next_multiple_of(4)),
+                // Multiples of 16: kernels may read q, k, v as vec4<u32>.
+                size: NonZeroU64::new((*size).max(16).next_multiple_of(16)),
             }),
         })
         .collect();

@@ -23,7 +23,7 @@ impl BufferPool {
         usage: wgpu::BufferUsages,
         max: u64,
     ) -> wgpu::Buffer {
-        let size = size.max(4).next_multiple_of(4);
+        let size = size.max(16).next_multiple_of(16);
         let best = self
             .free
             .iter()

@@ -139,6 +139,8 @@ pub struct Tile {
     pub dv4: u32,
     /// `fused` writes per-split partials for `fused_combine` instead of `out`.
     pub split: bool,
+    /// D and Dv are multiples of 4: q, k, v load four elements at a time.
+    pub vec4: bool,
 }
 
 /// One specialization of a kernel: what its pipeline is cached under.
@@ -183,13 +185,14 @@ impl Variant {
             String::new()
         } else {
             format!(
-                " wg{}x{} k{} d{} dv{}{}",
+                " wg{}x{} k{} d{} dv{}{}{}",
                 t.rows,
                 t.per_invocation,
                 t.keys,
                 t.d4 * 4,
                 t.dv4 * 4,
-                if t.split { " split" } else { "" }
+                if t.split { " split" } else { "" },
+                if t.vec4 { " vec4" } else { "" }
             )
         };
         format!(
@@ -216,6 +219,9 @@ impl Variant {
         let mut d = vec![dtype, mask];
         if self.tile.split {
             d.push("SPLIT");
+        }
+        if self.tile.vec4 {
+            d.push("VEC4");
         }
         d
     }
@@ -275,6 +281,7 @@ impl Variant {
                     (7, 13),
                 ] {
                     let (d4, dv4) = (u32::div_ceil(d, 4), u32::div_ceil(dv, 4));
+                    let vec4 = d % 4 == 0 && dv % 4 == 0;
                     for (split, per_invocation) in [(false, 1), (true, 1), (false, 4)] {
                         let tile = Tile {
                             rows: 64,
@@ -283,6 +290,7 @@ impl Variant {
                             d4,
                             dv4,
                             split,
+                            vec4,
                         };
                         push(Variant::new(Kernel::Fused, dtype, mask).with_tile(tile));
                     }
@@ -293,6 +301,7 @@ impl Variant {
                         d4,
                         dv4,
                         split: true,
+                        vec4,
                     };
                     push(Variant::new(Kernel::FusedDecode, dtype, mask).with_tile(tile));
                     let tile = Tile {
