@@ -103,7 +103,12 @@ impl Config {
         let cpu = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
         let per_invocation = tuning
             .rows_per_invocation
-            .unwrap_or(if cpu { 4 } else { 1 })
+            .unwrap_or(match (cpu, d4 + dv4) {
+                // Beyond D = Dv = 128 the private rows grow large (and slow to compile).
+                (true, 0..=64) => 4,
+                (true, _) => 2,
+                (false, _) => 1,
+            })
             .clamp(1, 16);
         let q_tiles = (p.q_len as u64).div_ceil((rows * per_invocation) as u64);
         let base = q_tiles * (p.batch * p.q_heads) as u64;

@@ -166,7 +166,10 @@ fn check(name: &str, c: Case, seed: u64) {
     // two cores badly (measured: 264 s in parallel against 15 s in sequence).
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    for (t, tuning) in TUNINGS.iter().enumerate() {
+    // The adapter's own configuration always, plus one other chosen by the seed (every
+    // configuration compiles its own pipelines, which the software adapter takes seconds for).
+    for t in [0, 1 + seed as usize % (TUNINGS.len() - 1)] {
+        let tuning = &TUNINGS[t];
         let got = masked_attention(tuned(t), &inputs, &options)
             .unwrap_or_else(|e| panic!("{name} {tuning:?}: {e}"));
         assert_close(&format!("{name} {tuning:?}: out"), &got.out, &want.out, tol);
@@ -225,7 +228,9 @@ fn fused_prefill_plain_and_odd_sizes() {
 
 #[test]
 fn fused_prefill_head_dims() {
-    for (i, d) in [32, 64, 80, 96, 128, 256].into_iter().enumerate() {
+    // Seeds pick the second configuration (1 + seed % 4): eight rows per invocation only
+    // for the small head dims, whose pipelines compile quickly.
+    for (d, seed) in [(32, 11), (64, 10), (80, 13), (96, 14), (128, 17), (256, 12)] {
         check(
             &format!("d{d}"),
             Case {
@@ -237,7 +242,7 @@ fn fused_prefill_head_dims() {
                 dv: d,
                 ..Case::default()
             },
-            10 + i as u64,
+            seed,
         );
     }
 }
