@@ -1,4 +1,5 @@
-//! `wgattn`: run masked-attention case files, describe the GPU adapter, or try the engine.
+//! `wgattn`: run masked-attention case files, describe the GPU adapter, try the engine, or time
+//! one shape on one path.
 //!
 //! Every failure ends the process with a non-zero status and exactly one line on stderr,
 //! `error: ...`, the whole cause chain joined with `: `.
@@ -26,6 +27,9 @@ enum Command {
     /// Run a small masked attention (GQA, causal, padded batch) and check it against the CPU
     /// reference. Start here.
     Demo(cli::demo::DemoArgs),
+    /// Time one shape on one path (reference, staged, fused) with seeded random inputs: median,
+    /// min, max, dense GFLOP/s and peak GPU memory; `--json` for one line a script can read.
+    Bench(cli::bench::BenchArgs),
 }
 
 /// Exit status of a command-line mistake (clap's convention).
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         Some(Command::Run(run)) => cli::run::run(&run),
         Some(Command::Info) => cli::info::info(),
         Some(Command::Demo(demo)) => cli::demo::demo(&demo),
+        Some(Command::Bench(bench)) => cli::bench::bench(&bench),
         None => {
             eprintln!("error: no command given; try `wgattn demo` first, or see `wgattn --help`");
             return ExitCode::from(USAGE_ERROR);

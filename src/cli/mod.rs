@@ -1,5 +1,6 @@
 //! The pieces of the `wgattn` binary, one job per file. Not part of the library.
 
+pub mod bench;
 pub mod case_file;
 pub mod demo;
 pub mod errors;
