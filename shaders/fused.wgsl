@@ -62,7 +62,7 @@ fn accumulate_tile(i_first: u32, b: u32, h: u32, bd: Bounds, j0: i32, j_end: i32
     let one = vec4<f32>(1.0);
     // Every key of the tile allowed for every row by the structured masks, no mask tensor.
     let i_lo = i32(i_first);
-    let i_hi = i32(i_first + (R - 1u) * WG);
+    let i_hi = i32(i_first + R - 1u);
     var interior = j0 >= i_hi + bd.lo && tile_last <= i_lo + bd.hi && tile_last < bd.kv_len;
 #ifndef MASK_NONE
     interior = false;
@@ -85,7 +85,7 @@ fn accumulate_tile(i_first: u32, b: u32, h: u32, bd: Bounds, j0: i32, j_end: i32
         }
         var p: array<vec4<f32>, R>;
         for (var r = 0u; r < R; r++) {
-            let i = i_first + r * WG;
+            let i = i_first + r;
             var bias = vec4<f32>(0.0);
             if (i >= params.q_len) {
                 bias = neg;
@@ -141,8 +141,9 @@ fn main(
     let h = bh % params.q_heads;
     let hk = h / params.group;
     let i0 = qt * BQ;
-    // Rows i0 + lid + r * WG: consecutive invocations take consecutive rows.
-    let i_first = i0 + lid;
+    // Rows i0 + lid * R + r: each invocation takes R consecutive rows, so tiles on the
+    // causal or window frontier of one invocation are rarely on another's.
+    let i_first = i0 + lid * R;
     let bd = bounds[b];
 
     // Keys any row of this tile may see, then this split's share of them.
@@ -152,7 +153,7 @@ fn main(
     let j_end = min(range.y, j_begin + i32(params.split_len));
 
     for (var r = 0u; r < R; r++) {
-        let i = i_first + r * WG;
+        let i = i_first + r;
         if (i < params.q_len) {
             let qo = q_offset(b, h, i);
             for (var d4 = 0u; d4 < D4; d4++) {
@@ -189,7 +190,7 @@ fn main(
     }
 
     for (var r = 0u; r < R; r++) {
-        let i = i_first + r * WG;
+        let i = i_first + r;
         if (i >= params.q_len) {
             break;
         }
