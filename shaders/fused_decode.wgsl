@@ -1,10 +1,11 @@
 // Fused attention for short query blocks against long keys (flash-decoding): one workgroup
-// per (query row, key split); its invocations share the keys of the split for the scores,
-// then the value dimensions for P·V. Each workgroup writes its partial (m, l, alive, acc)
-// for fused_combine. Splits start at the row's first allowed key, so masked key ranges cost
+// per (query row, key split). Each invocation takes every WG-th key of the split: its scores
+// in private memory, then its share of P·V in a private accumulator; the workgroup then
+// reduces max, sum and accumulators, and writes the split's partial (m, l, alive, acc) for
+// fused_combine. Splits start at the row's first allowed key, so masked key ranges cost
 // nothing.
 //
-// Template values: WG (invocations), CHUNK (keys per split, max), D4, DV4.
+// Template values: WG (invocations), CHUNK (keys per split, a multiple of WG), D4, DV4.
 #import common
 #import masking
 
@@ -18,12 +19,16 @@
 
 const WG: u32 = {{WG}}u;
 const CHUNK: u32 = {{CHUNK}}u;
+const PER: u32 = CHUNK / WG;
 const D4: u32 = {{D4}}u;
 const DV4: u32 = {{DV4}}u;
 
-var<workgroup> qs: array<vec4<f32>, D4>;
-var<workgroup> sc: array<f32, CHUNK>;
 var<workgroup> red: array<f32, WG>;
+var<workgroup> accs: array<vec4<f32>, WG * DV4>;
+
+var<private> qr: array<vec4<f32>, D4>;
+var<private> acc: array<vec4<f32>, DV4>;
+var<private> sc: array<f32, PER>;
 
 #import fused_io
 
@@ -67,29 +72,27 @@ fn main(
     let range = key_range(bd, i, i);
     let j_begin = range.x + i32(split * params.split_len);
     let j_end = min(range.y, j_begin + i32(params.split_len));
-    let n = max(j_end - j_begin, 0);
 
     let qo = q_offset(b, h, i);
-    for (var d4 = lid; d4 < D4; d4 += WG) {
-        qs[d4] = q4(qo, d4);
+    for (var d4 = 0u; d4 < D4; d4++) {
+        qr[d4] = q4(qo, d4);
     }
-    workgroupBarrier();
 
     var local_max = params.neg_inf;
     var local_alive = 0.0;
-    for (var t = lid; i32(t) < n; t += WG) {
-        let j = u32(j_begin) + t;
+    for (var t = 0u; t < PER; t++) {
+        let j = j_begin + i32(t * WG + lid);
         var x = params.neg_inf;
-        if (structurally_allowed(bd, i, j)) {
-            let bias = mask_bias(b, h, i, j);
+        if (j < j_end && structurally_allowed(bd, i, u32(j))) {
+            let bias = mask_bias(b, h, i, u32(j));
             if (bias != params.neg_inf) {
                 local_alive = 1.0;
-                let ko = kv_offset(b, hk, j, params.head_dim);
-                var dot_qk = 0.0;
+                let ko = kv_offset(b, hk, u32(j), params.head_dim);
+                var a = vec4<f32>(0.0);
                 for (var d4 = 0u; d4 < D4; d4++) {
-                    dot_qk += dot(qs[d4], k4(ko, d4));
+                    a += qr[d4] * k4(ko, d4);
                 }
-                x = capped(params.scale * dot_qk) + bias;
+                x = capped(params.scale * dot(a, vec4<f32>(1.0))) + bias;
             }
         }
         sc[t] = x;
@@ -99,27 +102,35 @@ fn main(
     let alive = reduce(lid, local_alive, 0u);
     var local_sum = 0.0;
     if (m > params.neg_inf) {
-        for (var t = lid; i32(t) < n; t += WG) {
-            let p = exp(sc[t] - m);
-            sc[t] = p;
-            local_sum += p;
+        for (var t = 0u; t < PER; t++) {
+            let x = sc[t];
+            if (x > params.neg_inf) {
+                let p = exp(x - m);
+                local_sum += p;
+                let vo = kv_offset(b, hk, u32(j_begin + i32(t * WG + lid)), params.v_dim);
+                for (var d4 = 0u; d4 < DV4; d4++) {
+                    acc[d4] += p * v4(vo, d4);
+                }
+            }
         }
     }
     let l = reduce(lid, local_sum, 1u);
 
+    // Sum the accumulators: each invocation adds up its share of the value columns.
+    for (var d4 = 0u; d4 < DV4; d4++) {
+        accs[lid * DV4 + d4] = acc[d4];
+    }
+    workgroupBarrier();
     let slot = split * params.rows + row;
     if (lid == 0u) {
         partials[slot] = vec4<f32>(m, l, alive, 0.0);
     }
     let base = params.splits * params.rows + slot * DV4;
     for (var d4 = lid; d4 < DV4; d4 += WG) {
-        var acc = vec4<f32>(0.0);
-        if (m > params.neg_inf) {
-            for (var t = 0; t < n; t++) {
-                let j = u32(j_begin + t);
-                acc += sc[t] * v4(kv_offset(b, hk, j, params.v_dim), d4);
-            }
+        var total = vec4<f32>(0.0);
+        for (var t = 0u; t < WG; t++) {
+            total += accs[t * DV4 + d4];
         }
-        partials[base + d4] = acc;
+        partials[base + d4] = total;
     }
 }

@@ -17,7 +17,7 @@ const MAX_HEAD_DIM: usize = 512;
 /// Query blocks up to this length take the decode kernel.
 const DECODE_MAX_Q: usize = 4;
 /// Keys per split of the decode kernel.
-const DECODE_CHUNK: u32 = 256;
+const DECODE_CHUNK: u32 = 512;
 /// Fewer workgroups than this leave a device idle: split the keys.
 const TARGET_WORKGROUPS: u64 = 64;
 /// Invocations of `fused_combine` per workgroup (`WORKGROUP` in its WGSL).
@@ -62,17 +62,25 @@ impl Config {
         let vec4 = p.head_dim.is_multiple_of(4) && p.v_dim.is_multiple_of(4);
         let packed_odd = p.dtype != DType::F32 && p.v_dim % 2 == 1;
         let tuning = ctx.tuning();
+        let cpu = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
         if p.q_len <= tuning.decode_max_q.unwrap_or(DECODE_MAX_Q) {
-            let chunk = DECODE_CHUNK;
-            let mem = (d4 as u64 * 16) + chunk as u64 * 4 + rows as u64 * 4;
-            if mem > wg_mem {
-                return Err(too_big(mem, wg_mem));
+            // Invocations: the most (a power of two from 4 to 64; 16 on CPU adapters, where
+            // each is a SIMD lane and fewer mean fewer accumulators to sum) whose
+            // accumulators fit in workgroup memory.
+            let mut wg: u32 = if cpu { 16 } else { 64 };
+            wg = wg.min(invocations.max(4));
+            while wg > 4 && decode_memory(wg, dv4) > wg_mem {
+                wg /= 2;
             }
+            if decode_memory(wg, dv4) > wg_mem {
+                return Err(too_big(decode_memory(wg, dv4), wg_mem));
+            }
+            let chunk = DECODE_CHUNK.next_multiple_of(wg);
             let splits = lt.div_ceil(chunk as u64).max(1);
             return Ok(Config {
                 kernel: Kernel::FusedDecode,
                 tile: Tile {
-                    rows,
+                    rows: wg,
                     per_invocation: 1,
                     keys: chunk,
                     d4,
@@ -100,7 +108,6 @@ impl Config {
         }
         // CPU adapters (SIMD across invocations) are bound by loads: each invocation takes
         // several rows so every key and value loaded serves all of them.
-        let cpu = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
         let per_invocation = tuning
             .rows_per_invocation
             .unwrap_or(match (cpu, d4 + dv4) {
@@ -139,6 +146,11 @@ impl Config {
             combine,
         })
     }
+}
+
+/// Workgroup memory of `fused_decode`: the reduction slots and every invocation's accumulator.
+fn decode_memory(wg: u32, dv4: u32) -> u64 {
+    wg as u64 * 4 + wg as u64 * dv4 as u64 * 16
 }
 
 fn too_big(requested: u64, max: u64) -> Error {

@@ -246,15 +246,20 @@ impl Tensor {
         }
     }
 
-    /// The elements as raw bytes, padded with zeros to a multiple of 4 (for GPU upload).
-    pub(crate) fn padded_bytes(&self) -> Vec<u8> {
-        let mut bytes = match &self.data {
-            TensorData::F32(v) => bytemuck::cast_slice(v).to_vec(),
-            TensorData::F16(v) => bytemuck::cast_slice(v).to_vec(),
-            TensorData::BF16(v) => bytemuck::cast_slice(v).to_vec(),
+    /// The elements as raw bytes, padded with zeros to a multiple of 4 (for GPU upload);
+    /// borrowed, not copied, when no padding is needed.
+    pub(crate) fn padded_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        let raw: &[u8] = match &self.data {
+            TensorData::F32(v) => bytemuck::cast_slice(v),
+            TensorData::F16(v) => bytemuck::cast_slice(v),
+            TensorData::BF16(v) => bytemuck::cast_slice(v),
         };
+        if !raw.is_empty() && raw.len() % 4 == 0 {
+            return std::borrow::Cow::Borrowed(raw);
+        }
+        let mut bytes = raw.to_vec();
         bytes.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
-        bytes
+        std::borrow::Cow::Owned(bytes)
     }
 }
 

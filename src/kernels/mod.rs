@@ -295,9 +295,9 @@ impl Variant {
                         push(Variant::new(Kernel::Fused, dtype, mask).with_tile(tile));
                     }
                     let tile = Tile {
-                        rows: 64,
+                        rows: 16,
                         per_invocation: 1,
-                        keys: 256,
+                        keys: 512,
                         d4,
                         dv4,
                         split: true,
