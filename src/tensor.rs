@@ -254,7 +254,7 @@ impl Tensor {
             TensorData::F16(v) => bytemuck::cast_slice(v),
             TensorData::BF16(v) => bytemuck::cast_slice(v),
         };
-        if !raw.is_empty() && raw.len() % 4 == 0 {
+        if !raw.is_empty() && raw.len().is_multiple_of(4) {
             return std::borrow::Cow::Borrowed(raw);
         }
         let mut bytes = raw.to_vec();
