@@ -1,6 +1,6 @@
 //! Buffers reused across calls: a call takes what it needs and gives it back when done.
 
-/// Free buffers by usage, each at least as large as asked and at most twice that.
+/// Free buffers, by usage and size class.
 #[derive(Default)]
 pub(crate) struct BufferPool {
     free: Vec<wgpu::Buffer>,
@@ -24,21 +24,20 @@ impl BufferPool {
         max: u64,
     ) -> wgpu::Buffer {
         let size = size.max(16).next_multiple_of(16);
-        let best = self
+        // Size classes (eight per octave from 256 B, so at most 1/8 is wasted) make buffers of
+        // one class interchangeable: a repeated call finds exactly the buffers the previous one
+        // gave back.
+        let rounded = size_class(size);
+        let alloc = if rounded <= max { rounded } else { size };
+        if let Some(i) = self
             .free
             .iter()
-            .enumerate()
-            .filter(|(_, b)| b.usage() == usage && b.size() >= size && b.size() <= 2 * size)
-            .min_by_key(|(_, b)| b.size())
-            .map(|(i, _)| i);
-        if let Some(i) = best {
+            .position(|b| b.usage() == usage && b.size() == alloc)
+        {
             let b = self.free.swap_remove(i);
             self.free_bytes -= b.size();
             return b;
         }
-        // Round up so that nearby sizes share buffers, without passing the device's limit.
-        let rounded = size.next_power_of_two().max(256);
-        let alloc = if rounded <= max { rounded } else { size };
         self.live_bytes += alloc;
         self.peak_bytes = self.peak_bytes.max(self.live_bytes);
         device.create_buffer(&wgpu::BufferDescriptor {
@@ -74,5 +73,32 @@ impl BufferPool {
         }
         self.free_bytes = 0;
         self.peak_bytes = self.live_bytes;
+    }
+}
+
+/// The smallest size `>= size` of the form `m * 2^k` with `8 <= m < 16` (at least 256).
+fn size_class(size: u64) -> u64 {
+    if size <= 256 {
+        return 256;
+    }
+    let step = 1u64 << (63 - size.leading_zeros()).saturating_sub(3);
+    size.next_multiple_of(step)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_class;
+
+    #[test]
+    fn size_classes_waste_at_most_an_eighth() {
+        assert_eq!(size_class(1), 256);
+        assert_eq!(size_class(1000), 1024);
+        assert_eq!(size_class(1025), 1152);
+        assert_eq!(size_class(16 << 20), 16 << 20);
+        for size in (257..100_000).step_by(97) {
+            let c = size_class(size);
+            assert!(c >= size && (c - size) * 8 <= size, "{size} -> {c}");
+            assert_eq!(size_class(c), c, "a class is its own class");
+        }
     }
 }

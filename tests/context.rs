@@ -1,0 +1,73 @@
+//! The host layer: a context on a caller's own device, buffer reuse, pipeline reuse.
+mod common;
+
+use common::*;
+use wgattn::{
+    masked_attention, reference, AttentionInputs, AttentionOptions, Context, DType, ExecutionPath,
+};
+
+/// An app that already has a device hands it to the engine and keeps using it.
+#[test]
+fn context_from_callers_device() {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default()))
+        .expect("an adapter (install mesa-vulkan-drivers)");
+    let (device, queue) = pollster::block_on(adapter.request_device(&Default::default()))
+        .expect("a device with default limits");
+    let ctx = Context::from_device(device.clone(), queue, adapter.get_info());
+    let mut rng = Rng::new(7);
+    let q = random(&mut rng, &[1, 2, 9, 16], DType::F32, 1.0);
+    let k = random(&mut rng, &[1, 2, 11, 16], DType::F32, 1.0);
+    let v = random(&mut rng, &[1, 2, 11, 16], DType::F32, 1.0);
+    let inputs = AttentionInputs::new(&q, &k, &v);
+    for path in [ExecutionPath::Staged, ExecutionPath::Fused] {
+        let options = AttentionOptions {
+            causal: true,
+            path,
+            ..Default::default()
+        };
+        let got = masked_attention(&ctx, &inputs, &options).unwrap();
+        let want = reference::masked_attention(&inputs, &options).unwrap();
+        assert_close("out", &got.out, &want.out, Tol::for_dtype(DType::F32));
+    }
+    // The caller's device is still theirs to use.
+    let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("caller's own"),
+        size: 64,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    drop(buffer);
+}
+
+/// Repeated calls of one shape reuse the pooled buffers: no growth after the first call.
+#[test]
+fn repeated_calls_reuse_buffers() {
+    let ctx = Context::new().expect("an adapter (install mesa-vulkan-drivers)");
+    let mut rng = Rng::new(8);
+    let q = random(&mut rng, &[2, 4, 33, 32], DType::F16, 1.0);
+    let k = random(&mut rng, &[2, 2, 40, 32], DType::F16, 1.0);
+    let v = random(&mut rng, &[2, 2, 40, 32], DType::F16, 1.0);
+    let inputs = AttentionInputs::new(&q, &k, &v);
+    for path in [ExecutionPath::Staged, ExecutionPath::Fused] {
+        let options = AttentionOptions {
+            path,
+            ..Default::default()
+        };
+        let first = masked_attention(&ctx, &inputs, &options).unwrap();
+        let after_first = ctx.memory();
+        for _ in 0..5 {
+            let again = masked_attention(&ctx, &inputs, &options).unwrap();
+            assert_eq!(again.out, first.out, "{path:?}: same inputs, same bits");
+        }
+        assert_eq!(
+            ctx.memory(),
+            after_first,
+            "{path:?}: the pool grew on repeated calls"
+        );
+        assert!(after_first.live_bytes > 0);
+    }
+    ctx.trim_memory();
+    assert_eq!(ctx.memory().live_bytes, 0, "trim frees every pooled buffer");
+}
