@@ -1,8 +1,9 @@
-//! Attention throughput per path: `reference` (CPU, f64) and `staged` (four WGSL kernels).
+//! Attention throughput per path: `reference` (CPU, f64), `staged` (four WGSL kernels through
+//! a materialized `[B, Hq, Lq, Lt]` intermediate) and `fused` (one tiled online-softmax pass).
 //!
 //! Every benchmark sets `Throughput::Elements(dense FLOPs)`, `2·B·Hq·Lq·Lt·(D + Dv)`, so
-//! criterion's "elem/s" reads as FLOP/s. The staged call reads its result back, so the timed
-//! region includes the upload, the GPU work and the read-back.
+//! criterion's "elem/s" reads as FLOP/s. A GPU call reads its result back, so the timed region
+//! includes the upload, the GPU work and the read-back.
 //!
 //! ```text
 //! cargo bench --bench attention                 # full run (a few minutes on lavapipe)
@@ -10,8 +11,8 @@
 //! cargo bench --bench attention -- staged/      # one group
 //! ```
 //!
-//! Before timing, each case runs once on both paths and the staged output is checked against
-//! the reference, so a broken kernel fails the bench instead of being timed.
+//! Before timing, each case runs once on every path and each GPU output is checked against the
+//! reference, so a broken kernel fails the bench instead of being timed.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -21,8 +22,11 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use wgattn::{
     masked_attention, masks, reference, AttentionInputs, AttentionOptions, AttentionProblem,
-    Context, DType, Mask, Tensor,
+    Context, DType, ExecutionPath, Mask, Tensor,
 };
+
+/// The GPU paths benchmarked, each a criterion group of its name.
+const GPU_PATHS: [ExecutionPath; 2] = [ExecutionPath::Staged, ExecutionPath::Fused];
 
 /// SplitMix64: small, seeded, reproducible.
 struct Rng(u64);
@@ -188,6 +192,14 @@ impl Prepared {
         })
     }
 
+    /// The case's options on one GPU path.
+    fn on(&self, path: ExecutionPath) -> AttentionOptions {
+        AttentionOptions {
+            path,
+            ..self.options.clone()
+        }
+    }
+
     fn inputs(&self) -> AttentionInputs<'_> {
         let inputs = AttentionInputs::new(&self.q, &self.k, &self.v);
         match &self.mask {
@@ -197,35 +209,39 @@ impl Prepared {
     }
 }
 
-/// Runs both paths once and compares `out`, so only a correct kernel gets timed.
+/// Runs every path once and compares each GPU `out` with the reference, so only correct
+/// kernels get timed.
 fn check(ctx: &Context, case: &Case, prep: &Prepared) -> anyhow::Result<()> {
     let inputs = prep.inputs();
     let want = reference::masked_attention(&inputs, &prep.options)
-        .with_context(|| format!("{}: reference", case.name))?;
-    let got = masked_attention(ctx, &inputs, &prep.options)
-        .with_context(|| format!("{}: staged", case.name))?;
+        .with_context(|| format!("{}: reference", case.name))?
+        .out
+        .to_f64_vec();
     // f16 out is rounded once: half an ulp at |x| < 1 is below 5e-4; f32 accumulates in f32.
     let tol = match case.dtype {
         DType::F32 => 1e-4,
         DType::F16 | DType::BF16 => 4e-3,
     };
-    let (g, w) = (got.out.to_f64_vec(), want.out.to_f64_vec());
-    if g.len() != w.len() {
-        bail!(
-            "{}: out has {} elements, want {}",
-            case.name,
-            g.len(),
-            w.len()
-        );
-    }
-    if let Some((i, (a, b))) = g.iter().zip(&w).enumerate().find(|(_, (a, b))| {
-        let err = (*a - *b).abs();
-        err.is_nan() || err > tol
-    }) {
-        bail!(
-            "{}: staged out[{i}] = {a}, reference = {b} (tolerance {tol})",
-            case.name
-        );
+    for path in GPU_PATHS {
+        let what = format!("{} on the {} path", case.name, path.name());
+        let got = masked_attention(ctx, &inputs, &prep.on(path))
+            .with_context(|| what.clone())?
+            .out
+            .to_f64_vec();
+        if got.len() != want.len() {
+            bail!(
+                "{what}: out has {} elements, want {}",
+                got.len(),
+                want.len()
+            );
+        }
+        let bad = got.iter().zip(&want).enumerate().find(|(_, (a, b))| {
+            let err = (*a - *b).abs();
+            err.is_nan() || err > tol
+        });
+        if let Some((i, (a, b))) = bad {
+            bail!("{what}: out[{i}] = {a}, reference = {b} (tolerance {tol})");
+        }
     }
     Ok(())
 }
@@ -242,7 +258,7 @@ fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
 
 fn main() -> anyhow::Result<()> {
     let ctx = Context::new().context(
-        "the staged benchmarks need a GPU adapter; without a GPU install the software Vulkan \
+        "the GPU benchmarks need an adapter; without a GPU install the software Vulkan \
          driver (apt-get install -y mesa-vulkan-drivers)",
     )?;
     let info = ctx.adapter_info();
@@ -275,19 +291,22 @@ fn main() -> anyhow::Result<()> {
     }
     group.finish();
 
-    let mut group = c.benchmark_group("staged");
-    configure(&mut group);
-    for (case, prep, flops) in &prepared {
-        group.throughput(Throughput::Elements(*flops));
-        let inputs = prep.inputs();
-        group.bench_function(case.name, |b| {
-            b.iter(|| {
-                masked_attention(&ctx, black_box(&inputs), black_box(&prep.options))
-                    .expect("checked before timing")
-            })
-        });
+    for path in GPU_PATHS {
+        let mut group = c.benchmark_group(path.name());
+        configure(&mut group);
+        for (case, prep, flops) in &prepared {
+            group.throughput(Throughput::Elements(*flops));
+            let inputs = prep.inputs();
+            let options = prep.on(path);
+            group.bench_function(case.name, |b| {
+                b.iter(|| {
+                    masked_attention(&ctx, black_box(&inputs), black_box(&options))
+                        .expect("checked before timing")
+                })
+            });
+        }
+        group.finish();
     }
-    group.finish();
 
     c.final_summary();
     Ok(())

@@ -280,9 +280,11 @@ async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
     {
         Ok(a) => Ok(a),
         // request_adapter may pass over a CPU adapter; take any adapter rather than none.
-        Err(e) => adapters
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::NoAdapter(e.to_string())),
+        Err(e) => adapters.into_iter().next().ok_or_else(|| {
+            Error::NoAdapter(format!(
+                "{e}; on a machine without a GPU install the software Vulkan driver \
+                 (apt-get install mesa-vulkan-drivers)"
+            ))
+        }),
     }
 }

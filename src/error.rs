@@ -117,7 +117,7 @@ pub enum Error {
         max: u64,
     },
     /// No adapter could be found.
-    #[error("no GPU adapter found ({0}); on a machine without a GPU install the software Vulkan driver (apt-get install mesa-vulkan-drivers)")]
+    #[error("no GPU adapter: {0}")]
     NoAdapter(String),
     /// The adapter refused to create a device.
     #[error("could not create a device: {0}")]
