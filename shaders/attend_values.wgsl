@@ -13,22 +13,12 @@ const WORKGROUP: u32 = 64u;
 
 // out element e (in the problem's layout) from its probabilities row and v.
 fn out_element(e: u32) -> f32 {
+    let c = out_coords(e);
+    let b = c.x;
+    let h = c.y;
+    let d = c.w;
     let dv = params.v_dim;
-    let d = e % dv;
-    let r = e / dv;
-    var b: u32;
-    var h: u32;
-    var i: u32;
-    if (params.bshd == 1u) {
-        h = r % params.q_heads;
-        i = (r / params.q_heads) % params.q_len;
-        b = r / (params.q_heads * params.q_len);
-    } else {
-        i = r % params.q_len;
-        h = (r / params.q_len) % params.q_heads;
-        b = r / (params.q_len * params.q_heads);
-    }
-    let row = (b * params.q_heads + h) * params.q_len + i;
+    let row = (b * params.q_heads + h) * params.q_len + c.z;
     if (row_alive[row] == 0u) {
         return 0.0;
     }

@@ -47,6 +47,16 @@ fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y * nwg.x + wid.x;
 }
 
+// (b, h, i, d) of element e of `out`, [B, Hq, Lq, Dv] or, in bshd, [B, Lq, Hq, Dv].
+fn out_coords(e: u32) -> vec4<u32> {
+    let d = e % params.v_dim;
+    let r = e / params.v_dim;
+    if (params.bshd == 1u) {
+        return vec4<u32>(r / (params.q_heads * params.q_len), r % params.q_heads, (r / params.q_heads) % params.q_len, d);
+    }
+    return vec4<u32>(r / (params.q_len * params.q_heads), (r / params.q_len) % params.q_heads, r % params.q_len, d);
+}
+
 // Word index and decoding of element `i` of a tensor of the kernel's dtype.
 fn word_of(i: u32) -> u32 {
 #ifdef DTYPE_F32

@@ -12,22 +12,11 @@ const WORKGROUP: u32 = 64u;
 const DV4: u32 = {{DV4}}u;
 
 fn out_element(e: u32) -> f32 {
-    let dv = params.v_dim;
-    let d = e % dv;
-    let r = e / dv;
-    var b: u32;
-    var h: u32;
-    var i: u32;
-    if (params.bshd == 1u) {
-        h = r % params.q_heads;
-        i = (r / params.q_heads) % params.q_len;
-        b = r / (params.q_heads * params.q_len);
-    } else {
-        i = r % params.q_len;
-        h = (r / params.q_len) % params.q_heads;
-        b = r / (params.q_len * params.q_heads);
-    }
-    let row = (b * params.q_heads + h) * params.q_len + i;
+    let c = out_coords(e);
+    let b = c.x;
+    let h = c.y;
+    let d = c.w;
+    let row = (b * params.q_heads + h) * params.q_len + c.z;
     var big_m = params.neg_inf;
     var alive = false;
     for (var s = 0u; s < params.splits; s++) {

@@ -23,7 +23,6 @@ const PER: u32 = CHUNK / WG;
 const D4: u32 = {{D4}}u;
 const DV4: u32 = {{DV4}}u;
 
-var<workgroup> red: array<f32, WG>;
 var<workgroup> accs: array<vec4<f32>, WG * DV4>;
 
 var<private> qr: array<vec4<f32>, D4>;
@@ -32,25 +31,7 @@ var<private> sc: array<f32, PER>;
 
 #import fused_io
 
-// Tree reduction over the workgroup; `op` 0 = max, 1 = sum. Every invocation gets the result.
-fn reduce(lid: u32, value: f32, op: u32) -> f32 {
-    red[lid] = value;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            let other = red[lid + stride];
-            if (op == 0u) {
-                red[lid] = max(red[lid], other);
-            } else {
-                red[lid] = red[lid] + other;
-            }
-        }
-        workgroupBarrier();
-    }
-    let result = red[0];
-    workgroupBarrier();
-    return result;
-}
+#import reduce
 
 @compute @workgroup_size(WG)
 fn main(

@@ -6,31 +6,11 @@
 @group(0) @binding(1) var<storage, read> row_alive: array<u32>;
 @group(0) @binding(2) var<storage, read_write> work: array<f32>;
 
-const WORKGROUP: u32 = 64u;
+const WG: u32 = 64u;
 
-var<workgroup> partial: array<f32, WORKGROUP>;
+#import reduce
 
-// Tree reduction over the workgroup; `op` 0 = max, 1 = sum. Every invocation gets the result.
-fn reduce(lid: u32, value: f32, op: u32) -> f32 {
-    partial[lid] = value;
-    workgroupBarrier();
-    for (var stride = WORKGROUP / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            let other = partial[lid + stride];
-            if (op == 0u) {
-                partial[lid] = max(partial[lid], other);
-            } else {
-                partial[lid] = partial[lid] + other;
-            }
-        }
-        workgroupBarrier();
-    }
-    let result = partial[0];
-    workgroupBarrier();
-    return result;
-}
-
-@compute @workgroup_size(WORKGROUP)
+@compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -43,25 +23,25 @@ fn main(
     let lt = params.total_len;
     let base = row * lt;
     if (row_alive[row] == 0u) {
-        for (var j = lid; j < lt; j += WORKGROUP) {
+        for (var j = lid; j < lt; j += WG) {
             work[base + j] = 0.0;
         }
         return;
     }
     var m = params.neg_inf;
-    for (var j = lid; j < lt; j += WORKGROUP) {
+    for (var j = lid; j < lt; j += WG) {
         m = max(m, work[base + j]);
     }
     m = reduce(lid, m, 0u);
     var sum = 0.0;
-    for (var j = lid; j < lt; j += WORKGROUP) {
+    for (var j = lid; j < lt; j += WG) {
         let e = exp(work[base + j] - m);
         work[base + j] = e;
         sum += e;
     }
     sum = reduce(lid, sum, 1u);
     let inv = 1.0 / sum;
-    for (var j = lid; j < lt; j += WORKGROUP) {
+    for (var j = lid; j < lt; j += WG) {
         work[base + j] = work[base + j] * inv;
     }
 }

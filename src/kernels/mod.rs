@@ -24,7 +24,8 @@ pub enum Kernel {
     FusedCombine,
 }
 
-const IMPORTS: [(&str, &str); 3] = [
+const IMPORTS: [(&str, &str); 4] = [
+    ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("common", include_str!("../../shaders/common.wgsl")),
     ("masking", include_str!("../../shaders/masking.wgsl")),
     ("fused_io", include_str!("../../shaders/fused_io.wgsl")),
