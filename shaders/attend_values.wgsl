@@ -1,4 +1,5 @@
-// Stage 4: out[b, h, i, :] = probs[b, h, i, :] . v[b, h / group, :, :]. One invocation per
+// Stage 4: out[b, h, i, :] = probs[b, h, i, :] . v[b, h / group, :, :], over keys with a
+// probability above 0 (a disallowed key never contributes, even where v holds NaN). One invocation per
 // stored word of `out` (one f32 element, or two packed f16/bf16 elements). Rows that are
 // fully masked are written as zeros whatever v holds.
 #import common
@@ -28,7 +29,10 @@ fn out_element(e: u32) -> f32 {
     let pl = params.past_len;
     for (var j = 0u; j < pl; j++) {
         let vi = ((b * params.kv_heads + hk) * pl + j) * dv + d;
-        acc += probs[base + j] * decode(past_v[word_of(vi)], vi);
+        let p = probs[base + j];
+        if (p > 0.0) {
+            acc += p * decode(past_v[word_of(vi)], vi);
+        }
     }
     for (var j = 0u; j < params.k_len; j++) {
         var vi: u32;
@@ -37,7 +41,10 @@ fn out_element(e: u32) -> f32 {
         } else {
             vi = ((b * params.kv_heads + hk) * params.k_len + j) * dv + d;
         }
-        acc += probs[base + pl + j] * decode(v[word_of(vi)], vi);
+        let p = probs[base + pl + j];
+        if (p > 0.0) {
+            acc += p * decode(v[word_of(vi)], vi);
+        }
     }
     return acc;
 }

@@ -116,7 +116,10 @@ fn accumulate_tile(i_first: u32, b: u32, h: u32, bd: Bounds, j0: i32, j_end: i32
             let v3 = v_tile[(jj + 3u) * DV4 + d4];
             for (var r = 0u; r < R; r++) {
                 let pr = p[r];
-                acc[r][d4] += pr.x * v0 + pr.y * v1 + pr.z * v2 + pr.w * v3;
+                // Keys with p = 0 (disallowed) add nothing, even where v holds NaN.
+                let z = vec4<f32>(0.0);
+                acc[r][d4] += select(z, pr.x * v0, pr.x > 0.0) + select(z, pr.y * v1, pr.y > 0.0)
+                    + select(z, pr.z * v2, pr.z > 0.0) + select(z, pr.w * v3, pr.w > 0.0);
             }
         }
     }

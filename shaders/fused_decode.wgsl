@@ -88,9 +88,11 @@ fn main(
             if (x > params.neg_inf) {
                 let p = exp(x - m);
                 local_sum += p;
-                let vo = kv_offset(b, hk, u32(j_begin + i32(t * WG + lid)), params.v_dim);
-                for (var d4 = 0u; d4 < DV4; d4++) {
-                    acc[d4] += p * v4(vo, d4);
+                if (p > 0.0) {
+                    let vo = kv_offset(b, hk, u32(j_begin + i32(t * WG + lid)), params.v_dim);
+                    for (var d4 = 0u; d4 < DV4; d4++) {
+                        acc[d4] += p * v4(vo, d4);
+                    }
                 }
             }
         }

@@ -557,3 +557,63 @@ fn fused_equals_staged() {
         assert_eq!(fused.present_k, staged.present_k);
     }
 }
+
+/// Junk at disallowed keys (NaN and infinity in `k` and `v` past `kv_lengths` and where the
+/// mask blocks, as in a preallocated cache) has no effect on any path: the result is bit for bit
+/// the one with clean values there, and finite.
+#[test]
+fn junk_at_disallowed_keys_has_no_effect() {
+    let mut rng = Rng::new(123);
+    let (b, h, lq, lk, d) = (2, 2, 9, 40, 16);
+    let lengths = [25i64, 40];
+    let blocked = |bi: usize, j: usize| j as i64 >= lengths[bi] || j % 7 == 3;
+    let mask_data: Vec<bool> = (0..b * lk).map(|x| x % lk % 7 != 3).collect();
+    let mask = Mask::Bool(BoolMask::new([b, 1, 1, lk], mask_data).unwrap());
+    for dtype in [DType::F32, DType::F16] {
+        let q = random(&mut rng, &[b, h, lq, d], dtype, 1.0);
+        let k = random(&mut rng, &[b, h, lk, d], dtype, 1.0);
+        let v = random(&mut rng, &[b, h, lk, d], dtype, 1.0);
+        let poison = |t: &Tensor| {
+            let mut x = t.to_f32_vec();
+            for (n, e) in x.iter_mut().enumerate() {
+                let (bi, j) = (n / (h * lk * d), n / d % lk);
+                if blocked(bi, j) {
+                    *e = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][n % 3];
+                }
+            }
+            Tensor::from_f32_as(t.shape().to_vec(), &x, dtype).unwrap()
+        };
+        let (kj, vj) = (poison(&k), poison(&v));
+        for path in [ExecutionPath::Staged, ExecutionPath::Fused] {
+            let options = AttentionOptions {
+                causal: true,
+                causal_offset: Some(30),
+                path,
+                ..Default::default()
+            };
+            let run = |k: &Tensor, v: &Tensor| {
+                let inputs = AttentionInputs::new(&q, k, v)
+                    .with_kv_lengths(&lengths)
+                    .with_mask(&mask);
+                masked_attention(ctx(), &inputs, &options).unwrap().out
+            };
+            let clean = run(&k, &v);
+            let junk = run(&kj, &vj);
+            assert!(
+                junk.to_f32_vec().iter().all(|x| x.is_finite()),
+                "{path:?} {dtype}: junk leaked"
+            );
+            assert_eq!(junk, clean, "{path:?} {dtype}: junk changed the result");
+            let inputs = AttentionInputs::new(&q, &kj, &vj)
+                .with_kv_lengths(&lengths)
+                .with_mask(&mask);
+            let want = reference::masked_attention(&inputs, &options).unwrap();
+            assert_close(
+                &format!("{path:?} {dtype} vs reference"),
+                &junk,
+                &want.out,
+                Tol::for_dtype(dtype),
+            );
+        }
+    }
+}

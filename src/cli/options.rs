@@ -80,11 +80,12 @@ fn key<T>(
         .transpose()
 }
 
-/// `true` or `false`.
+/// `true` or `false` (any case; also `1` or `0`).
 pub fn parse_bool(s: &str) -> Result<bool, String> {
-    match s.trim() {
-        "true" => Ok(true),
-        "false" => Ok(false),
+    // Case files come from many writers: Python's str(True) is "True", some write 1/0.
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
         _ => Err("expected true or false".into()),
     }
 }
@@ -115,4 +116,24 @@ pub fn parse_returns(s: &str) -> Result<Returns, String> {
     s.parse().map_err(|_| {
         "expected a comma-separated list of scores, logits, probs (or nothing)".to_string()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bool;
+
+    #[test]
+    fn booleans_from_any_writer() {
+        for (s, want) in [
+            ("true", true),
+            ("True", true),
+            ("1", true),
+            ("FALSE", false),
+            ("0", false),
+        ] {
+            assert_eq!(parse_bool(s), Ok(want), "{s}");
+        }
+        assert!(parse_bool("maybe").is_err());
+        assert!(parse_bool("yes").is_err());
+    }
 }

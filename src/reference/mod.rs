@@ -275,8 +275,9 @@ fn softmax(logits: &[f64], any_allowed: bool, probs: &mut [f64]) {
     }
 }
 
-/// Stage 4: `out = probs·v` for one row (every key, so NaN in `v` propagates as in a matmul);
-/// a fully masked row gives zeros.
+/// Stage 4: `out = probs·v` for one row, over the keys with a probability above 0: a
+/// disallowed key contributes nothing even where `v` holds NaN or infinity (junk in a
+/// preallocated cache past `kv_lengths`, say). A fully masked row gives zeros.
 fn attend_values(
     ctx: &RefInputs<'_>,
     b: usize,
@@ -291,6 +292,9 @@ fn attend_values(
     }
     let hk = h / ctx.p.group();
     for (j, &pj) in probs.iter().enumerate() {
+        if pj == 0.0 {
+            continue;
+        }
         for (o, &v) in out.iter_mut().zip(ctx.v_row(b, hk, j)) {
             *o += pj * v;
         }
