@@ -10,7 +10,6 @@
 @group(0) @binding(4) var<storage, read> row_alive: array<u32>;
 @group(0) @binding(5) var<storage, read_write> out: array<u32>;
 
-const WORKGROUP: u32 = 64u;
 
 // out element e (in the problem's layout) from its probabilities row and v.
 fn out_element(e: u32) -> f32 {
@@ -49,21 +48,4 @@ fn out_element(e: u32) -> f32 {
     return acc;
 }
 
-@compute @workgroup_size(WORKGROUP)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let w = linear_workgroup(wid, nwg) * WORKGROUP + lid;
-    let first = w * per_word();
-    if (first >= params.out_len) {
-        return;
-    }
-    let lo = out_element(first);
-    var hi = 0.0;
-    if (per_word() == 2u && first + 1u < params.out_len) {
-        hi = out_element(first + 1u);
-    }
-    out[w] = encode(lo, hi);
-}
+#import out_words

@@ -8,7 +8,6 @@
 @group(0) @binding(1) var<storage, read> partials: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
 
-const WORKGROUP: u32 = 64u;
 const DV4: u32 = {{DV4}}u;
 
 fn out_element(e: u32) -> f32 {
@@ -41,21 +40,4 @@ fn out_element(e: u32) -> f32 {
     return acc / big_l;
 }
 
-@compute @workgroup_size(WORKGROUP)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let w = linear_workgroup(wid, nwg) * WORKGROUP + lid;
-    let first = w * per_word();
-    if (first >= params.out_len) {
-        return;
-    }
-    let lo = out_element(first);
-    var hi = 0.0;
-    if (per_word() == 2u && first + 1u < params.out_len) {
-        hi = out_element(first + 1u);
-    }
-    out[w] = encode(lo, hi);
-}
+#import out_words

@@ -24,7 +24,8 @@ pub enum Kernel {
     FusedCombine,
 }
 
-const IMPORTS: [(&str, &str); 4] = [
+const IMPORTS: [(&str, &str); 5] = [
+    ("out_words", include_str!("../../shaders/out_words.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("common", include_str!("../../shaders/common.wgsl")),
     ("masking", include_str!("../../shaders/masking.wgsl")),
