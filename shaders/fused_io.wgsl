@@ -1,8 +1,18 @@
-// Loads and index helpers of the fused kernels. The importing kernel declares `q`, `k`, `v`
-// (storage, read, array<Unit>) and the D4 / DV4 constants.
+// Bindings, loads and index helpers of the fused kernels (fused, fused_decode: the same
+// bindings, in the order of Kernel::bindings). The importing kernel declares the D4 / DV4
+// constants.
 //
 // `k` and `v` hold all Lt keys: the caller's k/v when there is no cache (in the problem's
 // layout), else the concatenated present cache (always bhsd); `params.kv_bshd` says which.
+
+// params (binding 0) comes from common.wgsl.
+@group(0) @binding(1) var<storage, read> q: array<Unit>;
+@group(0) @binding(2) var<storage, read> k: array<Unit>;
+@group(0) @binding(3) var<storage, read> v: array<Unit>;
+@group(0) @binding(4) var<storage, read> bounds: array<Bounds>;
+@group(0) @binding(5) var<storage, read> mask: array<u32>;
+@group(0) @binding(6) var<storage, read_write> out: array<u32>;
+@group(0) @binding(7) var<storage, read_write> partials: array<vec4<f32>>;
 
 #ifdef VEC4
 // Four elements per load: f32 as vec4<u32>, f16/bf16 as two packed words.
