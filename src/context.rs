@@ -22,6 +22,8 @@ pub struct Context {
     poison: AtomicBool,
     tuning: Mutex<Tuning>,
     lost: Arc<Mutex<Option<String>>>,
+    /// The device shares memory with the host and maps storage buffers.
+    unified: bool,
 }
 
 impl std::fmt::Debug for Context {
@@ -44,6 +46,10 @@ pub struct Tuning {
     pub keys_per_tile: Option<u32>,
     /// Longest query block that takes the split-key decode kernel (default 4).
     pub decode_max_q: Option<usize>,
+    /// Write inputs straight into mappable storage buffers instead of through wgpu's staging
+    /// copy (default: on where the device shares memory with the host, a CPU or integrated
+    /// adapter offering `MAPPABLE_PRIMARY_BUFFERS`; `Some(true)` cannot turn it on elsewhere).
+    pub mapped_uploads: Option<bool>,
 }
 
 /// GPU memory allocated by the engine (see [`Context::memory`]).
@@ -73,7 +79,11 @@ impl Context {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = pick_adapter(&instance).await?;
-        let features = adapter.features() & WANTED_FEATURES;
+        let mut wanted = WANTED_FEATURES;
+        if shares_host_memory(adapter.get_info().device_type) {
+            wanted |= wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
+        }
+        let features = adapter.features() & wanted;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("wgattn"),
@@ -112,7 +122,12 @@ impl Context {
                 *s = Some(format!("{reason:?}: {message}"));
             }
         });
+        let unified = shares_host_memory(info.device_type)
+            && device
+                .features()
+                .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
         Context {
+            unified,
             limits: device.limits(),
             features: device.features(),
             device,
@@ -187,6 +202,11 @@ impl Context {
         self.tuning.lock().map(|t| *t).unwrap_or_default()
     }
 
+    /// Whether inputs go straight into mapped storage buffers (see [`Tuning::mapped_uploads`]).
+    pub(crate) fn mapped_uploads(&self) -> bool {
+        self.unified && self.tuning().mapped_uploads.unwrap_or(true)
+    }
+
     pub(crate) fn poison_outputs(&self) -> bool {
         self.poison.load(Ordering::Relaxed)
     }
@@ -254,6 +274,15 @@ impl Context {
         cache.insert(variant, pipeline.clone());
         Ok(pipeline)
     }
+}
+
+/// Adapters whose buffers live in host memory, where mapping a storage buffer costs nothing
+/// and saves the staging copy (on a discrete GPU a mappable buffer would sit in slow memory).
+fn shares_host_memory(kind: wgpu::DeviceType) -> bool {
+    matches!(
+        kind,
+        wgpu::DeviceType::Cpu | wgpu::DeviceType::IntegratedGpu
+    )
 }
 
 async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {

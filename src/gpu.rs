@@ -2,6 +2,7 @@
 //! groups, dispatch grids, and the single read-back.
 
 use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex};
 
 use bytemuck::{Pod, Zeroable};
 
@@ -146,8 +147,18 @@ impl<'c> Held<'c> {
         Ok(b)
     }
 
-    /// A storage buffer holding `bytes`.
+    /// A storage buffer holding `bytes`. Where the device shares host memory, large inputs
+    /// are written straight into a mapped storage buffer (one copy, no staging buffer: wgpu's
+    /// `write_buffer` allocates a fresh staging buffer per call, whose page faults and extra
+    /// copy cost more than the kernels of a decode step).
     pub(crate) fn upload(&mut self, bytes: &[u8]) -> Result<wgpu::Buffer> {
+        if bytes.len() >= MAPPED_UPLOAD_MIN && self.ctx.mapped_uploads() {
+            let b = self.take(bytes.len() as u64, STORAGE | wgpu::BufferUsages::MAP_WRITE)?;
+            if !write_mapped(self.ctx, &b, bytes)? {
+                self.ctx.queue().write_buffer(&b, 0, bytes);
+            }
+            return Ok(b);
+        }
         let b = self.take(bytes.len() as u64, STORAGE)?;
         self.ctx.queue().write_buffer(&b, 0, bytes);
         Ok(b)
@@ -188,6 +199,37 @@ impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.give_back();
     }
+}
+
+/// Inputs smaller than this go through `write_buffer` (a map costs a device poll).
+const MAPPED_UPLOAD_MIN: usize = 64 << 10;
+
+/// Copies `bytes` into the start of an idle pooled buffer through a mapping. Returns false,
+/// with the buffer unmapped and untouched, when the mapping is not ready at once (the buffer
+/// is still in use elsewhere): the caller then writes through the queue instead of waiting.
+fn write_mapped(ctx: &Context, buffer: &wgpu::Buffer, bytes: &[u8]) -> Result<bool> {
+    let ready = Arc::new(Mutex::new(None));
+    let slot = ready.clone();
+    buffer.map_async(wgpu::MapMode::Write, .., move |r| {
+        if let Ok(mut s) = slot.lock() {
+            *s = Some(r.is_ok());
+        }
+    });
+    // A buffer no submission uses maps on the next poll.
+    let _ = ctx.device().poll(wgpu::PollType::Poll);
+    let mapped = ready.lock().map(|s| *s).unwrap_or(None);
+    if mapped != Some(true) {
+        buffer.unmap();
+        return Ok(false);
+    }
+    {
+        let mut view = buffer
+            .get_mapped_range_mut(..)
+            .map_err(|e| Error::Gpu(format!("mapping an upload buffer: {e}")))?;
+        view.slice(..bytes.len()).copy_from_slice(bytes);
+    }
+    buffer.unmap();
+    Ok(true)
 }
 
 /// A bind group of `pipeline` binding each buffer from offset 0 with the given size.
