@@ -52,6 +52,16 @@ pub struct Tuning {
     pub mapped_uploads: Option<bool>,
 }
 
+impl Tuning {
+    /// Every choice left to the engine (the same as `Tuning::default()`, usable in `const`).
+    pub const AUTO: Tuning = Tuning {
+        rows_per_invocation: None,
+        keys_per_tile: None,
+        decode_max_q: None,
+        mapped_uploads: None,
+    };
+}
+
 /// GPU memory allocated by the engine (see [`Context::memory`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryStats {

@@ -13,30 +13,30 @@ use wgattn::{
 /// invocation with 4-key tiles (the GPU configuration, many tiles), two rows with 8-key
 /// tiles, every query length on the decode kernel, and eight rows with 12-key tiles.
 const TUNINGS: [Tuning; 5] = [
-    Tuning {
-        rows_per_invocation: None,
-        keys_per_tile: None,
-        decode_max_q: None,
-    },
+    Tuning::AUTO,
     Tuning {
         rows_per_invocation: Some(1),
         keys_per_tile: Some(4),
         decode_max_q: Some(0),
+        ..Tuning::AUTO
     },
     Tuning {
         rows_per_invocation: Some(2),
         keys_per_tile: Some(8),
         decode_max_q: None,
+        ..Tuning::AUTO
     },
     Tuning {
         rows_per_invocation: None,
         keys_per_tile: None,
         decode_max_q: Some(1 << 20),
+        ..Tuning::AUTO
     },
     Tuning {
         rows_per_invocation: Some(8),
         keys_per_tile: Some(12),
         decode_max_q: Some(0),
+        ..Tuning::AUTO
     },
 ];
 
