@@ -12,6 +12,9 @@
 // otherwise the final output.
 //
 // Template values: WG, R, BK (a multiple of 4), D4 = ceil(D/4), DV4 = ceil(Dv/4).
+#ifdef NATIVE_F16
+enable f16;
+#endif
 #import common
 #import masking
 

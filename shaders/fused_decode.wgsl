@@ -6,6 +6,9 @@
 // nothing.
 //
 // Template values: WG (invocations), CHUNK (keys per split, a multiple of WG), D4, DV4.
+#ifdef NATIVE_F16
+enable f16;
+#endif
 #import common
 #import masking
 
@@ -91,10 +94,20 @@ fn main(
     }
     let l = reduce(lid, local_sum, 1u);
 
-    // Sum the accumulators: each invocation adds up its share of the value columns.
+    // Sum the accumulators: each invocation adds up its share of the value columns. With
+    // subgroups, each subgroup first sums its own in registers and its first active
+    // invocation stores that (the others store zeros; see reduce.wgsl).
+#ifdef SUBGROUPS
+    let leader = lid == subgroupBroadcastFirst(lid);
+    for (var d4 = 0u; d4 < DV4; d4++) {
+        let total = subgroupAdd(acc[d4]);
+        accs[lid * DV4 + d4] = select(vec4<f32>(0.0), total, leader);
+    }
+#else
     for (var d4 = 0u; d4 < DV4; d4++) {
         accs[lid * DV4 + d4] = acc[d4];
     }
+#endif
     workgroupBarrier();
     let slot = split * params.rows + row;
     if (lid == 0u) {

@@ -2,6 +2,11 @@
 // bindings, in the order of Kernel::bindings). The importing kernel declares the D4 / DV4
 // constants.
 //
+// With NATIVE_F16 (f16 inputs on an adapter with shader-f16) q, k and v are bound as f16
+// arrays and converted by the hardware; otherwise as u32 words (two f16/bf16 to a word)
+// decoded with integer code. (naga 30 cannot bitcast a u32 to vec2<f16>, which would keep
+// the word loads and convert in hardware.)
+//
 // `k` and `v` hold all Lt keys: the caller's k/v when there is no cache (in the problem's
 // layout), else the concatenated present cache (always bhsd); `params.kv_bshd` says which.
 
@@ -24,11 +29,20 @@ fn unit4(u: vec4<u32>) -> vec4<f32> {
 }
 #endif
 #ifdef DTYPE_F16
+#ifdef NATIVE_F16
+// shader-f16: f16 elements, converted by the hardware.
+alias Unit = vec4<f16>;
+
+fn unit4(u: vec4<f16>) -> vec4<f32> {
+    return vec4<f32>(u);
+}
+#else
 alias Unit = vec2<u32>;
 
 fn unit4(u: vec2<u32>) -> vec4<f32> {
     return vec4<f32>(f16_value(u.x & 0xffffu), f16_value(u.x >> 16u), f16_value(u.y & 0xffffu), f16_value(u.y >> 16u));
 }
+#endif
 #endif
 #ifdef DTYPE_BF16
 alias Unit = vec2<u32>;
@@ -38,7 +52,28 @@ fn unit4(u: vec2<u32>) -> vec4<f32> {
 }
 #endif
 #else
+#ifdef NATIVE_F16
+alias Unit = f16;
+
+// Element i of q, k or v, from the array element holding it.
+fn element(u: f16, i: u32) -> f32 {
+    return f32(u);
+}
+
+fn index_of(i: u32) -> u32 {
+    return i;
+}
+#else
 alias Unit = u32;
+
+fn element(word: u32, i: u32) -> f32 {
+    return decode(word, i);
+}
+
+fn index_of(i: u32) -> u32 {
+    return word_of(i);
+}
+#endif
 #endif
 
 // Offset of element 0 of q[b, h, i, :].
@@ -86,7 +121,7 @@ fn q4(base: u32, d4: u32) -> vec4<f32> {
     for (var c = 0u; c < 4u; c++) {
         let d = d4 * 4u + c;
         if (d < params.head_dim) {
-            r[c] = decode(q[word_of(base + d)], base + d);
+            r[c] = element(q[index_of(base + d)], base + d);
         }
     }
     return r;
@@ -97,7 +132,7 @@ fn k4(base: u32, d4: u32) -> vec4<f32> {
     for (var c = 0u; c < 4u; c++) {
         let d = d4 * 4u + c;
         if (d < params.head_dim) {
-            r[c] = decode(k[word_of(base + d)], base + d);
+            r[c] = element(k[index_of(base + d)], base + d);
         }
     }
     return r;
@@ -108,7 +143,7 @@ fn v4(base: u32, d4: u32) -> vec4<f32> {
     for (var c = 0u; c < 4u; c++) {
         let d = d4 * 4u + c;
         if (d < params.v_dim) {
-            r[c] = decode(v[word_of(base + d)], base + d);
+            r[c] = element(v[index_of(base + d)], base + d);
         }
     }
     return r;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::kernels::Variant;
+use crate::kernels::{ShaderFeatures, Variant};
 use crate::pool::BufferPool;
 
 /// A device to run attention on. Create one per device and share it (`Context` is
@@ -50,6 +50,12 @@ pub struct Tuning {
     /// copy (default: on where the device shares memory with the host, a CPU or integrated
     /// adapter offering `MAPPABLE_PRIMARY_BUFFERS`; `Some(true)` cannot turn it on elsewhere).
     pub mapped_uploads: Option<bool>,
+    /// Use `shader-f16` where the adapter offers it (default); `Some(false)` forces the
+    /// fallback (integer decoding of f16 words).
+    pub shader_f16: Option<bool>,
+    /// Use subgroup operations where the adapter offers them (default); `Some(false)` forces
+    /// the fallback (reductions in workgroup memory only).
+    pub subgroups: Option<bool>,
 }
 
 impl Tuning {
@@ -59,6 +65,8 @@ impl Tuning {
         keys_per_tile: None,
         decode_max_q: None,
         mapped_uploads: None,
+        shader_f16: None,
+        subgroups: None,
     };
 }
 
@@ -213,8 +221,19 @@ impl Context {
     }
 
     /// Whether inputs go straight into mapped storage buffers (see [`Tuning::mapped_uploads`]).
-    pub(crate) fn mapped_uploads(&self) -> bool {
+    pub fn uses_mapped_uploads(&self) -> bool {
         self.unified && self.tuning().mapped_uploads.unwrap_or(true)
+    }
+
+    /// The optional features kernels may use: what the device has, less what the tuning
+    /// turns off.
+    pub fn shader_features(&self) -> ShaderFeatures {
+        let t = self.tuning();
+        let have = ShaderFeatures::of_device(self.features);
+        ShaderFeatures {
+            f16: have.f16 && t.shader_f16.unwrap_or(true),
+            subgroups: have.subgroups && t.subgroups.unwrap_or(true),
+        }
     }
 
     pub(crate) fn poison_outputs(&self) -> bool {

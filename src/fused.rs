@@ -207,7 +207,12 @@ pub(crate) fn record(
     )?;
 
     let mask_kind = p.mask.map(|(k, _)| k);
-    let main_p = ctx.pipeline(Variant::new(cfg.kernel, p.dtype, mask_kind).with_tile(cfg.tile))?;
+    let features = ctx.shader_features();
+    let main_p = ctx.pipeline(
+        Variant::new(cfg.kernel, p.dtype, mask_kind)
+            .with_tile(cfg.tile)
+            .with_features(features),
+    )?;
     let combine_tile = Tile {
         dv4: cfg.tile.dv4,
         ..Tile::default()

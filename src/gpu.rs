@@ -152,7 +152,7 @@ impl<'c> Held<'c> {
     /// `write_buffer` allocates a fresh staging buffer per call, whose page faults and extra
     /// copy cost more than the kernels of a decode step).
     pub(crate) fn upload(&mut self, bytes: &[u8]) -> Result<wgpu::Buffer> {
-        if bytes.len() >= MAPPED_UPLOAD_MIN && self.ctx.mapped_uploads() {
+        if bytes.len() >= MAPPED_UPLOAD_MIN && self.ctx.uses_mapped_uploads() {
             let b = self.take(bytes.len() as u64, STORAGE | wgpu::BufferUsages::MAP_WRITE)?;
             if !write_mapped(self.ctx, &b, bytes)? {
                 self.ctx.queue().write_buffer(&b, 0, bytes);

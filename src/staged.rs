@@ -71,8 +71,9 @@ pub(crate) fn record(
         )?,
     ];
     let mask_kind = p.mask.map(|(k, _)| k);
-    let [qk_p, mask_p, softmax_p, pv_p] =
-        Kernel::STAGED.map(|k| ctx.pipeline(Variant::new(k, p.dtype, mask_kind)));
+    let [qk_p, mask_p, softmax_p, pv_p] = Kernel::STAGED.map(|k| {
+        ctx.pipeline(Variant::new(k, p.dtype, mask_kind).with_features(ctx.shader_features()))
+    });
     let (qk_p, mask_p, softmax_p, pv_p) = (qk_p?, mask_p?, softmax_p?, pv_p?);
 
     let uniform = held.uniform(&Params::new(p))?;

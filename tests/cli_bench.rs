@@ -401,6 +401,27 @@ fn gqa_and_half_precision_run() {
     assert_eq!(o["dtype"], Json::Str("bf16".into()));
 }
 
+#[test]
+fn optional_features_can_be_left_unused() {
+    for path in ["staged", "fused"] {
+        let o = bench_json(
+            path,
+            &[
+                "--dtype",
+                "f16",
+                "--kv-len",
+                "300",
+                "--without",
+                "shader-f16,subgroups,mapped-uploads",
+            ],
+        );
+        assert_eq!(o["path"], Json::Str(path.into()));
+    }
+    let o = wgattn(&["bench", "--path", "fused", "--without", "tensor-cores"]);
+    assert_fails(&o, &["tensor-cores"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Failures.
 

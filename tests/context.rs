@@ -118,3 +118,36 @@ fn mapped_and_queued_uploads_agree() {
         }
     }
 }
+
+/// The staged softmax reduces rows with subgroup operations where offered, else in workgroup
+/// memory only; both agree with the reference, rows longer than a workgroup included.
+#[test]
+fn staged_softmax_with_and_without_subgroups() {
+    let ctx = Context::new().expect("an adapter (install mesa-vulkan-drivers)");
+    ctx.set_poison_outputs(true);
+    let mut rng = Rng::new(10);
+    let q = random(&mut rng, &[1, 2, 5, 24], DType::F32, 3.0);
+    let k = random(&mut rng, &[1, 2, 333, 24], DType::F32, 3.0);
+    let v = random(&mut rng, &[1, 2, 333, 24], DType::F32, 1.0);
+    let inputs = AttentionInputs::new(&q, &k, &v);
+    let options = AttentionOptions {
+        path: ExecutionPath::Staged,
+        returns: wgattn::Returns {
+            probs: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let want = reference::masked_attention(&inputs, &options).unwrap();
+    for subgroups in [None, Some(false)] {
+        ctx.set_tuning(wgattn::Tuning {
+            subgroups,
+            ..Default::default()
+        });
+        let got = masked_attention(&ctx, &inputs, &options).unwrap();
+        let tol = Tol::for_dtype(DType::F32);
+        assert_close("out", &got.out, &want.out, tol);
+        let (g, w) = (got.probs.unwrap(), want.probs.clone().unwrap());
+        assert_close("probs", &g, &w, tol);
+    }
+}

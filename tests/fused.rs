@@ -4,20 +4,24 @@ mod common;
 use std::sync::OnceLock;
 
 use common::*;
+use wgattn::kernels::ShaderFeatures;
 use wgattn::{
     masked_attention, reference, AttentionInputs, AttentionOptions, BoolMask, Context, DType,
     ExecutionPath, Layout, Mask, Tensor, Tuning,
 };
 
-/// Kernel configurations every case runs under: the adapter's defaults, one row per
-/// invocation with 4-key tiles (the GPU configuration, many tiles), two rows with 8-key
-/// tiles, every query length on the decode kernel, and eight rows with 12-key tiles.
+/// Kernel configurations every case runs under: the adapter's defaults (on lavapipe with
+/// shader-f16 and subgroups), one row per invocation with 4-key tiles (the GPU configuration,
+/// many tiles) without the optional features, two rows with 8-key tiles, every query length
+/// on the decode kernel without the optional features, and eight rows with 12-key tiles.
 const TUNINGS: [Tuning; 5] = [
     Tuning::AUTO,
     Tuning {
         rows_per_invocation: Some(1),
         keys_per_tile: Some(4),
         decode_max_q: Some(0),
+        shader_f16: Some(false),
+        subgroups: Some(false),
         ..Tuning::AUTO
     },
     Tuning {
@@ -30,6 +34,8 @@ const TUNINGS: [Tuning; 5] = [
         rows_per_invocation: None,
         keys_per_tile: None,
         decode_max_q: Some(1 << 20),
+        shader_f16: Some(false),
+        subgroups: Some(false),
         ..Tuning::AUTO
     },
     Tuning {
@@ -224,6 +230,45 @@ fn fused_prefill_plain_and_odd_sizes() {
         },
         5,
     );
+}
+
+/// f16 inputs with and without shader-f16 and subgroups: each case runs on the adapter's
+/// configuration and (seed % 4 = 0 or 2) on one that forces both fallbacks.
+#[test]
+fn fused_f16_with_and_without_optional_features() {
+    let offered = ShaderFeatures::of_device(tuned(0).features());
+    assert_eq!(tuned(0).shader_features(), offered);
+    for t in [1, 3] {
+        assert_eq!(
+            tuned(t).shader_features(),
+            ShaderFeatures::default(),
+            "tuning {t} forces the fallbacks"
+        );
+    }
+    for (lq, seed) in [(1, 20), (3, 22), (40, 24), (129, 26)] {
+        for (d, dv) in [(16, 16), (7, 13), (64, 32)] {
+            let causal = AttentionOptions {
+                causal: true,
+                ..Default::default()
+            };
+            check(
+                &format!("f16 lq{lq} d{d} dv{dv}"),
+                Case {
+                    hq: 4,
+                    hkv: 2,
+                    lq,
+                    lk: 300,
+                    d,
+                    dv,
+                    dtype: DType::F16,
+                    options: causal,
+                    mask: if lq > 3 { Some("additive") } else { None },
+                    ..Case::default()
+                },
+                seed,
+            );
+        }
+    }
 }
 
 #[test]

@@ -91,6 +91,23 @@ pub struct BenchArgs {
     /// Print one JSON object on one line instead of the table (also on failure).
     #[arg(long)]
     pub json: bool,
+    /// Optional device features to leave unused (comma-separated: `shader-f16`, `subgroups`,
+    /// `mapped-uploads`), to time the fallback paths on an adapter that has them.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_enum)]
+    pub without: Vec<Fallback>,
+}
+
+/// An optional feature `--without` turns off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fallback {
+    /// Hardware f16 loads in the fused kernels.
+    #[value(name = "shader-f16")]
+    ShaderF16,
+    /// Subgroup reductions.
+    Subgroups,
+    /// Mapped storage-buffer uploads on unified-memory adapters.
+    #[value(name = "mapped-uploads")]
+    MappedUploads,
 }
 
 fn parse_dtype(s: &str) -> Result<DType, String> {
@@ -189,6 +206,13 @@ fn measure(
     };
 
     let ctx = Context::new()?;
+    let off = |f| args.without.contains(&f).then_some(false);
+    ctx.set_tuning(wgattn::Tuning {
+        shader_f16: off(Fallback::ShaderF16),
+        subgroups: off(Fallback::Subgroups),
+        mapped_uploads: off(Fallback::MappedUploads),
+        ..wgattn::Tuning::AUTO
+    });
     let info = ctx.adapter_info();
     let names = (info.name.clone(), format!("{:?}", info.backend));
     *adapter = Some(names.clone());

@@ -10,6 +10,8 @@ pub fn info() -> Result<()> {
     let a = ctx.adapter_info();
     let f = ctx.features();
     let l = ctx.limits();
+    let sf = ctx.shader_features();
+    let mapped = ctx.uses_mapped_uploads();
     let yes_no = |feature| if f.contains(feature) { "yes" } else { "no" };
     let rows: Vec<(&str, String)> = vec![
         ("adapter", a.name.clone()),
@@ -27,6 +29,34 @@ pub fn info() -> Result<()> {
         (
             "subgroup size",
             format!("{} to {}", a.subgroup_min_size, a.subgroup_max_size),
+        ),
+        ("", String::new()),
+        (
+            "f16 loads (fused kernels)",
+            if sf.f16 {
+                "shader-f16 (hardware conversion)"
+            } else {
+                "u32 words, integer decoding"
+            }
+            .into(),
+        ),
+        (
+            "reductions (fused_decode, softmax)",
+            if sf.subgroups {
+                "subgroup operations, then workgroup memory"
+            } else {
+                "workgroup memory"
+            }
+            .into(),
+        ),
+        (
+            "uploads",
+            if mapped {
+                "mapped storage buffers (unified memory)"
+            } else {
+                "queue writes (staging copy)"
+            }
+            .into(),
         ),
         ("", String::new()),
         (

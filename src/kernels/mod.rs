@@ -156,6 +156,30 @@ pub struct Variant {
     pub mask: Option<MaskKind>,
     /// Compile-time sizes (fused kernels only).
     pub tile: Tile,
+    /// Optional device features the specialization uses.
+    pub features: ShaderFeatures,
+}
+
+/// Device features a kernel may use where the adapter offers them; without them every kernel
+/// has a fallback with the same results.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ShaderFeatures {
+    /// `shader-f16`: the fused kernels bind f16 `q`, `k`, `v` as `f16` arrays and convert in
+    /// hardware (else: u32 words decoded with integer code).
+    pub f16: bool,
+    /// Subgroup operations: workgroup reductions (`fused_decode`, `softmax`) reduce inside each
+    /// subgroup first (else: a tree in workgroup memory).
+    pub subgroups: bool,
+}
+
+impl ShaderFeatures {
+    /// What the device offers, for WGSL that needs it.
+    pub fn of_device(features: wgpu::Features) -> Self {
+        ShaderFeatures {
+            f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+        }
+    }
 }
 
 impl Variant {
@@ -166,7 +190,20 @@ impl Variant {
             dtype,
             mask: if kernel.reads_mask() { mask } else { None },
             tile: Tile::default(),
+            features: ShaderFeatures::default(),
         }
+    }
+
+    /// The same variant using what `available` offers that this kernel and dtype can use.
+    pub fn with_features(mut self, available: ShaderFeatures) -> Self {
+        self.features = ShaderFeatures {
+            f16: available.f16
+                && self.dtype == DType::F16
+                && matches!(self.kernel, Kernel::Fused | Kernel::FusedDecode),
+            subgroups: available.subgroups
+                && matches!(self.kernel, Kernel::FusedDecode | Kernel::Softmax),
+        };
+        self
     }
 
     /// The same variant with compile-time sizes.
@@ -197,11 +234,14 @@ impl Variant {
                 if t.vec4 { " vec4" } else { "" }
             )
         };
+        let f = self.features;
         format!(
-            "wgattn {} {} {}{tile}",
+            "wgattn {} {} {}{tile}{}{}",
             self.kernel.name(),
             self.dtype,
-            mask
+            mask,
+            if f.f16 { " shader-f16" } else { "" },
+            if f.subgroups { " subgroups" } else { "" }
         )
     }
 
@@ -225,22 +265,33 @@ impl Variant {
         if self.tile.vec4 {
             d.push("VEC4");
         }
+        if self.features.f16 {
+            d.push("NATIVE_F16");
+        }
+        if self.features.subgroups {
+            d.push("SUBGROUPS");
+        }
         d
     }
 
     /// The specialized WGSL source.
     pub fn source(&self) -> Result<String, String> {
         let t = self.tile;
-        // Kernel development: WGATTN_SHADER_DIR=shaders reads kernel files from disk at
-        // pipeline creation, so a shader edit needs no rebuild.
-        let dev = std::env::var("WGATTN_SHADER_DIR").ok().and_then(|dir| {
-            std::fs::read_to_string(format!("{dir}/{}.wgsl", self.kernel.name())).ok()
-        });
-        let text = preprocess(
-            dev.as_deref().unwrap_or(self.kernel.source()),
-            &IMPORTS,
-            &self.defines(),
-        )?;
+        // Kernel development: WGATTN_SHADER_DIR=shaders reads kernel and import files from
+        // disk at pipeline creation (the embedded copy where a file is missing), so a shader
+        // edit needs no rebuild.
+        let dir = std::env::var("WGATTN_SHADER_DIR").ok();
+        let dev = |name: &str| {
+            dir.as_ref()
+                .and_then(|d| std::fs::read_to_string(format!("{d}/{name}.wgsl")).ok())
+        };
+        let main = dev(self.kernel.name()).unwrap_or_else(|| self.kernel.source().to_string());
+        let owned: Vec<(&str, String)> = IMPORTS
+            .iter()
+            .map(|(name, text)| (*name, dev(name).unwrap_or_else(|| text.to_string())))
+            .collect();
+        let imports: Vec<(&str, &str)> = owned.iter().map(|(n, t)| (*n, t.as_str())).collect();
+        let text = preprocess(&main, &imports, &self.defines())?;
         let values = [
             ("WG", t.rows),
             ("R", t.per_invocation.max(1)),
@@ -264,8 +315,14 @@ impl Variant {
         ];
         let mut all = Vec::new();
         let mut push = |v: Variant| {
-            if !all.contains(&v) {
-                all.push(v);
+            for f in [false, true] {
+                let v = v.with_features(ShaderFeatures {
+                    f16: f,
+                    subgroups: f,
+                });
+                if !all.contains(&v) {
+                    all.push(v);
+                }
             }
         };
         for dtype in dtypes {
@@ -329,12 +386,18 @@ mod tests {
             let source = variant.source().unwrap();
             let module = naga::front::wgsl::parse_str(&source)
                 .unwrap_or_else(|e| panic!("{}: {}", variant.label(), e.emit_to_string(&source)));
-            naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::empty(),
-            )
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{}: {e:?}", variant.label()));
+            let mut caps = naga::valid::Capabilities::empty();
+            if variant.features.f16 {
+                caps |= naga::valid::Capabilities::SHADER_FLOAT16;
+            }
+            if variant.features.subgroups {
+                caps |= naga::valid::Capabilities::SUBGROUP;
+            }
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+                .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+                .subgroup_operations(naga::valid::SubgroupOperationSet::all())
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{}: {e:?}", variant.label()));
         }
     }
 
