@@ -62,9 +62,12 @@ fn accumulate_tile(i_first: u32, b: u32, h: u32, bd: Bounds, j0: i32, j_end: i32
 #ifndef MASK_NONE
     interior = false;
 #endif
+    // Keys past this invocation's last row's upper bound are disallowed for all its rows
+    // (the causal / right-window frontier): stop there, not at the workgroup's end.
+    let my_end = min(j_end, i_hi + bd.hi + 1);
     for (var jj = 0u; jj < BK; jj += 4u) {
         let jb = j0 + i32(jj);
-        if (jb >= j_end) {
+        if (jb >= my_end) {
             break;
         }
         var s: array<vec4<f32>, R>;
