@@ -662,3 +662,24 @@ fn junk_at_disallowed_keys_has_no_effect() {
         }
     }
 }
+
+/// 66,000 query rows of one key each: more workgroups than one grid dimension allows, on the
+/// decode kernel (the adapter's configuration) and on the prefill kernel (seed 28 picks the
+/// configuration without the decode kernel).
+#[test]
+fn fused_grid_beyond_one_dimension() {
+    check(
+        "66000 rows",
+        Case {
+            b: 2,
+            hq: 33_000,
+            hkv: 1,
+            lq: 1,
+            lk: 9,
+            d: 4,
+            dv: 4,
+            ..Case::default()
+        },
+        28,
+    );
+}
