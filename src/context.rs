@@ -44,6 +44,13 @@ pub struct Tuning {
     pub keys_per_tile: Option<u32>,
     /// Longest query block that takes the split-key decode kernel (default 4).
     pub decode_max_q: Option<usize>,
+    /// The most bytes the engine binds at once; default and upper bound: the device's limit
+    /// (`max_storage_buffer_binding_size`, `max_buffer_size`). Every binding and the read-back
+    /// are checked against the smaller of the two. A request over it is split over batch
+    /// entries and heads (down to one batch entry and one query head) and gives the same
+    /// result as an unsplit run; what one such unit still exceeds fails with
+    /// [`Error::ExceedsLimit`]. Lowering it makes the splits happen at small sizes (tests).
+    pub max_binding_bytes: Option<u64>,
 }
 
 /// GPU memory allocated by the engine (see [`Context::memory`]).

@@ -17,26 +17,31 @@ const TUNINGS: [Tuning; 5] = [
         rows_per_invocation: None,
         keys_per_tile: None,
         decode_max_q: None,
+        max_binding_bytes: None,
     },
     Tuning {
         rows_per_invocation: Some(1),
         keys_per_tile: Some(4),
         decode_max_q: Some(0),
+        max_binding_bytes: None,
     },
     Tuning {
         rows_per_invocation: Some(2),
         keys_per_tile: Some(8),
         decode_max_q: None,
+        max_binding_bytes: None,
     },
     Tuning {
         rows_per_invocation: None,
         keys_per_tile: None,
         decode_max_q: Some(1 << 20),
+        max_binding_bytes: None,
     },
     Tuning {
         rows_per_invocation: Some(8),
         keys_per_tile: Some(12),
         decode_max_q: Some(0),
+        max_binding_bytes: None,
     },
 ];
 
