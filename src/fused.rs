@@ -204,6 +204,12 @@ fn check_limits(ctx: &Context, p: &AttentionProblem, cfg: &Config) -> Result<Bin
     })
 }
 
+/// Whether every binding of the fused path fits the limits for this problem (what
+/// [`crate::split`] asks of each sub-problem it considers).
+pub(crate) fn fits(ctx: &Context, p: &AttentionProblem) -> Result<()> {
+    check_limits(ctx, p, &Config::new(ctx, p)?).map(|_| ())
+}
+
 /// Uploads the inputs and records the fused kernel (and the merge) into one encoder.
 pub(crate) fn record(
     ctx: &Context,
