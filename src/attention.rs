@@ -5,13 +5,16 @@ use crate::error::{Error, Result};
 use crate::gpu::{present, submit_and_read, Wait};
 use crate::output::AttentionOutput;
 use crate::problem::{AttentionInputs, AttentionOptions, AttentionProblem, ExecutionPath};
-use crate::{fused, staged};
+use crate::{fused, split, staged};
 
 /// Computes masked attention on the GPU and waits for the result.
 ///
 /// Validates everything first ([`Error`] names the problem and the sizes); then uploads,
 /// records every kernel into one submission and reads the results back once. The fused path
 /// runs unless an intermediate is asked for (or [`AttentionOptions::path`] says otherwise).
+/// A request over the binding limits runs as one submission per part, split over batch
+/// entries and heads, with the same result (see
+/// [`Tuning::max_binding_bytes`](crate::Tuning::max_binding_bytes)).
 pub fn masked_attention(
     ctx: &Context,
     inputs: &AttentionInputs<'_>,
@@ -59,10 +62,24 @@ async fn run(
     ctx.check_alive()?;
     let p = AttentionProblem::new(inputs, options)?;
     let path = resolve_path(ctx, &p, options.path)?;
-    let present = present(&p, inputs)?;
-    submit_and_read(ctx, &p, present, wait, |held, present| match path {
-        ExecutionPath::Fused => fused::record(ctx, &p, inputs, present, held),
-        _ => staged::record(ctx, &p, inputs, held),
+    match split::plan(ctx, &p, inputs, path)? {
+        None => run_whole(ctx, &p, inputs, path, wait).await,
+        Some(parts) => split::run(ctx, &p, inputs, options, path, &parts, wait).await,
+    }
+}
+
+/// Runs a validated problem that fits the limits on `path`: one submission, one read-back.
+pub(crate) async fn run_whole(
+    ctx: &Context,
+    p: &AttentionProblem,
+    inputs: &AttentionInputs<'_>,
+    path: ExecutionPath,
+    wait: Wait,
+) -> Result<AttentionOutput> {
+    let present = present(p, inputs)?;
+    submit_and_read(ctx, p, present, wait, |held, present| match path {
+        ExecutionPath::Fused => fused::record(ctx, p, inputs, present, held),
+        _ => staged::record(ctx, p, inputs, held),
     })
     .await
 }

@@ -56,6 +56,13 @@ pub struct Tuning {
     /// Use subgroup operations where the adapter offers them (default); `Some(false)` forces
     /// the fallback (reductions in workgroup memory only).
     pub subgroups: Option<bool>,
+    /// The most bytes the engine binds at once; default and upper bound: the device's limit
+    /// (`max_storage_buffer_binding_size`, `max_buffer_size`). Every binding and the read-back
+    /// are checked against the smaller of the two. A request over it is split over batch
+    /// entries and heads (down to one batch entry and one query head) and gives the same
+    /// result as an unsplit run; what one such unit still exceeds fails with
+    /// [`Error::ExceedsLimit`]. Lowering it makes the splits happen at small sizes (tests).
+    pub max_binding_bytes: Option<u64>,
 }
 
 impl Tuning {
@@ -67,6 +74,7 @@ impl Tuning {
         mapped_uploads: None,
         shader_f16: None,
         subgroups: None,
+        max_binding_bytes: None,
     };
 }
 

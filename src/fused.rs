@@ -162,6 +162,54 @@ fn too_big(requested: u64, max: u64) -> Error {
     }
 }
 
+/// Bytes of the fused path's sized bindings, checked against the limits.
+struct Bindings {
+    out: u64,
+    partials: u64,
+    readback: Readback,
+}
+
+/// Checks every binding of the fused path and its read-back against the limits, from the
+/// problem's sizes alone.
+fn check_limits(ctx: &Context, p: &AttentionProblem, cfg: &Config) -> Result<Bindings> {
+    let bytes = |n: usize| (n * p.dtype.size()) as u64;
+    // With a cache the kernels read the concatenated present cache, `[B, Hkv, Lt, _]`.
+    let kv_rows = p.batch * p.kv_heads * p.total_len();
+    for (what, n) in [
+        ("q", p.rows() * p.head_dim),
+        ("k", kv_rows * p.head_dim),
+        ("v", kv_rows * p.v_dim),
+    ] {
+        check_binding(ctx, what, bytes(n))?;
+    }
+    if let Some((_, layout)) = p.mask {
+        check_binding(ctx, "mask", layout.len as u64 * 4)?;
+    }
+    let out = check_binding(ctx, "out", bytes(p.out_len()))?;
+    let slots = cfg.splits as u64 * p.rows() as u64;
+    let partials = if cfg.combine {
+        check_binding(
+            ctx,
+            &format!("fused partials ({} key splits)", cfg.splits),
+            slots * (1 + cfg.tile.dv4 as u64) * 16,
+        )?
+    } else {
+        16
+    };
+    let readback = Readback::new(ctx, p, out, 0)?;
+    Ok(Bindings {
+        out,
+        partials,
+        readback,
+    })
+}
+
+/// Whether every binding of the fused path fits the limits for this problem (what
+/// [`crate::split`] asks of each sub-problem it considers).
+pub(crate) fn fits(ctx: &Context, p: &AttentionProblem) -> Result<()> {
+    check_limits(ctx, p, &Config::new(ctx, p)?).map(|_| ())
+}
+
 /// Uploads the inputs and records the fused kernel (and the merge) into one encoder.
 pub(crate) fn record(
     ctx: &Context,
@@ -178,24 +226,11 @@ pub(crate) fn record(
         _ => (inputs.k, inputs.v),
     };
     let el = |t: &Tensor| (t.len() * t.dtype().size()) as u64;
-    for (what, t) in [("q", inputs.q), ("k", k), ("v", v)] {
-        check_binding(ctx, what, el(t))?;
-    }
-    if let Some((_, layout)) = p.mask {
-        check_binding(ctx, "mask", layout.len as u64 * 4)?;
-    }
-    let out_bytes = check_binding(ctx, "out", (p.out_len() * p.dtype.size()) as u64)?;
-    let slots = cfg.splits as u64 * p.rows() as u64;
-    let partial_bytes = if cfg.combine {
-        check_binding(
-            ctx,
-            &format!("fused partials ({} key splits)", cfg.splits),
-            slots * (1 + cfg.tile.dv4 as u64) * 16,
-        )?
-    } else {
-        16
-    };
-    let layout = Readback::new(ctx, p, out_bytes, 0)?;
+    let Bindings {
+        out: out_bytes,
+        partials: partial_bytes,
+        readback: layout,
+    } = check_limits(ctx, p, &cfg)?;
     let main_grid = grid(ctx, cfg.kernel.name(), cfg.workgroups)?;
     let per_word = if p.dtype == DType::F32 { 1 } else { 2 };
     let combine_grid = grid(

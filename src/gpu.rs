@@ -82,18 +82,44 @@ pub(crate) const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
-/// Fails with `ExceedsLimit` when one binding would need more than the device allows, or
-/// more elements than the kernels' u32 indices reach.
-pub(crate) fn check_binding(ctx: &Context, what: &str, bytes: u64) -> Result<u64> {
+/// The most bytes one binding may hold, and the limit's name: the device's binding and
+/// buffer limits (and the u32 indices of the kernels), lowered by
+/// [`Tuning::max_binding_bytes`](crate::Tuning::max_binding_bytes) when that is smaller.
+pub(crate) fn binding_limit(ctx: &Context) -> (u64, &'static str) {
     let limits = ctx.limits();
-    let max = limits
+    let device = limits
         .max_storage_buffer_binding_size
         .min(limits.max_buffer_size)
         .min(u32::MAX as u64);
+    match ctx.tuning().max_binding_bytes {
+        Some(bytes) if bytes < device => (
+            bytes,
+            "max_storage_buffer_binding_size (lowered by Tuning::max_binding_bytes)",
+        ),
+        _ => (device, "max_storage_buffer_binding_size"),
+    }
+}
+
+/// The most bytes one buffer may hold, and the limit's name: `max_buffer_size`, lowered by
+/// [`Tuning::max_binding_bytes`](crate::Tuning::max_binding_bytes) when that is smaller.
+pub(crate) fn buffer_limit(ctx: &Context) -> (u64, &'static str) {
+    let device = ctx.limits().max_buffer_size;
+    match ctx.tuning().max_binding_bytes {
+        Some(bytes) if bytes < device => (
+            bytes,
+            "max_buffer_size (lowered by Tuning::max_binding_bytes)",
+        ),
+        _ => (device, "max_buffer_size"),
+    }
+}
+
+/// Fails with `ExceedsLimit` when one binding would need more than [`binding_limit`] allows.
+pub(crate) fn check_binding(ctx: &Context, what: &str, bytes: u64) -> Result<u64> {
+    let (max, limit) = binding_limit(ctx);
     if bytes.next_multiple_of(16) > max {
         return Err(Error::ExceedsLimit {
             what: what.to_string(),
-            limit: "max_storage_buffer_binding_size",
+            limit,
             requested: bytes,
             max,
         });
@@ -300,11 +326,11 @@ impl Readback {
                 offset += if i == 0 { out_bytes } else { score_bytes };
             }
         }
-        let max = ctx.limits().max_buffer_size;
+        let (max, limit) = buffer_limit(ctx);
         if offset > max {
             return Err(Error::ExceedsLimit {
                 what: "read-back of out and the intermediates".into(),
-                limit: "max_buffer_size",
+                limit,
                 requested: offset,
                 max,
             });

@@ -34,6 +34,7 @@ mod pool;
 mod problem;
 pub mod reference;
 mod shader;
+mod split;
 mod staged;
 mod tensor;
 

@@ -534,7 +534,11 @@ fn layout_shape(d: [usize; 4], layout: Layout) -> String {
 }
 
 /// Right-aligned broadcasting of a mask of rank 1..=4 to `[B, Hq, Lq, Lt]`.
-fn mask_layout(what: &'static str, shape: &[usize], target: [usize; 4]) -> Result<MaskLayout> {
+pub(crate) fn mask_layout(
+    what: &'static str,
+    shape: &[usize],
+    target: [usize; 4],
+) -> Result<MaskLayout> {
     if shape.is_empty() || shape.len() > 4 {
         return Err(Error::RankMismatch {
             what,

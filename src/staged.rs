@@ -17,25 +17,29 @@ fn bytes_of(t: Option<&Tensor>) -> u64 {
     t.map_or(4, |t| (t.len() * t.dtype().size()) as u64)
 }
 
-/// Checks every binding of the staged path against the device's limits.
-pub(crate) fn check_limits(
-    ctx: &Context,
-    p: &AttentionProblem,
-    inputs: &AttentionInputs<'_>,
-) -> Result<()> {
-    for (what, t) in [
-        ("q", Some(inputs.q)),
-        ("k", Some(inputs.k)),
-        ("v", Some(inputs.v)),
-        ("past_k", inputs.past_k),
-        ("past_v", inputs.past_v),
+/// Bytes of `n` elements of the problem's dtype.
+fn elements(p: &AttentionProblem, n: usize) -> u64 {
+    (n * p.dtype.size()) as u64
+}
+
+/// Checks every binding of the staged path and its read-back against the limits (from the
+/// problem's sizes alone, so [`crate::split`] can ask about sub-problems); returns the bytes
+/// of `out` and where the results lie in the read-back.
+pub(crate) fn check_limits(ctx: &Context, p: &AttentionProblem) -> Result<(u64, Readback)> {
+    let kv_rows = p.batch * p.kv_heads;
+    for (what, n) in [
+        ("q", p.rows() * p.head_dim),
+        ("k", kv_rows * p.k_len * p.head_dim),
+        ("v", kv_rows * p.k_len * p.v_dim),
+        ("past_k", kv_rows * p.past_len * p.head_dim),
+        ("past_v", kv_rows * p.past_len * p.v_dim),
     ] {
-        check_binding(ctx, what, bytes_of(t))?;
+        check_binding(ctx, what, elements(p, n))?;
     }
     if let Some((_, layout)) = p.mask {
         check_binding(ctx, "mask", layout.len as u64 * 4)?;
     }
-    check_binding(
+    let score_bytes = check_binding(
         ctx,
         &format!(
             "staged scores [B, Hq, Lq, Lt] = {:?} in f32",
@@ -43,8 +47,8 @@ pub(crate) fn check_limits(
         ),
         p.score_len() as u64 * 4,
     )?;
-    check_binding(ctx, "out", (p.out_len() * p.dtype.size()) as u64)?;
-    Ok(())
+    let out_bytes = check_binding(ctx, "out", elements(p, p.out_len()))?;
+    Ok((out_bytes, Readback::new(ctx, p, out_bytes, score_bytes)?))
 }
 
 /// Uploads the inputs and records the four stages and the copies into one encoder.
@@ -54,10 +58,8 @@ pub(crate) fn record(
     inputs: &AttentionInputs<'_>,
     held: &mut Held<'_>,
 ) -> Result<Recorded> {
-    check_limits(ctx, p, inputs)?;
-    let score_bytes = p.score_len() as u64 * 4;
-    let out_bytes = check_binding(ctx, "out", (p.out_len() * p.dtype.size()) as u64)?;
-    let layout = Readback::new(ctx, p, out_bytes, score_bytes)?;
+    let (out_bytes, layout) = check_limits(ctx, p)?;
+    let score_bytes = layout.score_bytes;
     let rows = p.rows() as u64;
     let per_word = if p.dtype == DType::F32 { 1 } else { 2 };
     let grids = [
