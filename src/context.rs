@@ -248,6 +248,15 @@ impl Context {
         self.poison.load(Ordering::Relaxed)
     }
 
+    /// Why the device is gone (lost, destroyed, or an uncaptured GPU error), or `None` while it
+    /// is usable. Once set, every call fails with [`Error::DeviceLost`]; make a new context.
+    pub fn lost_reason(&self) -> Option<String> {
+        self.lost
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|_| Some("device state poisoned".into()))
+    }
+
     /// Fails with [`Error::DeviceLost`] once the device is gone.
     pub(crate) fn check_alive(&self) -> Result<()> {
         match self.lost.lock().map(|s| s.clone()) {

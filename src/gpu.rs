@@ -459,7 +459,12 @@ pub(crate) async fn submit_and_read(
         }
     };
     let mapped = rx.receive().await;
-    let lost = |e: String| ctx.check_alive().err().unwrap_or(Error::Gpu(e));
+    // A destroyed or lost device reports itself through the device-lost callback, which wgpu
+    // runs from a poll: give it one before deciding what failed.
+    let lost = |e: String| {
+        let _ = ctx.device().poll(wgpu::PollType::Poll);
+        ctx.check_alive().err().unwrap_or(Error::Gpu(e))
+    };
     let result = match (mapped, poll_result) {
         (_, Some(Err(e))) => Err(lost(e.to_string())),
         (Some(Ok(())), _) => layout.read(p, present, &readback),

@@ -1,0 +1,182 @@
+//! Under load: one context shared by many threads, thousands of calls of varied shapes, and a
+//! device that goes away. Every result is checked against the CPU reference (or, for the long
+//! run, every 97th), and nothing may panic.
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use wgattn::{
+    masked_attention, reference, AttentionInputs, AttentionOptions, BoolMask, Context, DType,
+    Error, ExecutionPath, Mask, Tensor,
+};
+
+/// One randomly shaped call: inputs, options, and whether to check it.
+struct Call {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Option<Mask>,
+    kv_lengths: Option<Vec<i64>>,
+    options: AttentionOptions,
+}
+
+impl Call {
+    /// Sizes small enough for thousands of calls on a software adapter; head dim fixed at 16
+    /// (every other size varies) so the pipelines compile once.
+    fn random(rng: &mut Rng) -> Call {
+        let b = 1 + rng.below(2);
+        let hkv = 1 + rng.below(2);
+        let hq = hkv * (1 + rng.below(2));
+        let lq = 1 + rng.below(20);
+        let lk = 1 + rng.below(40);
+        let dtype = if rng.bool(0.5) {
+            DType::F32
+        } else {
+            DType::F16
+        };
+        let q = random(rng, &[b, hq, lq, 16], dtype, 1.0);
+        let k = random(rng, &[b, hkv, lk, 16], dtype, 1.0);
+        let v = random(rng, &[b, hkv, lk, 16], dtype, 1.0);
+        let mask = rng.bool(0.3).then(|| {
+            let data = (0..b * lk).map(|_| rng.bool(0.8)).collect();
+            Mask::Bool(BoolMask::new([b, 1, 1, lk], data).unwrap())
+        });
+        let kv_lengths = rng
+            .bool(0.3)
+            .then(|| (0..b).map(|_| rng.below(lk + 1) as i64).collect());
+        let options = AttentionOptions {
+            causal: rng.bool(0.5),
+            path: if rng.bool(0.2) {
+                ExecutionPath::Staged
+            } else {
+                ExecutionPath::Auto
+            },
+            ..Default::default()
+        };
+        Call {
+            q,
+            k,
+            v,
+            mask,
+            kv_lengths,
+            options,
+        }
+    }
+
+    fn inputs(&self) -> AttentionInputs<'_> {
+        let mut inputs = AttentionInputs::new(&self.q, &self.k, &self.v);
+        if let Some(m) = &self.mask {
+            inputs = inputs.with_mask(m);
+        }
+        if let Some(l) = &self.kv_lengths {
+            inputs = inputs.with_kv_lengths(l);
+        }
+        inputs
+    }
+
+    /// Runs on the GPU and, when `check`, compares with the reference.
+    fn run(&self, ctx: &Context, what: &str, check: bool) {
+        let got = masked_attention(ctx, &self.inputs(), &self.options)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        if check {
+            let want = reference::masked_attention(&self.inputs(), &self.options).unwrap();
+            assert_close(what, &got.out, &want.out, Tol::for_dtype(self.q.dtype()));
+        }
+    }
+}
+
+fn new_context() -> Context {
+    let ctx = Context::new()
+        .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}. Install mesa-vulkan-drivers."));
+    ctx.set_poison_outputs(true);
+    ctx
+}
+
+/// Eight threads x 100 calls of varied shapes on one shared context, each result checked.
+#[test]
+fn eight_threads_share_one_context() {
+    let ctx = Arc::new(new_context());
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let ctx = ctx.clone();
+            std::thread::spawn(move || {
+                let mut rng = Rng::new(1000 + t);
+                for n in 0..100 {
+                    Call::random(&mut rng).run(&ctx, &format!("thread {t} call {n}"), true);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a thread panicked");
+    }
+}
+
+/// Resident set size of this process, from /proc (Linux).
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// 10,000 calls of varied shapes: the engine's GPU memory and the process's RSS stop growing
+/// once the pool holds a buffer of each size class in use (high-water marks printed).
+#[test]
+fn ten_thousand_calls_stay_bounded() {
+    let ctx = new_context();
+    let mut rng = Rng::new(2000);
+    let mut marks = Vec::new();
+    for n in 0..10_000 {
+        Call::random(&mut rng).run(&ctx, &format!("call {n}"), n % 97 == 0);
+        if n == 1_999 || n == 9_999 {
+            marks.push((ctx.memory(), rss_bytes()));
+        }
+    }
+    let (warm, end) = (marks[0], marks[1]);
+    println!(
+        "GPU bytes live/peak after 2,000 calls: {}/{}; after 10,000: {}/{}; RSS {:?} -> {:?}",
+        warm.0.live_bytes, warm.0.peak_bytes, end.0.live_bytes, end.0.peak_bytes, warm.1, end.1
+    );
+    // Every shape here needs well under a MiB; the pool may keep a buffer per size class.
+    assert!(
+        end.0.peak_bytes < 64 << 20,
+        "GPU memory grew to {} bytes",
+        end.0.peak_bytes
+    );
+    assert!(
+        end.0.live_bytes <= warm.0.live_bytes + (4 << 20),
+        "the pool kept growing: {} -> {} bytes",
+        warm.0.live_bytes,
+        end.0.live_bytes
+    );
+    if let (Some(a), Some(b)) = (warm.1, end.1) {
+        assert!(
+            b <= a + (64 << 20),
+            "RSS grew from {a} to {b} bytes over 8,000 calls"
+        );
+    }
+}
+
+/// A device that is destroyed (as on a GPU reset) makes every later call fail with
+/// `DeviceLost`, never a panic.
+#[test]
+fn destroyed_device_is_an_error() {
+    let ctx = new_context();
+    let mut rng = Rng::new(3000);
+    let call = Call::random(&mut rng);
+    call.run(&ctx, "before", true);
+    assert_eq!(ctx.lost_reason(), None);
+    ctx.device().destroy();
+    for n in 0..3 {
+        match masked_attention(&ctx, &call.inputs(), &call.options) {
+            Err(Error::DeviceLost(why)) => assert!(!why.is_empty()),
+            Err(e) => panic!("call {n} after destroy: expected DeviceLost, got {e:?}"),
+            Ok(_) => panic!("call {n} after destroy succeeded"),
+        }
+    }
+    assert!(
+        ctx.lost_reason().is_some(),
+        "the context says it is unusable"
+    );
+}
