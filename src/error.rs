@@ -104,6 +104,14 @@ pub enum Error {
         /// The number of elements given.
         got: usize,
     },
+    /// A caller's GPU buffer cannot hold or bind a tensor as asked.
+    #[error("{what}: {reason}")]
+    InvalidBuffer {
+        /// Which tensor.
+        what: &'static str,
+        /// What is wrong with its buffer, offset or size.
+        reason: String,
+    },
     /// The request needs more than the device allows.
     #[error("{what} exceeds limit {limit}: needs {requested}, the device allows {max}")]
     ExceedsLimit {

@@ -4,9 +4,7 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::gpu::{
-    bind_group, check_binding, dispatch, grid, Held, Params, Present, Readback, Recorded,
-};
+use crate::gpu::{check_binding, dispatch, grid, Held, Params, Present, Readback, Recorded};
 use crate::kernels::{Kernel, Tile, Variant};
 use crate::problem::{AttentionInputs, AttentionProblem};
 use crate::staged::{upload_bounds, upload_mask};
@@ -39,7 +37,7 @@ pub(crate) fn supports(ctx: &Context, p: &AttentionProblem) -> Result<()> {
 
 /// The kernel, tile and key split chosen for a problem on a device.
 #[derive(Debug, Clone, Copy)]
-struct Config {
+pub(crate) struct Config {
     kernel: Kernel,
     tile: Tile,
     splits: u32,
@@ -49,7 +47,7 @@ struct Config {
 }
 
 impl Config {
-    fn new(ctx: &Context, p: &AttentionProblem) -> Result<Self> {
+    pub(crate) fn new(ctx: &Context, p: &AttentionProblem) -> Result<Self> {
         let limits = ctx.limits();
         let d4 = p.head_dim.div_ceil(4) as u32;
         let dv4 = p.v_dim.div_ceil(4) as u32;
@@ -163,7 +161,7 @@ fn too_big(requested: u64, max: u64) -> Error {
 }
 
 /// Bytes of the fused path's sized bindings, checked against the limits.
-struct Bindings {
+pub(crate) struct Bindings {
     out: u64,
     partials: u64,
     readback: Readback,
@@ -171,7 +169,7 @@ struct Bindings {
 
 /// Checks every binding of the fused path and its read-back against the limits, from the
 /// problem's sizes alone.
-fn check_limits(ctx: &Context, p: &AttentionProblem, cfg: &Config) -> Result<Bindings> {
+pub(crate) fn check_limits(ctx: &Context, p: &AttentionProblem, cfg: &Config) -> Result<Bindings> {
     let bytes = |n: usize| (n * p.dtype.size()) as u64;
     // With a cache the kernels read the concatenated present cache, `[B, Hkv, Lt, _]`.
     let kv_rows = p.batch * p.kv_heads * p.total_len();
@@ -210,6 +208,34 @@ pub(crate) fn fits(ctx: &Context, p: &AttentionProblem) -> Result<()> {
     check_limits(ctx, p, &Config::new(ctx, p)?).map(|_| ())
 }
 
+/// A range of a buffer bound to one of the fused kernels' bindings.
+#[derive(Clone, Copy)]
+pub(crate) struct Slice<'b> {
+    pub buffer: &'b wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl<'b> Slice<'b> {
+    /// The first `size` bytes of an engine buffer (bound rounded up to 16 bytes, inside it).
+    fn whole(buffer: &'b wgpu::Buffer, size: u64) -> Self {
+        Slice {
+            buffer,
+            offset: 0,
+            size: size.max(16).next_multiple_of(16),
+        }
+    }
+}
+
+/// Where the fused kernels read their inputs and write `out`.
+pub(crate) struct Io<'b> {
+    pub q: Slice<'b>,
+    pub k: Slice<'b>,
+    pub v: Slice<'b>,
+    pub mask: Option<Slice<'b>>,
+    pub out: Slice<'b>,
+}
+
 /// Uploads the inputs and records the fused kernel (and the merge) into one encoder.
 pub(crate) fn record(
     ctx: &Context,
@@ -218,7 +244,6 @@ pub(crate) fn record(
     present: &Present,
     held: &mut Held<'_>,
 ) -> Result<Recorded> {
-    let cfg = Config::new(ctx, p)?;
     // With a cache the kernels read the concatenated present cache (built once on the host
     // for the output anyway).
     let (k, v): (&Tensor, &Tensor) = match present {
@@ -226,11 +251,49 @@ pub(crate) fn record(
         _ => (inputs.k, inputs.v),
     };
     let el = |t: &Tensor| (t.len() * t.dtype().size()) as u64;
-    let Bindings {
-        out: out_bytes,
-        partials: partial_bytes,
-        readback: layout,
-    } = check_limits(ctx, p, &cfg)?;
+    let cfg = Config::new(ctx, p)?;
+    let bindings = check_limits(ctx, p, &cfg)?;
+    let q_buf = held.upload(&inputs.q.padded_bytes())?;
+    let k_buf = held.upload(&k.padded_bytes())?;
+    let v_buf = held.upload(&v.padded_bytes())?;
+    let (mask, mask_bytes) = upload_mask(held, inputs.mask)?;
+    let out = held.scratch(bindings.out)?;
+    let readback = held.take(
+        bindings.readback.total,
+        wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+    )?;
+    let io = Io {
+        q: Slice::whole(&q_buf, el(inputs.q)),
+        k: Slice::whole(&k_buf, el(k)),
+        v: Slice::whole(&v_buf, el(v)),
+        mask: Some(Slice::whole(&mask, mask_bytes)),
+        out: Slice::whole(&out, bindings.out),
+    };
+    let mut encoder = ctx
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("wgattn fused"),
+        });
+    encode(ctx, p, &cfg, &bindings, &io, held, &mut encoder)?;
+    encoder.copy_buffer_to_buffer(&out, 0, &readback, 0, bindings.out);
+    Ok(Recorded {
+        encoder,
+        readback,
+        layout: bindings.readback,
+    })
+}
+
+/// Records the fused path for `p` reading and writing `io` into `encoder`, with the
+/// uniform block, bounds and partials taken from `held`. Nothing is submitted.
+pub(crate) fn encode(
+    ctx: &Context,
+    p: &AttentionProblem,
+    cfg: &Config,
+    bindings: &Bindings,
+    io: &Io<'_>,
+    held: &mut Held<'_>,
+    encoder: &mut wgpu::CommandEncoder,
+) -> Result<()> {
     let main_grid = grid(ctx, cfg.kernel.name(), cfg.workgroups)?;
     let per_word = if p.dtype == DType::F32 { 1 } else { 2 };
     let combine_grid = grid(
@@ -265,17 +328,16 @@ pub(crate) fn record(
     params.splits = cfg.splits;
     params.split_len = cfg.split_len;
     let uniform = held.uniform(&params)?;
-    let q_buf = held.upload(&inputs.q.padded_bytes())?;
-    let k_buf = held.upload(&k.padded_bytes())?;
-    let v_buf = held.upload(&v.padded_bytes())?;
     let bounds = upload_bounds(held, p)?;
-    let (mask, mask_bytes) = upload_mask(held, inputs.mask)?;
-    let out = held.scratch(out_bytes)?;
-    let partials = held.scratch(partial_bytes)?;
-    let readback = held.take(
-        layout.total,
-        wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-    )?;
+    let no_mask;
+    let mask = match io.mask {
+        Some(m) => m,
+        None => {
+            no_mask = held.upload(&[0u8; 16])?;
+            Slice::whole(&no_mask, 16)
+        }
+    };
+    let partials = held.scratch(bindings.partials)?;
 
     let u = std::mem::size_of::<Params>() as u64;
     let label = format!(
@@ -284,46 +346,54 @@ pub(crate) fn record(
         p.score_shape(),
         p.out_shape()
     );
-    let main_group = bind_group(
+    let uniform = Slice {
+        buffer: &uniform,
+        offset: 0,
+        size: u,
+    };
+    let bounds = Slice::whole(&bounds, p.batch as u64 * 16);
+    let partials = Slice::whole(&partials, bindings.partials);
+    let main_group = bind_slices(
         ctx,
         &main_p,
         &label,
-        &[
-            (&uniform, u),
-            (&q_buf, el(inputs.q)),
-            (&k_buf, el(k)),
-            (&v_buf, el(v)),
-            (&bounds, p.batch as u64 * 16),
-            (&mask, mask_bytes),
-            (&out, out_bytes),
-            (&partials, partial_bytes),
-        ],
+        &[uniform, io.q, io.k, io.v, bounds, mask, io.out, partials],
     );
-    let mut encoder = ctx
-        .device()
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("wgattn fused"),
-        });
-    dispatch(&mut encoder, &label, &main_p, &main_group, main_grid);
+    dispatch(encoder, &label, &main_p, &main_group, main_grid);
     if let Some(combine_p) = combine_p {
-        let group = bind_group(
+        let group = bind_slices(
             ctx,
             &combine_p,
             &format!("fused_combine {} splits", cfg.splits),
-            &[(&uniform, u), (&partials, partial_bytes), (&out, out_bytes)],
+            &[uniform, partials, io.out],
         );
-        dispatch(
-            &mut encoder,
-            "fused_combine",
-            &combine_p,
-            &group,
-            combine_grid,
-        );
+        dispatch(encoder, "fused_combine", &combine_p, &group, combine_grid);
     }
-    encoder.copy_buffer_to_buffer(&out, 0, &readback, 0, out_bytes);
-    Ok(Recorded {
-        encoder,
-        readback,
-        layout,
+    Ok(())
+}
+
+/// A bind group of `pipeline` binding each slice in order.
+fn bind_slices(
+    ctx: &Context,
+    pipeline: &wgpu::ComputePipeline,
+    label: &str,
+    slices: &[Slice<'_>],
+) -> wgpu::BindGroup {
+    let entries: Vec<wgpu::BindGroupEntry<'_>> = slices
+        .iter()
+        .enumerate()
+        .map(|(i, s)| wgpu::BindGroupEntry {
+            binding: i as u32,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: s.buffer,
+                offset: s.offset,
+                size: std::num::NonZeroU64::new(s.size),
+            }),
+        })
+        .collect();
+    ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(label),
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &entries,
     })
 }

@@ -144,9 +144,14 @@ pub(crate) fn grid(ctx: &Context, kernel: &str, n: u64) -> Result<(u32, u32)> {
 }
 
 /// Buffers taken from the pool for one call; all go back when the call ends, however it ends.
+///
+/// An unpooled `Held` (work recorded into a caller's encoder, which the engine never sees
+/// finish) creates fresh buffers, written at creation, and never reuses them, so nothing
+/// the GPU has yet to read can be overwritten by a later call.
 pub(crate) struct Held<'c> {
     ctx: &'c Context,
     buffers: Vec<wgpu::Buffer>,
+    pooled: bool,
 }
 
 impl<'c> Held<'c> {
@@ -154,10 +159,47 @@ impl<'c> Held<'c> {
         Held {
             ctx,
             buffers: Vec::new(),
+            pooled: true,
         }
     }
 
+    /// Fresh buffers that are dropped, not pooled, at the end.
+    pub(crate) fn unpooled(ctx: &'c Context) -> Self {
+        Held {
+            ctx,
+            buffers: Vec::new(),
+            pooled: false,
+        }
+    }
+
+    /// A fresh buffer holding `bytes` (padded to 16), written at creation.
+    fn fresh_with(&mut self, bytes: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        let size = (bytes.len() as u64).max(16).next_multiple_of(16);
+        let b = self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgattn recorded"),
+            size,
+            usage,
+            mapped_at_creation: true,
+        });
+        if let Ok(mut view) = b.get_mapped_range_mut(..) {
+            view.slice(..bytes.len()).copy_from_slice(bytes);
+        }
+        b.unmap();
+        self.buffers.push(b.clone());
+        b
+    }
+
     pub(crate) fn take(&mut self, size: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+        if !self.pooled {
+            let b = self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgattn recorded"),
+                size: size.max(16).next_multiple_of(16),
+                usage,
+                mapped_at_creation: false,
+            });
+            self.buffers.push(b.clone());
+            return Ok(b);
+        }
         let mut pool = self
             .ctx
             .pool
@@ -178,6 +220,9 @@ impl<'c> Held<'c> {
     /// `write_buffer` allocates a fresh staging buffer per call, whose page faults and extra
     /// copy cost more than the kernels of a decode step).
     pub(crate) fn upload(&mut self, bytes: &[u8]) -> Result<wgpu::Buffer> {
+        if !self.pooled {
+            return Ok(self.fresh_with(bytes, STORAGE));
+        }
         if bytes.len() >= MAPPED_UPLOAD_MIN && self.ctx.uses_mapped_uploads() {
             let b = self.take(bytes.len() as u64, STORAGE | wgpu::BufferUsages::MAP_WRITE)?;
             if !write_mapped(self.ctx, &b, bytes)? {
@@ -202,6 +247,10 @@ impl<'c> Held<'c> {
 
     /// The uniform block.
     pub(crate) fn uniform(&mut self, params: &Params) -> Result<wgpu::Buffer> {
+        if !self.pooled {
+            let usage = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
+            return Ok(self.fresh_with(bytemuck::bytes_of(params), usage));
+        }
         let b = self.take(
             std::mem::size_of::<Params>() as u64,
             wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
@@ -213,6 +262,10 @@ impl<'c> Held<'c> {
     }
 
     pub(crate) fn give_back(&mut self) {
+        if !self.pooled {
+            self.buffers.clear();
+            return;
+        }
         if let Ok(mut pool) = self.ctx.pool.lock() {
             for b in self.buffers.drain(..) {
                 pool.give(b);

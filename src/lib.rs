@@ -23,6 +23,7 @@
 
 mod attention;
 mod context;
+mod embed;
 mod error;
 mod fused;
 mod gpu;
@@ -40,6 +41,7 @@ mod tensor;
 
 pub use attention::{masked_attention, masked_attention_async, resolve_path};
 pub use context::{Context, MemoryStats, Tuning};
+pub use embed::{record_attention, GpuInputs, GpuMask, GpuTensor, RecordedAttention};
 pub use error::{Error, Result};
 pub use output::AttentionOutput;
 pub use problem::{

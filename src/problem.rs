@@ -330,21 +330,45 @@ impl AttentionProblem {
 
     /// Checks a request against every rule of the contract.
     pub fn new(inputs: &AttentionInputs<'_>, options: &AttentionOptions) -> Result<Self> {
+        let desc = |t: &'_ Tensor| TensorDesc {
+            shape: t.shape().to_vec(),
+            dtype: t.dtype(),
+        };
+        Self::from_desc(
+            &InputDesc {
+                q: desc(inputs.q),
+                k: desc(inputs.k),
+                v: desc(inputs.v),
+                past_k: inputs.past_k.map(desc),
+                past_v: inputs.past_v.map(desc),
+                kv_lengths: inputs.kv_lengths,
+                mask: inputs.mask.map(|m| match m {
+                    Mask::Bool(_) => (MaskKind::Bool, m.shape().to_vec()),
+                    Mask::Additive(t) => (MaskKind::Additive(t.dtype()), m.shape().to_vec()),
+                }),
+            },
+            options,
+        )
+    }
+
+    /// [`AttentionProblem::new`] from the inputs' shapes and dtypes alone (for tensors that
+    /// live in GPU buffers).
+    pub(crate) fn from_desc(inputs: &InputDesc<'_>, options: &AttentionOptions) -> Result<Self> {
         let layout = options.layout;
-        let q = dims4("q", inputs.q.shape(), layout)?;
-        let k = dims4("k", inputs.k.shape(), layout)?;
-        let v = dims4("v", inputs.v.shape(), layout)?;
+        let q = dims4("q", &inputs.q.shape, layout)?;
+        let k = dims4("k", &inputs.k.shape, layout)?;
+        let v = dims4("v", &inputs.v.shape, layout)?;
         let [batch, q_heads, q_len, head_dim] = q;
         let [_, kv_heads, k_len, _] = k;
         let v_dim = v[3];
-        let dtype = inputs.q.dtype();
+        let dtype = inputs.q.dtype;
 
-        for (what, t) in [("k", inputs.k), ("v", inputs.v)] {
-            if t.dtype() != dtype {
+        for (what, t) in [("k", &inputs.k), ("v", &inputs.v)] {
+            if t.dtype != dtype {
                 return Err(Error::DTypeMismatch {
                     what,
                     expected: dtype,
-                    got: t.dtype(),
+                    got: t.dtype,
                 });
             }
         }
@@ -377,20 +401,20 @@ impl AttentionProblem {
             return Err(Error::HeadsNotDivisible { q_heads, kv_heads });
         }
 
-        let past_len = match (inputs.past_k, inputs.past_v) {
+        let past_len = match (&inputs.past_k, &inputs.past_v) {
             (None, None) => 0,
             (Some(pk), Some(pv)) => {
-                let pkd = dims4("past_k", pk.shape(), Layout::Bhsd)?;
-                let pvd = dims4("past_v", pv.shape(), Layout::Bhsd)?;
+                let pkd = dims4("past_k", &pk.shape, Layout::Bhsd)?;
+                let pvd = dims4("past_v", &pv.shape, Layout::Bhsd)?;
                 let p = pkd[2];
                 expect("past_k", [batch, kv_heads, p, head_dim], pkd, Layout::Bhsd)?;
                 expect("past_v", [batch, kv_heads, p, v_dim], pvd, Layout::Bhsd)?;
                 for (what, t) in [("past_k", pk), ("past_v", pv)] {
-                    if t.dtype() != dtype {
+                    if t.dtype != dtype {
                         return Err(Error::DTypeMismatch {
                             what,
                             expected: dtype,
-                            got: t.dtype(),
+                            got: t.dtype,
                         });
                     }
                 }
@@ -467,14 +491,14 @@ impl AttentionProblem {
         }
 
         let target = [batch, q_heads, q_len, total_len];
-        let mask = match inputs.mask {
+        let mask = match &inputs.mask {
             None => None,
-            Some(m) => {
-                let (what, kind) = match m {
-                    Mask::Bool(_) => ("boolean mask", MaskKind::Bool),
-                    Mask::Additive(t) => ("additive mask", MaskKind::Additive(t.dtype())),
+            Some((kind, shape)) => {
+                let what = match kind {
+                    MaskKind::Bool => "boolean mask",
+                    MaskKind::Additive(_) => "additive mask",
                 };
-                Some((kind, mask_layout(what, m.shape(), target)?))
+                Some((*kind, mask_layout(what, shape, target)?))
             }
         };
 
@@ -509,6 +533,24 @@ impl AttentionProblem {
             returns: options.returns,
         })
     }
+}
+
+/// A tensor's shape and dtype, without its data.
+pub(crate) struct TensorDesc {
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+/// What [`AttentionProblem::from_desc`] validates: the inputs' shapes, dtypes, key lengths and
+/// mask kind and shape.
+pub(crate) struct InputDesc<'a> {
+    pub q: TensorDesc,
+    pub k: TensorDesc,
+    pub v: TensorDesc,
+    pub past_k: Option<TensorDesc>,
+    pub past_v: Option<TensorDesc>,
+    pub kv_lengths: Option<&'a [i64]>,
+    pub mask: Option<(MaskKind, Vec<usize>)>,
 }
 
 /// The shape `[B, H, S, D]` read from a 4-D tensor in `layout`.

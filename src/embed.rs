@@ -1,0 +1,269 @@
+//! Attention recorded into a caller's command encoder, on tensors in the caller's buffers:
+//! for apps that already have a device (a renderer) and keep their tensors on it. Nothing is
+//! copied to or from the host and nothing is submitted; the caller submits the encoder when
+//! it likes (between a render pass and the next frame, say).
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::fused::{self, Io, Slice};
+use crate::gpu::Held;
+use crate::problem::{AttentionOptions, AttentionProblem, InputDesc, MaskKind, TensorDesc};
+use crate::tensor::DType;
+
+/// A tensor held in a caller's GPU buffer: `shape` elements of `dtype`, packed little-endian
+/// in row-major order (as [`crate::Tensor`] holds them), starting `offset` bytes into
+/// `buffer`. The buffer needs `STORAGE` usage; `offset` must be a multiple of the device's
+/// `min_storage_buffer_offset_alignment` (256 on most devices).
+#[derive(Clone, Copy, Debug)]
+pub struct GpuTensor<'a> {
+    /// The buffer holding the elements.
+    pub buffer: &'a wgpu::Buffer,
+    /// Byte offset of element 0.
+    pub offset: u64,
+    /// The shape (4-D for q, k, v and out, in the options' layout).
+    pub shape: &'a [usize],
+    /// The element type.
+    pub dtype: DType,
+}
+
+impl<'a> GpuTensor<'a> {
+    /// A tensor at the start of `buffer`.
+    pub fn new(buffer: &'a wgpu::Buffer, shape: &'a [usize], dtype: DType) -> Self {
+        GpuTensor {
+            buffer,
+            offset: 0,
+            shape,
+            dtype,
+        }
+    }
+
+    fn desc(&self) -> TensorDesc {
+        TensorDesc {
+            shape: self.shape.to_vec(),
+            dtype: self.dtype,
+        }
+    }
+
+    fn elements(&self) -> u64 {
+        self.shape.iter().map(|&n| n as u64).product()
+    }
+}
+
+/// A mask tensor in a caller's buffer, broadcast to `[B, Hq, Lq, Lt]` as
+/// [`crate::Mask`] is.
+#[derive(Clone, Copy, Debug)]
+pub enum GpuMask<'a> {
+    /// One byte per element, nonzero = may attend (`dtype` is ignored).
+    Bool(GpuTensor<'a>),
+    /// Added to the logits (f32, f16 or bf16; may hold `-inf`).
+    Additive(GpuTensor<'a>),
+}
+
+impl GpuMask<'_> {
+    fn tensor(&self) -> &GpuTensor<'_> {
+        match self {
+            GpuMask::Bool(t) | GpuMask::Additive(t) => t,
+        }
+    }
+}
+
+/// The inputs of [`record_attention`]. There is no past cache: keep keys and values in
+/// preallocated `[B, Hkv, Lmax, D]` buffers, append to them with your own copies, and pass
+/// the valid lengths in `kv_lengths` (with `causal_offset` for causal decoding).
+#[derive(Clone, Copy, Debug)]
+pub struct GpuInputs<'a> {
+    /// Queries `[B, Hq, Lq, D]` (or `bshd`).
+    pub q: GpuTensor<'a>,
+    /// Keys `[B, Hkv, Lt, D]` (or `bshd`).
+    pub k: GpuTensor<'a>,
+    /// Values `[B, Hkv, Lt, Dv]` (or `bshd`).
+    pub v: GpuTensor<'a>,
+    /// Per-batch number of valid keys (host values; they go into a small uniform upload).
+    pub kv_lengths: Option<&'a [i64]>,
+    /// A mask tensor.
+    pub mask: Option<GpuMask<'a>>,
+}
+
+impl<'a> GpuInputs<'a> {
+    /// Inputs with `q`, `k`, `v` only.
+    pub fn new(q: GpuTensor<'a>, k: GpuTensor<'a>, v: GpuTensor<'a>) -> Self {
+        GpuInputs {
+            q,
+            k,
+            v,
+            kv_lengths: None,
+            mask: None,
+        }
+    }
+}
+
+/// Attention recorded by [`record_attention`]. It holds the small buffers the recorded
+/// passes use (uniforms, bounds, partial results); they are fresh for each recording and
+/// wgpu keeps them alive for the GPU, so this may be dropped at any time, before or after the
+/// encoder is submitted.
+pub struct RecordedAttention<'c> {
+    held: Held<'c>,
+    problem: AttentionProblem,
+}
+
+impl std::fmt::Debug for RecordedAttention<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordedAttention")
+            .field("out_shape", &self.problem.out_shape())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RecordedAttention<'_> {
+    /// The validated problem that was recorded.
+    pub fn problem(&self) -> &AttentionProblem {
+        &self.problem
+    }
+}
+
+impl Drop for RecordedAttention<'_> {
+    fn drop(&mut self) {
+        self.held.give_back();
+    }
+}
+
+/// Records masked attention into `encoder`: reads `inputs` from the caller's buffers and
+/// writes the result into `out` (`[B, Hq, Lq, Dv]` or `bshd`, the inputs' dtype), with the
+/// fused kernels. Nothing is submitted and nothing is read back.
+///
+/// Everything is validated first, as in [`crate::masked_attention`], plus the buffers:
+/// `STORAGE` usage, aligned offsets, room for each tensor (and for `out` rounded up to 4
+/// bytes: with an odd number of f16/bf16 elements the two bytes after it are written), and
+/// `out` in a buffer no input uses. Intermediates (`returns`) and the staged path are not
+/// offered here, nor are requests over the binding limits (they are split only by
+/// [`crate::masked_attention`]): those are errors.
+pub fn record_attention<'c>(
+    ctx: &'c Context,
+    encoder: &mut wgpu::CommandEncoder,
+    inputs: &GpuInputs<'_>,
+    options: &AttentionOptions,
+    out: &GpuTensor<'_>,
+) -> Result<RecordedAttention<'c>> {
+    ctx.check_alive()?;
+    if options.returns.any() {
+        return Err(Error::InvalidCombination(
+            "record_attention writes `out` only: use masked_attention for intermediates",
+        ));
+    }
+    if options.path == crate::ExecutionPath::Staged {
+        return Err(Error::InvalidCombination(
+            "record_attention runs the fused kernels only",
+        ));
+    }
+    let p = AttentionProblem::from_desc(
+        &InputDesc {
+            q: inputs.q.desc(),
+            k: inputs.k.desc(),
+            v: inputs.v.desc(),
+            past_k: None,
+            past_v: None,
+            kv_lengths: inputs.kv_lengths,
+            mask: inputs.mask.map(|m| match m {
+                GpuMask::Bool(t) => (MaskKind::Bool, t.shape.to_vec()),
+                GpuMask::Additive(t) => (MaskKind::Additive(t.dtype), t.shape.to_vec()),
+            }),
+        },
+        options,
+    )?;
+    if out.dtype != p.dtype {
+        return Err(Error::DTypeMismatch {
+            what: "out",
+            expected: p.dtype,
+            got: out.dtype,
+        });
+    }
+    if out.shape != p.out_shape() {
+        return Err(Error::ShapeMismatch {
+            what: "out".into(),
+            expected: format!("{:?}", p.out_shape()),
+            got: format!("{:?}", out.shape),
+        });
+    }
+    fused::supports(ctx, &p)?;
+    let cfg = fused::Config::new(ctx, &p)?;
+    let bindings = fused::check_limits(ctx, &p, &cfg)?;
+
+    let e = p.dtype.size() as u64;
+    let q = slice(ctx, "q", &inputs.q, e)?;
+    let k = slice(ctx, "k", &inputs.k, e)?;
+    let v = slice(ctx, "v", &inputs.v, e)?;
+    let mask = match &inputs.mask {
+        None => None,
+        Some(GpuMask::Bool(t)) => Some(slice(ctx, "mask", t, 1)?),
+        Some(GpuMask::Additive(t)) => Some(slice(ctx, "mask", t, t.dtype.size() as u64)?),
+    };
+    let out_slice = slice(ctx, "out", out, e)?;
+    let reads = [Some(&inputs.q), Some(&inputs.k), Some(&inputs.v)]
+        .into_iter()
+        .chain([inputs.mask.as_ref().map(|m| m.tensor())]);
+    for t in reads.flatten() {
+        if t.buffer == out.buffer {
+            return Err(Error::InvalidCombination(
+                "out must be in a buffer that no input is read from (wgpu forbids binding one \
+                 buffer as both read-only and writable storage in a dispatch)",
+            ));
+        }
+    }
+
+    let mut held = Held::unpooled(ctx);
+    let scope = ctx.device().push_error_scope(wgpu::ErrorFilter::Validation);
+    let recorded = fused::encode(
+        ctx,
+        &p,
+        &cfg,
+        &bindings,
+        &Io {
+            q,
+            k,
+            v,
+            mask,
+            out: out_slice,
+        },
+        &mut held,
+        encoder,
+    );
+    if let Some(err) = pollster::block_on(scope.pop()) {
+        return Err(Error::Gpu(format!("recording attention: {err}")));
+    }
+    recorded?;
+    Ok(RecordedAttention { held, problem: p })
+}
+
+/// The binding of `t`: its bytes rounded up to 4, checked against the buffer.
+fn slice<'b>(
+    ctx: &Context,
+    what: &'static str,
+    t: &GpuTensor<'b>,
+    element: u64,
+) -> Result<Slice<'b>> {
+    let bad = |reason: String| Error::InvalidBuffer { what, reason };
+    if !t.buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+        return Err(bad("the buffer lacks STORAGE usage".into()));
+    }
+    let align = ctx.limits().min_storage_buffer_offset_alignment as u64;
+    if !t.offset.is_multiple_of(align) {
+        return Err(bad(format!(
+            "offset {} is not a multiple of min_storage_buffer_offset_alignment ({align})",
+            t.offset
+        )));
+    }
+    let size = (t.elements() * element).max(4).next_multiple_of(4);
+    let end = t.offset.checked_add(size);
+    if end.is_none_or(|end| end > t.buffer.size()) {
+        return Err(bad(format!(
+            "{size} bytes at offset {} do not fit in a buffer of {} bytes",
+            t.offset,
+            t.buffer.size()
+        )));
+    }
+    Ok(Slice {
+        buffer: t.buffer,
+        offset: t.offset,
+        size,
+    })
+}
