@@ -38,7 +38,7 @@ pub struct HeatmapArgs {
     #[arg(long, value_name = "PX", default_value_t = 512,
           value_parser = clap::value_parser!(u32).range(16..=8192))]
     pub panel_size: u32,
-    /// Top of the colour scale (default: the largest probability drawn).
+    /// Top of the colour scale; larger values saturate (default: the largest probability drawn).
     #[arg(long, value_name = "P", value_parser = parse_vmax)]
     pub vmax: Option<f32>,
     #[command(flatten)]

@@ -77,10 +77,13 @@ pub fn scale(p: &AttentionProblem) -> String {
     s
 }
 
-/// A number in at most 4 significant digits: `0.3536`, `30`, `0.0125`.
+/// A number in at most 4 significant digits: `0.3536`, `30`, `0.0125`, `1.500e-7`.
 pub fn short(x: f32) -> String {
     if x == 0.0 || !x.is_finite() {
         return x.to_string();
+    }
+    if !(1e-4..1e6).contains(&x.abs()) {
+        return format!("{x:.3e}");
     }
     let digits = (3 - x.abs().log10().floor() as i32).max(0) as usize;
     let s = format!("{x:.digits$}");
@@ -111,5 +114,7 @@ mod tests {
         assert_eq!(short(0.0125), "0.0125");
         assert_eq!(short(1234.6), "1235");
         assert_eq!(short(0.0), "0");
+        assert_eq!(short(1.5e-7), "1.500e-7");
+        assert_eq!(short(-2.5e9), "-2.500e9");
     }
 }

@@ -397,24 +397,37 @@ fn ticks(
         .collect()
 }
 
-/// Colorbar ticks: multiples of a 1-2-5 step near `vmax / 5`, with labels.
+/// Colorbar ticks: multiples of a 1-2-5 step near `vmax / 5`, with labels (in scientific
+/// notation outside `1e-4..1e5`). `vmax` is finite and above 0.
 fn colorbar_ticks(vmax: f32) -> Vec<(f32, String)> {
-    let raw = (vmax / 5.0) as f64;
+    let top = vmax as f64;
+    let raw = top / 5.0;
     let exp = raw.log10().floor();
-    let base = 10f64.powf(exp);
+    if !exp.is_finite() {
+        return vec![(0.0, "0".into()), (vmax, format!("{vmax:.1e}"))];
+    }
     // The slack keeps an f32 0.2 over 0.1 (2.00000003) a 2.
-    let (mantissa, exp) = match raw / base {
+    let (mantissa, exp) = match raw / 10f64.powf(exp) {
         m if m <= 1.0 + 1e-6 => (1.0, exp),
         m if m <= 2.0 + 1e-6 => (2.0, exp),
         m if m <= 5.0 + 1e-6 => (5.0, exp),
         _ => (1.0, exp + 1.0),
     };
     let step = mantissa * 10f64.powf(exp);
-    let decimals = (-exp).max(0.0) as usize;
-    (0..)
+    let label = |v: f64| {
+        if (-4.0..5.0).contains(&exp) {
+            let decimals = (-exp).max(0.0) as usize;
+            format!("{v:.decimals$}")
+        } else if v == 0.0 {
+            "0".to_string()
+        } else {
+            format!("{v:.1e}")
+        }
+    };
+    (0..=5)
         .map(|k| k as f64 * step)
-        .take_while(|&v| v <= vmax as f64 * (1.0 + 1e-6))
-        .map(|v| (v as f32, format!("{v:.decimals$}")))
+        .take_while(|&v| v <= top * (1.0 + 1e-6))
+        .map(|v| (v as f32, label(v)))
         .collect()
 }
 
@@ -490,5 +503,12 @@ mod tests {
         assert_eq!(labels(1.0), ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]);
         assert_eq!(labels(0.83), ["0.0", "0.2", "0.4", "0.6", "0.8"]);
         assert_eq!(labels(0.013), ["0.000", "0.005", "0.010"]);
+        assert_eq!(labels(3e-5), ["0", "1.0e-5", "2.0e-5", "3.0e-5"]);
+        assert!(
+            labels(1e-45).iter().all(|s| s.len() <= 8),
+            "a subnormal top: short labels"
+        );
+        assert_eq!(labels(4e6)[1], "1.0e6");
+        assert_eq!(labels(f32::MAX).len(), 4);
     }
 }
