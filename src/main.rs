@@ -1,5 +1,5 @@
-//! `wgattn`: run masked-attention case files, describe the GPU adapter, try the engine, or time
-//! one shape on one path.
+//! `wgattn`: run masked-attention case files, describe the GPU adapter, try the engine, time
+//! one shape on one path, or draw attention probabilities and masks.
 //!
 //! Every failure ends the process with a non-zero status and exactly one line on stderr,
 //! `error: ...`, the whole cause chain joined with `: `.
@@ -30,6 +30,12 @@ enum Command {
     /// Time one shape on one path (reference, staged, fused) with seeded random inputs: median,
     /// min, max, dense GFLOP/s and peak GPU memory; `--json` for one line a script can read.
     Bench(cli::bench::BenchArgs),
+    /// Draw a case's attention probabilities as one heatmap per head (PNG): keys across,
+    /// queries down, masked positions grey.
+    Heatmap(cli::heatmap::HeatmapArgs),
+    /// Draw which positions a mask allows, per batch entry and head (PNG, or text with
+    /// `--ascii`), from flags or a case file, without running attention.
+    Mask(cli::mask::MaskArgs),
 }
 
 /// Exit status of a command-line mistake (clap's convention).
@@ -47,6 +53,8 @@ fn main() -> ExitCode {
         Some(Command::Info) => cli::info::info(),
         Some(Command::Demo(demo)) => cli::demo::demo(&demo),
         Some(Command::Bench(bench)) => cli::bench::bench(&bench),
+        Some(Command::Heatmap(heatmap)) => cli::heatmap::heatmap(&heatmap),
+        Some(Command::Mask(mask)) => cli::mask::mask(&mask),
         None => {
             eprintln!("error: no command given; try `wgattn demo` first, or see `wgattn --help`");
             return ExitCode::from(USAGE_ERROR);

@@ -73,11 +73,18 @@ fn close32(got: f64, want: f64) -> bool {
 
 /// Runs a `q = 0` case and checks it against `bias(b, h, i, j)`, written by hand: the logits
 /// are the bias (`-inf` where disallowed), the probabilities its softmax (0 on a fully masked
-/// row), `out` the probability-weighted average of `v` (0 on a fully masked row).
+/// row), `out` the probability-weighted average of `v` (0 on a fully masked row), and
+/// `reference::allowed` is `true` exactly where the bias is above `-inf`.
 fn expect_bias(case: &Case, bias: impl Fn(usize, usize, usize, usize) -> f64) {
     let d = case.dims;
     let lt = d.lt();
     let got = run(case);
+    let allowed = reference::allowed(&case.inputs(), &case.opts).unwrap();
+    assert_eq!(
+        allowed.len(),
+        d.b * d.hq * d.lq * lt,
+        "allowed is [B, Hq, Lq, Lt]"
+    );
     let (scores, logits, probs) = (
         got.scores.as_ref().unwrap().to_f64_vec(),
         got.logits.as_ref().unwrap().to_f64_vec(),
@@ -107,6 +114,12 @@ fn expect_bias(case: &Case, bias: impl Fn(usize, usize, usize, usize) -> f64) {
                     }
                 }
                 for j in 0..lt {
+                    assert_eq!(
+                        allowed[row * lt + j],
+                        want_logits[j] > NEG_INF,
+                        "allowed[{b},{h},{i},{j}] (bias {})",
+                        want_logits[j]
+                    );
                     let (gl, gp) = (logits[row * lt + j], probs[row * lt + j]);
                     assert!(
                         close32(gl, want_logits[j]),
@@ -173,6 +186,36 @@ fn one_huge_logit_picks_its_keys_value() {
         probs[0] < 1e-30 && probs[1] < 1e-30 && probs[3] < 1e-30,
         "{probs:?}"
     );
+}
+
+#[test]
+fn allowed_keys_whose_probability_underflows_to_zero_are_still_allowed() {
+    // With scale 1000 key 2 wins by a margin of about 1e5 in the logits: the others' f32
+    // probabilities are exactly 0, yet only the causal mask disallows anything (row 0 sees key
+    // 0 alone, so its probability is 1).
+    let q = f32_tensor(&[1, 1, 4, 2], &[0.6, -0.8, 0.6, -0.8, 0.6, -0.8, 0.6, -0.8]);
+    let k = f32_tensor(&[1, 1, 4, 2], &[0.1, 0.2, -0.3, 0.1, 60.0, -80.0, 0.2, 0.2]);
+    let v = k.clone();
+    let opts = AttentionOptions {
+        scale: Some(1000.0),
+        causal: true,
+        returns: ALL_RETURNS,
+        ..Default::default()
+    };
+    let inputs = AttentionInputs::new(&q, &k, &v);
+    let probs = reference::masked_attention(&inputs, &opts)
+        .unwrap()
+        .probs
+        .unwrap()
+        .to_f32_vec();
+    assert_eq!(
+        probs[2 * 4..3 * 4],
+        [0.0, 0.0, 1.0, 0.0],
+        "row 2: {probs:?}"
+    );
+    let allowed = reference::allowed(&inputs, &opts).unwrap();
+    let causal: Vec<bool> = (0..16).map(|x| x % 4 <= x / 4).collect();
+    assert_eq!(allowed, causal);
 }
 
 #[test]

@@ -70,6 +70,67 @@ impl OptionValues {
     }
 }
 
+/// The structured masks as command-line flags (`wgattn run`, `heatmap`, `mask`); each one
+/// given overrides the case file's metadata.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct MaskFlags {
+    /// Causal mask; `--causal=false` turns off a file's `causal=true`.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = parse_bool)]
+    pub causal: Option<bool>,
+    /// Replaces the derived causal/window offset (e.g. Lt - Lq for bottom-right alignment).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub causal_offset: Option<i64>,
+    /// Sliding window, keys to the left of the diagonal; -1 = unbounded.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub window_left: Option<i64>,
+    /// Sliding window, keys to the right of the diagonal; -1 = unbounded.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub window_right: Option<i64>,
+}
+
+/// Every option of a case file but `return`, as command-line flags.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct OptionFlags {
+    #[command(flatten)]
+    pub masks: MaskFlags,
+    /// Multiplies q·kᵀ (default 1/sqrt(D)).
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    pub scale: Option<f32>,
+    /// Softcap c: s = c·tanh(s/c); 0 = none.
+    #[arg(long, value_name = "C", allow_negative_numbers = true)]
+    pub softcap: Option<f32>,
+    /// Memory order of q, k, v and out: bhsd or bshd.
+    #[arg(long, value_name = "LAYOUT", value_parser = parse_layout)]
+    pub layout: Option<Layout>,
+}
+
+impl MaskFlags {
+    /// The values given (the others `None`).
+    pub fn values(&self) -> OptionValues {
+        OptionValues {
+            causal: self.causal,
+            causal_offset: self.causal_offset,
+            window_left: self.window_left,
+            window_right: self.window_right,
+            ..Default::default()
+        }
+    }
+}
+
+impl OptionFlags {
+    /// The values given (the others `None`), with `returns`.
+    pub fn values(&self, returns: Option<Returns>) -> OptionValues {
+        OptionValues {
+            scale: self.scale,
+            softcap: self.softcap,
+            layout: self.layout,
+            returns,
+            ..self.masks.values()
+        }
+    }
+}
+
 fn key<T>(
     meta: &HashMap<String, String>,
     name: &str,

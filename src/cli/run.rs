@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use wgattn::{AttentionProblem, Context, ExecutionPath, Layout, Returns};
+use wgattn::{AttentionProblem, Context, ExecutionPath, Returns};
 
 use super::case_file::Case;
-use super::options::{parse_bool, parse_layout, parse_returns, OptionValues};
+use super::options::{parse_returns, OptionFlags};
 use super::result_file;
 
 /// Which implementation computes the result.
@@ -44,28 +44,8 @@ pub struct RunArgs {
     /// Result file to write (safetensors): out, present_k/present_v, intermediates.
     #[arg(short, long, value_name = "OUT")]
     pub output: PathBuf,
-    /// Causal mask; `--causal=false` turns off a file's `causal=true`.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", value_parser = parse_bool)]
-    pub causal: Option<bool>,
-    /// Replaces the derived causal/window offset (e.g. Lt - Lq for bottom-right alignment).
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub causal_offset: Option<i64>,
-    /// Multiplies q·kᵀ (default 1/sqrt(D)).
-    #[arg(long, value_name = "S", allow_negative_numbers = true)]
-    pub scale: Option<f32>,
-    /// Softcap c: s = c·tanh(s/c); 0 = none.
-    #[arg(long, value_name = "C", allow_negative_numbers = true)]
-    pub softcap: Option<f32>,
-    /// Sliding window, keys to the left of the diagonal; -1 = unbounded.
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub window_left: Option<i64>,
-    /// Sliding window, keys to the right of the diagonal; -1 = unbounded.
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub window_right: Option<i64>,
-    /// Memory order of q, k, v and out: bhsd or bshd.
-    #[arg(long, value_name = "LAYOUT", value_parser = parse_layout)]
-    pub layout: Option<Layout>,
+    #[command(flatten)]
+    pub options: OptionFlags,
     /// Intermediates to write too: a comma-separated list of scores, logits, probs.
     #[arg(long = "return", value_name = "LIST", value_parser = parse_returns)]
     pub returns: Option<Returns>,
@@ -74,26 +54,15 @@ pub struct RunArgs {
     pub path: Engine,
 }
 
-impl RunArgs {
-    fn option_values(&self) -> OptionValues {
-        OptionValues {
-            causal: self.causal,
-            causal_offset: self.causal_offset,
-            scale: self.scale,
-            softcap: self.softcap,
-            window_left: self.window_left,
-            window_right: self.window_right,
-            layout: self.layout,
-            returns: self.returns,
-        }
-    }
-}
-
 /// Reads and validates everything before touching the GPU, then computes and writes.
 pub fn run(args: &RunArgs) -> Result<()> {
     result_file::check_output_dir(&args.output)?;
     let case = Case::read(&args.case)?;
-    let mut options = args.option_values().or(case.options.clone()).resolve();
+    let mut options = args
+        .options
+        .values(args.returns)
+        .or(case.options.clone())
+        .resolve();
     let inputs = case.inputs();
     let in_case = || format!("case file {}", args.case.display());
     let problem = AttentionProblem::new(&inputs, &options).with_context(in_case)?;

@@ -4,6 +4,7 @@
 //! `attend_values`). It does not share the GPU path's derived bounds: the masks are evaluated
 //! straight from the options, so the two implementations check each other.
 
+mod bias;
 mod online;
 
 pub use online::masked_attention_online;
@@ -12,7 +13,8 @@ use crate::error::Result;
 use crate::kv_cache;
 use crate::output::AttentionOutput;
 use crate::problem::{AttentionInputs, AttentionOptions, AttentionProblem, Layout};
-use crate::tensor::{Mask, Tensor};
+use crate::tensor::Tensor;
+use bias::Bias;
 
 /// Computes attention on the CPU with f64 accumulation. Validates exactly like the GPU path.
 pub fn masked_attention(
@@ -41,6 +43,27 @@ pub fn masked_attention(
         }
     }
     finish(&p, inputs, scores, logits, probs, out)
+}
+
+/// Which positions of `[B, Hq, Lq, Lt]` a request allows (row-major, `true` = may attend):
+/// those whose bias (step 3 of `SEMANTICS.md`) is above `-inf` after every mask, causal,
+/// window, key lengths and the mask tensor (boolean, or an additive one's `-inf` entries).
+/// Validates exactly like [`masked_attention`]; reads no `q`, `k` or `v` values.
+///
+/// A disallowed position has probability exactly 0, but an allowed one can underflow to 0
+/// too, so this, not `probs == 0`, tells which keys a mask removed.
+pub fn allowed(inputs: &AttentionInputs<'_>, options: &AttentionOptions) -> Result<Vec<bool>> {
+    let p = AttentionProblem::new(inputs, options)?;
+    let bias = Bias::new(&p, inputs, options);
+    let mut allowed = Vec::with_capacity(p.score_len());
+    for b in 0..p.batch {
+        for h in 0..p.q_heads {
+            for i in 0..p.q_len {
+                allowed.extend((0..p.total_len()).map(|j| bias.at(b, h, i, j) > f64::NEG_INFINITY));
+            }
+        }
+    }
+    Ok(allowed)
 }
 
 /// Rounds the f64 results to the input dtype and assembles the output.
@@ -77,13 +100,10 @@ fn finish(
 /// Inputs widened to f64, keys and values already concatenated (`bhsd`), plus the options.
 pub(crate) struct RefInputs<'a> {
     pub(crate) p: &'a AttentionProblem,
-    pub(crate) options: &'a AttentionOptions,
     q: Vec<f64>,
     k: Vec<f64>,
     v: Vec<f64>,
-    kv_lengths: Option<&'a [i64]>,
-    mask: Option<&'a Mask>,
-    mask_f64: Vec<f64>,
+    bias: Bias<'a>,
 }
 
 impl<'a> RefInputs<'a> {
@@ -99,16 +119,10 @@ impl<'a> RefInputs<'a> {
         };
         RefInputs {
             p,
-            options,
             q: inputs.q.to_f64_vec(),
             k: widen(inputs.past_k, inputs.k, p.head_dim),
             v: widen(inputs.past_v, inputs.v, p.v_dim),
-            kv_lengths: inputs.kv_lengths,
-            mask: inputs.mask,
-            mask_f64: match inputs.mask {
-                Some(Mask::Additive(t)) => t.to_f64_vec(),
-                _ => Vec::new(),
-            },
+            bias: Bias::new(p, inputs, options),
         }
     }
 
@@ -133,71 +147,9 @@ impl<'a> RefInputs<'a> {
         &self.v[row * d..(row + 1) * d]
     }
 
-    /// The causal/window offset of batch entry `b`, straight from `SEMANTICS.md`.
-    fn offset(&self, b: usize) -> i128 {
-        if let Some(o) = self.options.causal_offset {
-            o as i128
-        } else if self.p.has_past {
-            self.p.past_len as i128
-        } else if let Some(l) = self.kv_lengths {
-            l[b] as i128 - self.p.q_len as i128
-        } else {
-            0
-        }
-    }
-
-    /// The bias of position `(b, h, i, j)`: `-inf` if any mask disallows it, else the
-    /// additive mask's value (0 without one).
+    /// The bias of position `(b, h, i, j)` ([`Bias::at`]).
     pub(crate) fn bias(&self, b: usize, h: usize, i: usize, j: usize) -> f64 {
-        let o = self.options;
-        let (ii, jj) = (i as i128, j as i128);
-        let pos = ii + self.offset(b);
-        let mut allowed = true;
-        if o.causal && jj > pos {
-            allowed = false;
-        }
-        if o.window_left >= 0 && pos - (o.window_left as i128) > jj {
-            allowed = false;
-        }
-        if o.window_right >= 0 && jj > pos + o.window_right as i128 {
-            allowed = false;
-        }
-        if let Some(l) = self.kv_lengths {
-            if jj >= l[b] as i128 {
-                allowed = false;
-            }
-        }
-        let mut add = 0.0;
-        if let Some(m) = self.mask {
-            match self.mask_index(m.shape(), b, h, i, j) {
-                None => allowed = false,
-                Some(idx) => match m {
-                    Mask::Bool(bm) => allowed &= bm.data()[idx],
-                    Mask::Additive(_) => add = self.mask_f64[idx],
-                },
-            }
-        }
-        if allowed {
-            add
-        } else {
-            f64::NEG_INFINITY
-        }
-    }
-
-    /// Right-aligned broadcasting of `(b, h, i, j)` into a mask of `shape`; `None` when `j` is
-    /// past the mask's last axis (a missing trailing key).
-    fn mask_index(&self, shape: &[usize], b: usize, h: usize, i: usize, j: usize) -> Option<usize> {
-        let idx = [b, h, i, j];
-        let offset = 4 - shape.len();
-        if j >= shape[shape.len() - 1] {
-            return None;
-        }
-        let mut flat = 0;
-        for (axis, &n) in shape.iter().enumerate() {
-            let x = if n == 1 { 0 } else { idx[axis + offset] };
-            flat = flat * n + x;
-        }
-        Some(flat)
+        self.bias.at(b, h, i, j)
     }
 
     pub(crate) fn score(&self, b: usize, h: usize, i: usize, j: usize) -> f64 {

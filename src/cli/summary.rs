@@ -1,0 +1,120 @@
+//! One-line descriptions of a request for the titles of pictures: its shape, its masks, its
+//! scale.
+
+use wgattn::{AttentionInputs, AttentionOptions, AttentionProblem, Mask};
+
+/// `B=2 Hq=4 Hkv=2 Lq=8 Lt=8 D=16 f32`, with the cache, `Dv` and layout when they matter.
+pub fn shape(p: &AttentionProblem) -> String {
+    let mut s = format!(
+        "B={} Hq={} Hkv={} Lq={} Lt={}",
+        p.batch,
+        p.q_heads,
+        p.kv_heads,
+        p.q_len,
+        p.total_len()
+    );
+    if p.has_past {
+        s += &format!(" (P={} cached + Lk={})", p.past_len, p.k_len);
+    }
+    s += &format!(" D={}", p.head_dim);
+    if p.v_dim != p.head_dim {
+        s += &format!(" Dv={}", p.v_dim);
+    }
+    s += &format!(" {}", p.dtype.name());
+    if p.layout != wgattn::Layout::Bhsd {
+        s += &format!(" {}", p.layout.name());
+    }
+    s
+}
+
+/// `masks: causal, window left 2, offset kv_len-Lq, kv_lengths [5, 3], bool mask [2, 1, 8, 8]`,
+/// or `masks: none`.
+pub fn masks(p: &AttentionProblem, inputs: &AttentionInputs<'_>, o: &AttentionOptions) -> String {
+    let mut parts = Vec::new();
+    if o.causal {
+        parts.push("causal".to_string());
+    }
+    if o.window_left >= 0 {
+        parts.push(format!("window left {}", o.window_left));
+    }
+    if o.window_right >= 0 {
+        parts.push(format!("window right {}", o.window_right));
+    }
+    if !parts.is_empty() {
+        if let Some(offset) = o.causal_offset {
+            parts.push(format!("offset {offset}"));
+        } else if p.has_past {
+            parts.push(format!("offset P={}", p.past_len));
+        } else if inputs.kv_lengths.is_some() {
+            parts.push("offset kv_len-Lq".to_string());
+        }
+    }
+    if let Some(lengths) = inputs.kv_lengths {
+        parts.push(format!("kv_lengths {}", list(lengths)));
+    }
+    match inputs.mask {
+        Some(Mask::Bool(m)) => parts.push(format!("bool mask {:?}", m.shape())),
+        Some(Mask::Additive(t)) => parts.push(format!(
+            "additive {} mask {:?}",
+            t.dtype().name(),
+            t.shape()
+        )),
+        None => {}
+    }
+    if parts.is_empty() {
+        "masks: none".to_string()
+    } else {
+        format!("masks: {}", parts.join(", "))
+    }
+}
+
+/// `scale 0.3536` (and the softcap when there is one).
+pub fn scale(p: &AttentionProblem) -> String {
+    let mut s = format!("scale {}", short(p.scale));
+    if p.softcap > 0.0 {
+        s += &format!(", softcap {}", short(p.softcap));
+    }
+    s
+}
+
+/// A number in at most 4 significant digits: `0.3536`, `30`, `0.0125`, `1.500e-7`.
+pub fn short(x: f32) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return x.to_string();
+    }
+    if !(1e-4..1e6).contains(&x.abs()) {
+        return format!("{x:.3e}");
+    }
+    let digits = (3 - x.abs().log10().floor() as i32).max(0) as usize;
+    let s = format!("{x:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// `[5, 3]`, or the first 8 values and the count.
+fn list(values: &[i64]) -> String {
+    if values.len() <= 8 {
+        return format!("{values:?}");
+    }
+    let head: Vec<String> = values[..8].iter().map(i64::to_string).collect();
+    format!("[{}, ... ({} values)]", head.join(", "), values.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short;
+
+    #[test]
+    fn short_numbers() {
+        assert_eq!(short(0.35355338), "0.3536");
+        assert_eq!(short(30.0), "30");
+        assert_eq!(short(0.0125), "0.0125");
+        assert_eq!(short(1234.6), "1235");
+        assert_eq!(short(0.0), "0");
+        assert_eq!(short(1.5e-7), "1.500e-7");
+        assert_eq!(short(-2.5e9), "-2.500e9");
+    }
+}
