@@ -29,7 +29,7 @@ fn out_element(e: u32) -> f32 {
     for (var j = 0u; j < pl; j++) {
         let vi = ((b * params.kv_heads + hk) * pl + j) * dv + d;
         let p = probs[base + j];
-        if (p > 0.0) {
+        if (contributes(p)) {
             acc += p * decode(past_v[word_of(vi)], vi);
         }
     }
@@ -41,7 +41,7 @@ fn out_element(e: u32) -> f32 {
             vi = ((b * params.kv_heads + hk) * params.k_len + j) * dv + d;
         }
         let p = probs[base + pl + j];
-        if (p > 0.0) {
+        if (contributes(p)) {
             acc += p * decode(v[word_of(vi)], vi);
         }
     }

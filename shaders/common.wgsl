@@ -42,6 +42,18 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 
+// Float tests by bits: WGSL lets compilers assume there is no NaN, and naga's `!=` on floats
+// is the ordered comparison (false for NaN), so NaN-aware decisions look at the bits.
+// `contributes(p)`: p is a probability other than +0, NaN included (a NaN score at an allowed
+// key makes its row NaN, as in the reference; disallowed keys have p = +0 exactly).
+fn contributes(p: f32) -> bool {
+    return bitcast<u32>(p) != 0u;
+}
+
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
 // Workgroups are laid out on a 2-D grid so that more than 65,535 of them can be dispatched.
 fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y * nwg.x + wid.x;

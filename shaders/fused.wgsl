@@ -114,10 +114,13 @@ fn accumulate_tile(i_first: u32, b: u32, h: u32, bd: Bounds, j0: i32, j_end: i32
             let v3 = v_tile[(jj + 3u) * DV4 + d4];
             for (var r = 0u; r < R; r++) {
                 let pr = p[r];
-                // Keys with p = 0 (disallowed) add nothing, even where v holds NaN.
+                // Keys with p = 0 (disallowed) add nothing, even where v holds NaN; a NaN p
+                // (a NaN score at an allowed key) does, as in the reference.
                 let z = vec4<f32>(0.0);
-                acc[r][d4] += select(z, pr.x * v0, pr.x > 0.0) + select(z, pr.y * v1, pr.y > 0.0)
-                    + select(z, pr.z * v2, pr.z > 0.0) + select(z, pr.w * v3, pr.w > 0.0);
+                acc[r][d4] += select(z, pr.x * v0, contributes(pr.x))
+                    + select(z, pr.y * v1, contributes(pr.y))
+                    + select(z, pr.z * v2, contributes(pr.z))
+                    + select(z, pr.w * v3, contributes(pr.w));
             }
         }
     }

@@ -22,6 +22,10 @@ fn out_element(e: u32) -> f32 {
         let p = partials[s * params.rows + row];
         alive = alive || p.z > 0.0;
         big_m = max(big_m, p.x);
+        // A NaN sum (a NaN score at an allowed key) makes the row NaN.
+        if (is_nan(p.y)) {
+            return p.y;
+        }
     }
     if (!alive) {
         return 0.0;

@@ -76,18 +76,18 @@ fn main(
     }
     let m = reduce(lid, local_max, 0u);
     let alive = reduce(lid, local_alive, 0u);
+    // Every score but -inf takes part, NaN included (it makes the row NaN, as in the
+    // reference; max may pass over NaN, so m alone cannot tell).
     var local_sum = 0.0;
-    if (m > params.neg_inf) {
-        for (var t = 0u; t < PER; t++) {
-            let x = sc[t];
-            if (x > params.neg_inf) {
-                let p = exp(x - m);
-                local_sum += p;
-                if (p > 0.0) {
-                    let vo = kv_offset(b, hk, u32(j_begin + i32(t * WG + lid)), params.v_dim);
-                    for (var d4 = 0u; d4 < DV4; d4++) {
-                        acc[d4] += p * v4(vo, d4);
-                    }
+    for (var t = 0u; t < PER; t++) {
+        let x = sc[t];
+        if (bitcast<u32>(x) != bitcast<u32>(params.neg_inf)) {
+            let p = exp(x - m);
+            local_sum += p;
+            if (contributes(p)) {
+                let vo = kv_offset(b, hk, u32(j_begin + i32(t * WG + lid)), params.v_dim);
+                for (var d4 = 0u; d4 < DV4; d4++) {
+                    acc[d4] += p * v4(vo, d4);
                 }
             }
         }

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use wgattn::{BoolMask, DType, Layout, Mask, Returns, Tensor};
+use wgattn::{BoolMask, DType, ExecutionPath, Layout, Mask, Returns, Tensor};
 
 const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
@@ -655,6 +655,65 @@ fn fully_masked_row_is_zero_even_with_non_finite_values() {
         }
         assert_no_nan("non-finite v", &got);
     }
+}
+
+/// NaN and infinity at allowed positions propagate as IEEE arithmetic does in the reference,
+/// on both paths: a NaN in a query row makes that row NaN; an infinite key makes its scores
+/// infinite (softmax then gives NaN or a one-hot row, as in the reference); an infinite value
+/// spreads to every row that gives it weight. Non-finite values are compared in place.
+#[test]
+fn non_finite_inputs_at_allowed_positions_propagate_like_the_reference() {
+    // Lq = 5 takes the fused prefill kernel, Lq = 1 the decode kernel (keys split, combined).
+    for (dtype, lq) in DTYPES.into_iter().flat_map(|d| [(d, 5), (d, 1)]) {
+        for path in [ExecutionPath::Staged, ExecutionPath::Fused] {
+            let mut c = case(96, Dims::new(1, 4, lq, 9, 8), dtype).path(path);
+            if path == ExecutionPath::Fused {
+                c = c.with_opts(|o| o.returns = Returns::default());
+            }
+            let set = |t: &Tensor, at: &[(usize, f32)]| {
+                let mut x = t.to_f32_vec();
+                for &(i, val) in at {
+                    x[i] = val;
+                }
+                Tensor::from_f32_as(t.shape().to_vec(), &x, dtype).unwrap()
+            };
+            // Element (head, key, channel) of k or v [1, 4, 9, 8].
+            let kv = |h: usize, j: usize, d: usize| (h * 9 + j) * 8 + d;
+            // Head 0: a NaN in query row 0. Head 1: -inf in one value. Head 2: +inf in one
+            // key. Head 3: NaN in one key, which makes every row of the head NaN (the row's
+            // sum is NaN) though its maximum may pass over it.
+            c.q = set(&c.q, &[(3, f32::NAN)]);
+            c.v = set(&c.v, &[(kv(1, 4, 1), f32::NEG_INFINITY)]);
+            c.k = set(
+                &c.k,
+                &[(kv(2, 2, 1), f32::INFINITY), (kv(3, 5, 2), f32::NAN)],
+            );
+            let (got, _) = c.check();
+            let out = got.out.to_f32_vec();
+            let nan = |h: usize| out[h * lq * 8..(h + 1) * lq * 8].iter().all(|x| x.is_nan());
+            assert!(
+                nan(3),
+                "{dtype} {path:?} lq {lq}: a NaN key makes its head NaN"
+            );
+        }
+    }
+}
+
+/// A whole split of the decode kernel's keys with NaN in `k` (every score of the split NaN),
+/// the other splits finite: the merged row is NaN, as in the reference, not the finite
+/// merge of the other splits.
+#[test]
+fn nan_across_a_whole_key_split_makes_the_row_nan() {
+    let mut c = case(97, Dims::new(1, 1, 1, 1100, 4), DType::F32)
+        .path(ExecutionPath::Fused)
+        .with_opts(|o| o.returns = Returns::default());
+    let mut k = c.k.to_f32_vec();
+    for j in 0..600 {
+        k[j * 4] = f32::NAN;
+    }
+    c.k = Tensor::from_f32_as(c.k.shape().to_vec(), &k, DType::F32).unwrap();
+    let (got, _) = c.check();
+    assert!(got.out.to_f32_vec().iter().all(|x| x.is_nan()));
 }
 
 #[test]
