@@ -76,7 +76,7 @@ fn safetensors_dtype(dtype: DType) -> Dtype {
 
 /// Writes a temporary file beside `path`, then renames it over `path`: a reader sees the old
 /// file or the new one, never half of one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = check_output_dir(path)?;
     let name = path
         .file_name()

@@ -220,16 +220,9 @@ impl Prepared {
         self.problem.dense_flops()
     }
 
-    /// Fails, before any call, when the GPU path cannot take the shape on `ctx`'s device (the
-    /// staged path over the binding limit); always passes for the reference.
-    pub fn check(&self, ctx: &Context) -> Result<()> {
-        if let Some(path) = self.gpu_path {
-            wgattn::resolve_path(ctx, &self.problem, path)?;
-        }
-        Ok(())
-    }
-
-    /// Checks, then times the calls `iterations` asks for. A GPU path needs `ctx`.
+    /// Times the calls `iterations` asks for. A GPU path needs `ctx`. A shape the path cannot
+    /// take on the device fails before any call (the fused path) or at the first, before
+    /// anything is uploaded (the staged path's binding limits).
     pub fn run(&self, iterations: &Iterations, ctx: Option<&Context>) -> Result<Measured> {
         let inputs = self.inputs();
         let flops = self.flops();
@@ -244,7 +237,9 @@ impl Prepared {
             });
         }
         let ctx = ctx.ok_or_else(|| anyhow!("internal error: a GPU path without a context"))?;
-        self.check(ctx)?;
+        if let Some(path) = self.gpu_path {
+            wgattn::resolve_path(ctx, &self.problem, path)?;
+        }
         ctx.trim_memory();
         let times = timed(iterations, || {
             wgattn::masked_attention(ctx, &inputs, &self.options)

@@ -1,12 +1,21 @@
-//! `wgattn bench`: time one attention shape on one path, with seeded random inputs.
+//! `wgattn bench`: time one attention shape on one path, with seeded random inputs; or a
+//! whole grid of them into a report you can share (`--suite`, see `suite.rs`), compare two
+//! reports (`--compare`) and plot one (`--plot`).
 //!
 //! Each timed call is one whole `masked_attention` (upload, every kernel, read-back), measured
 //! by the wall clock. The rate is the dense FLOP count over the median time, so a mask that lets
 //! the engine skip tiles shows as a higher rate. With `--json` the result, or the refusal, is one
 //! JSON object on one line of stdout, for scripts that build tables.
 
+mod compare;
 mod measure;
+mod plot;
+mod progress;
 mod record;
+mod report;
+mod suite;
+
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -15,13 +24,38 @@ use wgattn::{Context, DType};
 pub use measure::BenchPath;
 use measure::{ms, Iterations, Measured, Prepared, Request, Shape};
 use record::{Figures, RequestFields};
+use suite::SuiteName;
 
-/// The shape and options to time; tensors are built in `bhsd`.
+/// The options that describe the one shape, which `--suite`, `--compare` and `--plot` refuse.
+const ONE_SHAPE: [&str; 14] = [
+    "batch",
+    "q_heads",
+    "kv_heads",
+    "q_len",
+    "kv_len",
+    "head_dim",
+    "v_dim",
+    "causal",
+    "window_left",
+    "window_right",
+    "dtype",
+    "iters",
+    "warmup",
+    "json",
+];
+
+/// The shape and options to time (tensors are built in `bhsd`), or the suite to run, or the
+/// reports to compare or plot.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Implementation to time.
-    #[arg(long, value_enum)]
-    pub path: BenchPath,
+    /// Implementation to time (one shape).
+    #[arg(
+        long,
+        value_enum,
+        required_unless_present_any = ["suite", "compare", "plot"],
+        conflicts_with_all = ["suite", "compare", "plot"]
+    )]
+    pub path: Option<BenchPath>,
     /// Batch size B.
     #[arg(long, value_name = "B", default_value_t = 1)]
     pub batch: usize,
@@ -68,6 +102,58 @@ pub struct BenchArgs {
     /// `mapped-uploads`), to time the fallback paths on an adapter that has them.
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_enum)]
     pub without: Vec<Fallback>,
+    /// Run a fixed grid of cases instead of one shape, write the JSON report (`--report`) and
+    /// print a Markdown table: `standard` (prefill L 256-4096 and decode Lt 1024-8192, masks
+    /// none/causal/padding/window, f32/f16, fused/staged/reference) or `smoke` (a tiny grid).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "NAME",
+        conflicts_with_all = [&ONE_SHAPE[..], &["compare", "plot"]].concat()
+    )]
+    pub suite: Option<SuiteName>,
+    /// Where `--suite` writes its JSON report [default: wgattn-bench.json].
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "suite",
+        conflicts_with_all = ["path", "compare", "plot"]
+    )]
+    pub report: Option<PathBuf>,
+    /// Compare two reports case by case (times, GFLOP/s, B/A) as a Markdown table.
+    #[arg(
+        long,
+        num_args = 2,
+        value_names = ["A.json", "B.json"],
+        conflicts_with_all = [&ONE_SHAPE[..], &["plot", "without"]].concat()
+    )]
+    pub compare: Option<Vec<PathBuf>>,
+    /// Plot a report's prefill throughput against sequence length, one line per path and
+    /// dtype, as SVG (`-o`).
+    #[arg(
+        long,
+        value_name = "REPORT.json",
+        conflicts_with_all = [&ONE_SHAPE[..], &["without"]].concat()
+    )]
+    pub plot: Option<PathBuf>,
+    /// The figure `--plot` writes, an `.svg` [default: bench.svg].
+    #[arg(
+        short = 'o',
+        long,
+        value_name = "FILE",
+        requires = "plot",
+        conflicts_with_all = ["path", "suite", "compare"]
+    )]
+    pub output: Option<PathBuf>,
+    /// The mask whose prefill cases `--plot` draws: none, causal, padding or window
+    /// [default: none].
+    #[arg(
+        long,
+        value_name = "MASK",
+        requires = "plot",
+        conflicts_with_all = ["path", "suite", "compare"]
+    )]
+    pub plot_mask: Option<String>,
 }
 
 /// An optional feature `--without` turns off.
@@ -89,10 +175,10 @@ fn parse_dtype(s: &str) -> Result<DType, String> {
 }
 
 impl BenchArgs {
-    /// The request, defaults filled in.
-    fn request(&self) -> Request {
+    /// The one-shape request on `path`, defaults filled in.
+    fn request(&self, path: BenchPath) -> Request {
         Request {
-            path: self.path,
+            path,
             shape: Shape {
                 batch: self.batch,
                 q_heads: self.q_heads,
@@ -129,7 +215,33 @@ struct Adapter {
 }
 
 pub fn bench(args: &BenchArgs) -> Result<()> {
-    let request = args.request();
+    if let Some(name) = args.suite {
+        let report = args
+            .report
+            .as_deref()
+            .unwrap_or(Path::new("wgattn-bench.json"));
+        return suite::run(name, report, args.tuning());
+    }
+    if let Some(reports) = &args.compare {
+        let [a, b] = reports.as_slice() else {
+            bail!("--compare takes two reports, got {}", reports.len());
+        };
+        return compare::compare(a, b);
+    }
+    if let Some(report) = &args.plot {
+        let mask = args.plot_mask.as_deref().unwrap_or("none");
+        let out = args.output.as_deref().unwrap_or(Path::new("bench.svg"));
+        return plot::plot(report, mask, out);
+    }
+    let Some(path) = args.path else {
+        bail!("give --path (one shape), --suite, --compare or --plot");
+    };
+    one_shape(args, path)
+}
+
+/// `wgattn bench --path ...`: one table or one `--json` line.
+fn one_shape(args: &BenchArgs, path: BenchPath) -> Result<()> {
+    let request = args.request(path);
     let mut adapter = None;
     let outcome = measure_one(args, &request, &mut adapter);
     match (outcome, adapter) {
@@ -164,7 +276,7 @@ fn measure_one(
     validate(args, &request.shape)?;
     let prepared = Prepared::new(request)?;
     let iterations = Iterations::fixed(args.warmup, args.iters);
-    if args.path.gpu_path().is_none() {
+    if request.path.gpu_path().is_none() {
         let m = prepared.run(&iterations, None)?;
         *adapter = Some(Adapter {
             name: "CPU (f64 reference)".into(),
@@ -179,8 +291,6 @@ fn measure_one(
         name: info.name.clone(),
         backend: format!("{:?}", info.backend),
     });
-    // Fails here, before any warm-up, when the path cannot take the shape on this device.
-    prepared.check(&ctx)?;
     prepared.run(&iterations, Some(&ctx))
 }
 
@@ -215,7 +325,7 @@ fn validate(args: &BenchArgs, s: &Shape) -> Result<()> {
 fn print_table(args: &BenchArgs, request: &Request, adapter: &Adapter, m: &Measured) {
     let s = &request.shape;
     let rows = [
-        ("path", args.path.name().to_string()),
+        ("path", request.path.name().to_string()),
         ("adapter", format!("{} ({})", adapter.name, adapter.backend)),
         (
             "shape",
@@ -242,7 +352,7 @@ fn print_table(args: &BenchArgs, request: &Request, adapter: &Adapter, m: &Measu
         ),
         (
             "peak GPU MiB",
-            if args.path.gpu_path().is_some() {
+            if request.path.gpu_path().is_some() {
                 format!("{:.2}", m.gpu_bytes as f64 / (1u64 << 20) as f64)
             } else {
                 "- (CPU)".into()
