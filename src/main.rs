@@ -1,5 +1,5 @@
 //! `wgattn`: run masked-attention case files, describe the GPU adapter, try the engine, time
-//! one shape on one path, or draw attention probabilities and masks.
+//! one shape on one path or a whole benchmark suite, or draw attention probabilities and masks.
 //!
 //! Every failure ends the process with a non-zero status and exactly one line on stderr,
 //! `error: ...`, the whole cause chain joined with `: `.
@@ -29,6 +29,8 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     /// Time one shape on one path (reference, staged, fused) with seeded random inputs: median,
     /// min, max, dense GFLOP/s and peak GPU memory; `--json` for one line a script can read.
+    /// Or run a fixed grid into a JSON report you can share (`--suite standard`), compare two
+    /// reports (`--compare A.json B.json`) and plot one (`--plot REPORT.json -o bench.svg`).
     Bench(cli::bench::BenchArgs),
     /// Draw a case's attention probabilities as one heatmap per head (PNG): keys across,
     /// queries down, masked positions grey.

@@ -1,0 +1,398 @@
+//! Timing one request: seeded inputs, the warm-up and timed calls, the figures. Both the
+//! one-shape `wgattn bench` and the suites measure through [`Prepared::run`].
+//!
+//! Each timed call is one whole `masked_attention` (upload, every kernel, read-back), measured
+//! by the wall clock.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use wgattn::{
+    AttentionInputs, AttentionOptions, AttentionProblem, Context, DType, ExecutionPath, Tensor,
+};
+
+/// Which implementation is timed.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchPath {
+    /// The f64 CPU reference (`wgattn::reference::masked_attention`).
+    Reference,
+    /// The GPU, four kernels materializing the scores.
+    Staged,
+    /// The GPU, one tiled online-softmax pass.
+    Fused,
+}
+
+impl BenchPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchPath::Reference => "reference",
+            BenchPath::Staged => "staged",
+            BenchPath::Fused => "fused",
+        }
+    }
+
+    /// The GPU path, or `None` for the CPU reference.
+    pub fn gpu_path(self) -> Option<ExecutionPath> {
+        match self {
+            BenchPath::Reference => None,
+            BenchPath::Staged => Some(ExecutionPath::Staged),
+            BenchPath::Fused => Some(ExecutionPath::Fused),
+        }
+    }
+}
+
+/// Every size of a request; tensors are built in `bhsd`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub batch: usize,
+    pub q_heads: usize,
+    pub kv_heads: usize,
+    pub q_len: usize,
+    pub kv_len: usize,
+    pub head_dim: usize,
+    pub v_dim: usize,
+}
+
+/// What to time: a path, a shape, the structured masks and the element type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    pub path: BenchPath,
+    pub shape: Shape,
+    pub dtype: DType,
+    pub causal: bool,
+    /// Keys to the left of the diagonal; -1 = unbounded.
+    pub window_left: i64,
+    /// Keys to the right of the diagonal; -1 = unbounded.
+    pub window_right: i64,
+    /// Valid keys per batch entry (ONNX `nonpad_kv_seqlen`): a key-padding mask.
+    pub kv_lengths: Option<Vec<i64>>,
+}
+
+impl Request {
+    fn options(&self) -> AttentionOptions {
+        AttentionOptions {
+            causal: self.causal,
+            window_left: self.window_left,
+            window_right: self.window_right,
+            path: self.path.gpu_path().unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    /// The masks in words: `none`, `causal`, `causal + window (left 4, right unbounded)`,
+    /// `key lengths [12]`.
+    pub fn mask_description(&self) -> String {
+        let side = |w: i64| {
+            if w < 0 {
+                "unbounded".to_string()
+            } else {
+                w.to_string()
+            }
+        };
+        let mut parts = Vec::new();
+        if self.causal {
+            parts.push("causal".to_string());
+        }
+        if self.window_left >= 0 || self.window_right >= 0 {
+            parts.push(format!(
+                "window (left {}, right {})",
+                side(self.window_left),
+                side(self.window_right)
+            ));
+        }
+        if let Some(lengths) = &self.kv_lengths {
+            parts.push(format!("key lengths {lengths:?}"));
+        }
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(" + ")
+        }
+    }
+}
+
+/// How many calls to make: `warmup` untimed ones, then timed ones until `max_iters` are done,
+/// or until at least `min_iters` are done and the timed calls add up to `budget`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Iterations {
+    pub warmup: usize,
+    pub min_iters: usize,
+    pub max_iters: usize,
+    pub budget: Duration,
+}
+
+impl Iterations {
+    /// Exactly `iters` timed calls after `warmup` untimed ones.
+    pub fn fixed(warmup: usize, iters: usize) -> Iterations {
+        Iterations {
+            warmup,
+            min_iters: iters,
+            max_iters: iters,
+            budget: Duration::ZERO,
+        }
+    }
+}
+
+/// What a finished run measured.
+#[derive(Clone, Debug)]
+pub struct Measured {
+    /// Dense FLOPs of one call, `2·B·Hq·Lq·Lt·(D + Dv)`.
+    pub flops: f64,
+    /// The time of each timed call, sorted.
+    pub times: Vec<Duration>,
+    /// The engine's peak GPU allocation over the calls (0 for the reference).
+    pub gpu_bytes: u64,
+}
+
+impl Measured {
+    /// The middle time (the mean of the two middle ones for an even count).
+    pub fn median(&self) -> Duration {
+        let n = self.times.len();
+        if n % 2 == 1 {
+            self.times[n / 2]
+        } else {
+            (self.times[n / 2 - 1] + self.times[n / 2]) / 2
+        }
+    }
+
+    pub fn min(&self) -> Duration {
+        self.times[0]
+    }
+
+    pub fn max(&self) -> Duration {
+        self.times[self.times.len() - 1]
+    }
+
+    /// Dense GFLOP/s over the median.
+    pub fn gflops(&self) -> f64 {
+        self.flops / self.median().as_secs_f64() / 1e9
+    }
+}
+
+/// Milliseconds, as a float.
+pub fn ms(d: Duration) -> f64 {
+    d.as_nanos() as f64 / 1e6
+}
+
+/// A request with its inputs built and checked by the library, ready to time.
+pub struct Prepared {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    kv_lengths: Option<Vec<i64>>,
+    options: AttentionOptions,
+    problem: AttentionProblem,
+    gpu_path: Option<ExecutionPath>,
+}
+
+impl Prepared {
+    /// Builds seeded inputs for `request` and validates the whole request.
+    pub fn new(request: &Request) -> Result<Prepared> {
+        let (q, k, v) = inputs(&request.shape, request.dtype)?;
+        let options = request.options();
+        let kv_lengths = request.kv_lengths.clone();
+        let mut attention = AttentionInputs::new(&q, &k, &v);
+        if let Some(lengths) = &kv_lengths {
+            attention = attention.with_kv_lengths(lengths);
+        }
+        let problem = AttentionProblem::new(&attention, &options)?;
+        Ok(Prepared {
+            q,
+            k,
+            v,
+            kv_lengths,
+            options,
+            problem,
+            gpu_path: request.path.gpu_path(),
+        })
+    }
+
+    fn inputs(&self) -> AttentionInputs<'_> {
+        let inputs = AttentionInputs::new(&self.q, &self.k, &self.v);
+        match &self.kv_lengths {
+            Some(lengths) => inputs.with_kv_lengths(lengths),
+            None => inputs,
+        }
+    }
+
+    /// Dense FLOPs of one call.
+    pub fn flops(&self) -> f64 {
+        self.problem.dense_flops()
+    }
+
+    /// Times the calls `iterations` asks for. A GPU path needs `ctx`. A shape the path cannot
+    /// take on the device fails before any call (the fused path) or at the first, before
+    /// anything is uploaded (the staged path's binding limits).
+    pub fn run(&self, iterations: &Iterations, ctx: Option<&Context>) -> Result<Measured> {
+        let inputs = self.inputs();
+        let flops = self.flops();
+        if self.gpu_path.is_none() {
+            let times = timed(iterations, || {
+                wgattn::reference::masked_attention(&inputs, &self.options)
+            })?;
+            return Ok(Measured {
+                flops,
+                times,
+                gpu_bytes: 0,
+            });
+        }
+        let ctx = ctx.ok_or_else(|| anyhow!("internal error: a GPU path without a context"))?;
+        if let Some(path) = self.gpu_path {
+            wgattn::resolve_path(ctx, &self.problem, path)?;
+        }
+        ctx.trim_memory();
+        let times = timed(iterations, || {
+            wgattn::masked_attention(ctx, &inputs, &self.options)
+        })?;
+        Ok(Measured {
+            flops,
+            times,
+            gpu_bytes: ctx.memory().peak_bytes,
+        })
+    }
+}
+
+/// Seeded q `[B, Hq, Lq, D]`, k `[B, Hkv, Lt, D]`, v `[B, Hkv, Lt, Dv]`, uniform in (-1, 1).
+fn inputs(s: &Shape, dtype: DType) -> Result<(Tensor, Tensor, Tensor)> {
+    let mut rng = SplitMix64(0x5eed_be4c);
+    let mut make = |what: &str, shape: [usize; 4]| -> Result<Tensor> {
+        let n = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| anyhow!("{what} {shape:?} has too many elements to address"))?;
+        let mut data = Vec::new();
+        data.try_reserve_exact(n)
+            .map_err(|_| anyhow!("{what} {shape:?}: cannot allocate {n} elements on the host"))?;
+        data.extend((0..n).map(|_| rng.uniform()));
+        Ok(Tensor::from_f32_as(shape, &data, dtype)?)
+    };
+    Ok((
+        make("q", [s.batch, s.q_heads, s.q_len, s.head_dim])?,
+        make("k", [s.batch, s.kv_heads, s.kv_len, s.head_dim])?,
+        make("v", [s.batch, s.kv_heads, s.kv_len, s.v_dim])?,
+    ))
+}
+
+/// The warm-up calls, then the timed ones; the time of each, sorted. The output is dropped
+/// outside the timed region.
+fn timed<T>(
+    iterations: &Iterations,
+    mut f: impl FnMut() -> wgattn::Result<T>,
+) -> Result<Vec<Duration>> {
+    for _ in 0..iterations.warmup {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(iterations.min_iters);
+    let mut total = Duration::ZERO;
+    while times.len() < iterations.max_iters.max(1)
+        && (times.len() < iterations.min_iters || total < iterations.budget)
+    {
+        let start = Instant::now();
+        let out = f()?;
+        let elapsed = start.elapsed();
+        drop(out);
+        times.push(elapsed);
+        total += elapsed;
+    }
+    times.sort();
+    Ok(times)
+}
+
+/// SplitMix64, so every run times the same numbers.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (-1, 1) on the odd multiples of 2^-23: never zero, and never zero after
+    /// rounding to f16 (whose smallest subnormal is 2^-24) or bf16.
+    fn uniform(&mut self) -> f32 {
+        let u = (self.next() >> 41) as f32; // 23 bits
+        (2.0 * u + 1.0) / (1u32 << 23) as f32 - 1.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uniform_is_in_range_and_never_zero() {
+        let mut rng = SplitMix64(1);
+        for _ in 0..100_000 {
+            let x = rng.uniform();
+            assert!(x > -1.0 && x < 1.0 && x != 0.0, "{x}");
+            assert_ne!(half::f16::from_f32(x).to_f32(), 0.0);
+        }
+    }
+
+    fn count_calls(iterations: Iterations, call: Duration) -> (usize, usize) {
+        let mut calls = 0;
+        let times = timed(&iterations, || {
+            calls += 1;
+            std::thread::sleep(call);
+            Ok(())
+        })
+        .unwrap();
+        (calls, times.len())
+    }
+
+    #[test]
+    fn fixed_iterations_make_exactly_the_calls_asked_for() {
+        assert_eq!(count_calls(Iterations::fixed(2, 3), Duration::ZERO), (5, 3));
+    }
+
+    #[test]
+    fn a_budget_stops_after_min_iters_once_spent() {
+        let iterations = Iterations {
+            warmup: 1,
+            min_iters: 2,
+            max_iters: 50,
+            budget: Duration::from_millis(5),
+        };
+        // Each call spends the whole budget: the minimum count decides.
+        assert_eq!(count_calls(iterations, Duration::from_millis(6)), (3, 2));
+        // Free calls: the maximum count decides.
+        let free = Iterations {
+            budget: Duration::from_secs(3600),
+            ..iterations
+        };
+        assert_eq!(count_calls(free, Duration::ZERO), (51, 50));
+    }
+
+    #[test]
+    fn mask_description_names_every_structured_mask() {
+        let mut r = Request {
+            path: BenchPath::Fused,
+            shape: Shape {
+                batch: 1,
+                q_heads: 1,
+                kv_heads: 1,
+                q_len: 4,
+                kv_len: 4,
+                head_dim: 4,
+                v_dim: 4,
+            },
+            dtype: DType::F32,
+            causal: false,
+            window_left: -1,
+            window_right: -1,
+            kv_lengths: None,
+        };
+        assert_eq!(r.mask_description(), "none");
+        r.causal = true;
+        r.window_left = 4;
+        assert_eq!(
+            r.mask_description(),
+            "causal + window (left 4, right unbounded)"
+        );
+        r.kv_lengths = Some(vec![3]);
+        assert!(r.mask_description().ends_with(" + key lengths [3]"));
+    }
+}

@@ -1,0 +1,399 @@
+//! `wgattn bench`: time one attention shape on one path, with seeded random inputs; or a
+//! whole grid of them into a report you can share (`--suite`, see `suite.rs`), compare two
+//! reports (`--compare`) and plot one (`--plot`).
+//!
+//! Each timed call is one whole `masked_attention` (upload, every kernel, read-back), measured
+//! by the wall clock. The rate is the dense FLOP count over the median time, so a mask that lets
+//! the engine skip tiles shows as a higher rate. With `--json` the result, or the refusal, is one
+//! JSON object on one line of stdout, for scripts that build tables.
+
+mod compare;
+mod measure;
+mod plot;
+mod progress;
+mod record;
+mod report;
+mod suite;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+use wgattn::{Context, DType};
+
+pub use measure::BenchPath;
+use measure::{ms, Iterations, Measured, Prepared, Request, Shape};
+use record::{Figures, RequestFields};
+use suite::SuiteName;
+
+/// The options that describe the one shape, which `--suite`, `--compare` and `--plot` refuse.
+const ONE_SHAPE: [&str; 14] = [
+    "batch",
+    "q_heads",
+    "kv_heads",
+    "q_len",
+    "kv_len",
+    "head_dim",
+    "v_dim",
+    "causal",
+    "window_left",
+    "window_right",
+    "dtype",
+    "iters",
+    "warmup",
+    "json",
+];
+
+/// The shape and options to time (tensors are built in `bhsd`), or the suite to run, or the
+/// reports to compare or plot.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Implementation to time (one shape).
+    #[arg(
+        long,
+        value_enum,
+        required_unless_present_any = ["suite", "compare", "plot"],
+        conflicts_with_all = ["suite", "compare", "plot"]
+    )]
+    pub path: Option<BenchPath>,
+    /// Batch size B.
+    #[arg(long, value_name = "B", default_value_t = 1)]
+    pub batch: usize,
+    /// Query heads Hq.
+    #[arg(long, value_name = "H", default_value_t = 8)]
+    pub q_heads: usize,
+    /// Key/value heads Hkv (default: Hq); Hq must be a multiple.
+    #[arg(long, value_name = "H")]
+    pub kv_heads: Option<usize>,
+    /// Query length Lq.
+    #[arg(long, value_name = "L", default_value_t = 512)]
+    pub q_len: usize,
+    /// Key/value length Lt (default: Lq).
+    #[arg(long, value_name = "L")]
+    pub kv_len: Option<usize>,
+    /// Head dimension D of queries and keys.
+    #[arg(long, value_name = "D", default_value_t = 64)]
+    pub head_dim: usize,
+    /// Head dimension Dv of values (default: D).
+    #[arg(long, value_name = "DV")]
+    pub v_dim: Option<usize>,
+    /// Causal mask (query i sees keys j <= i).
+    #[arg(long)]
+    pub causal: bool,
+    /// Sliding window, keys to the left of the diagonal; -1 = unbounded.
+    #[arg(long, value_name = "W", default_value_t = -1, allow_negative_numbers = true)]
+    pub window_left: i64,
+    /// Sliding window, keys to the right of the diagonal; -1 = unbounded.
+    #[arg(long, value_name = "W", default_value_t = -1, allow_negative_numbers = true)]
+    pub window_right: i64,
+    /// Element type of q, k, v and out: f32, f16 or bf16.
+    #[arg(long, value_name = "DTYPE", default_value = "f32", value_parser = parse_dtype)]
+    pub dtype: DType,
+    /// Timed calls; the median, min and max are reported.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub iters: usize,
+    /// Untimed calls before the timed ones (pipelines, buffers).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub warmup: usize,
+    /// Print one JSON object on one line instead of the table (also on failure).
+    #[arg(long)]
+    pub json: bool,
+    /// Optional device features to leave unused (comma-separated: `shader-f16`, `subgroups`,
+    /// `mapped-uploads`), to time the fallback paths on an adapter that has them.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_enum)]
+    pub without: Vec<Fallback>,
+    /// Run a fixed grid of cases instead of one shape, write the JSON report (`--report`) and
+    /// print a Markdown table: `standard` (prefill L 256-4096 and decode Lt 1024-8192, masks
+    /// none/causal/padding/window, f32/f16, fused/staged/reference) or `smoke` (a tiny grid).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "NAME",
+        conflicts_with_all = [&ONE_SHAPE[..], &["compare", "plot"]].concat()
+    )]
+    pub suite: Option<SuiteName>,
+    /// Where `--suite` writes its JSON report [default: wgattn-bench.json].
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "suite",
+        conflicts_with_all = ["path", "compare", "plot"]
+    )]
+    pub report: Option<PathBuf>,
+    /// Compare two reports case by case (times, GFLOP/s, B/A) as a Markdown table.
+    #[arg(
+        long,
+        num_args = 2,
+        value_names = ["A.json", "B.json"],
+        conflicts_with_all = [&ONE_SHAPE[..], &["plot", "without"]].concat()
+    )]
+    pub compare: Option<Vec<PathBuf>>,
+    /// Plot a report's prefill throughput against sequence length, one line per path and
+    /// dtype, as SVG (`-o`).
+    #[arg(
+        long,
+        value_name = "REPORT.json",
+        conflicts_with_all = [&ONE_SHAPE[..], &["without"]].concat()
+    )]
+    pub plot: Option<PathBuf>,
+    /// The figure `--plot` writes, an `.svg` [default: bench.svg].
+    #[arg(
+        short = 'o',
+        long,
+        value_name = "FILE",
+        requires = "plot",
+        conflicts_with_all = ["path", "suite", "compare"]
+    )]
+    pub output: Option<PathBuf>,
+    /// The mask whose prefill cases `--plot` draws: none, causal, padding or window
+    /// [default: none].
+    #[arg(
+        long,
+        value_name = "MASK",
+        requires = "plot",
+        conflicts_with_all = ["path", "suite", "compare"]
+    )]
+    pub plot_mask: Option<String>,
+}
+
+/// An optional feature `--without` turns off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fallback {
+    /// Hardware f16 loads in the fused kernels.
+    #[value(name = "shader-f16")]
+    ShaderF16,
+    /// Subgroup reductions.
+    Subgroups,
+    /// Mapped storage-buffer uploads on unified-memory adapters.
+    #[value(name = "mapped-uploads")]
+    MappedUploads,
+}
+
+fn parse_dtype(s: &str) -> Result<DType, String> {
+    s.parse()
+        .map_err(|_| "expected f32, f16 or bf16".to_string())
+}
+
+impl BenchArgs {
+    /// The one-shape request on `path`, defaults filled in.
+    fn request(&self, path: BenchPath) -> Request {
+        Request {
+            path,
+            shape: Shape {
+                batch: self.batch,
+                q_heads: self.q_heads,
+                kv_heads: self.kv_heads.unwrap_or(self.q_heads),
+                q_len: self.q_len,
+                kv_len: self.kv_len.unwrap_or(self.q_len),
+                head_dim: self.head_dim,
+                v_dim: self.v_dim.unwrap_or(self.head_dim),
+            },
+            dtype: self.dtype,
+            causal: self.causal,
+            window_left: self.window_left,
+            window_right: self.window_right,
+            kv_lengths: None,
+        }
+    }
+
+    /// The tuning that turns off what `--without` names.
+    fn tuning(&self) -> wgattn::Tuning {
+        let off = |f| self.without.contains(&f).then_some(false);
+        wgattn::Tuning {
+            shader_f16: off(Fallback::ShaderF16),
+            subgroups: off(Fallback::Subgroups),
+            mapped_uploads: off(Fallback::MappedUploads),
+            ..wgattn::Tuning::AUTO
+        }
+    }
+}
+
+/// The adapter a figure was measured on: its name and backend.
+struct Adapter {
+    name: String,
+    backend: String,
+}
+
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    if let Some(name) = args.suite {
+        let report = args
+            .report
+            .as_deref()
+            .unwrap_or(Path::new("wgattn-bench.json"));
+        return suite::run(name, report, args.tuning());
+    }
+    if let Some(reports) = &args.compare {
+        let [a, b] = reports.as_slice() else {
+            bail!("--compare takes two reports, got {}", reports.len());
+        };
+        return compare::compare(a, b);
+    }
+    if let Some(report) = &args.plot {
+        let mask = args.plot_mask.as_deref().unwrap_or("none");
+        let out = args.output.as_deref().unwrap_or(Path::new("bench.svg"));
+        return plot::plot(report, mask, out);
+    }
+    let Some(path) = args.path else {
+        bail!("give --path (one shape), --suite, --compare or --plot");
+    };
+    one_shape(args, path)
+}
+
+/// `wgattn bench --path ...`: one table or one `--json` line.
+fn one_shape(args: &BenchArgs, path: BenchPath) -> Result<()> {
+    let request = args.request(path);
+    let mut adapter = None;
+    let outcome = measure_one(args, &request, &mut adapter);
+    match (outcome, adapter) {
+        (Ok(m), Some(adapter)) => {
+            if args.json {
+                println!("{}", one_shape_json(args, &request, Some(&adapter), Ok(&m)));
+            } else {
+                print_table(args, &request, &adapter, &m);
+            }
+            Ok(())
+        }
+        (Ok(_), None) => bail!("internal error: a measurement without an adapter"),
+        (Err(e), adapter) => {
+            if args.json {
+                let message = super::errors::one_line(&format!("{e:#}"));
+                let line = one_shape_json(args, &request, adapter.as_ref(), Err(&message));
+                println!("{line}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Validates, builds the inputs, runs the warm-up and the timed calls. `adapter` is filled in
+/// as soon as a GPU context exists, so a refusal can still name it (the CPU reference names
+/// itself once it has run).
+fn measure_one(
+    args: &BenchArgs,
+    request: &Request,
+    adapter: &mut Option<Adapter>,
+) -> Result<Measured> {
+    validate(args, &request.shape)?;
+    let prepared = Prepared::new(request)?;
+    let iterations = Iterations::fixed(args.warmup, args.iters);
+    if request.path.gpu_path().is_none() {
+        let m = prepared.run(&iterations, None)?;
+        *adapter = Some(Adapter {
+            name: "CPU (f64 reference)".into(),
+            backend: "none".into(),
+        });
+        return Ok(m);
+    }
+    let ctx = Context::new()?;
+    ctx.set_tuning(args.tuning());
+    let info = ctx.adapter_info();
+    *adapter = Some(Adapter {
+        name: info.name.clone(),
+        backend: format!("{:?}", info.backend),
+    });
+    prepared.run(&iterations, Some(&ctx))
+}
+
+/// The checks the library cannot make because they come before a tensor exists.
+fn validate(args: &BenchArgs, s: &Shape) -> Result<()> {
+    if args.iters < 1 {
+        bail!("--iters must be at least 1, got {}", args.iters);
+    }
+    for (name, n) in [
+        ("--batch", s.batch),
+        ("--q-heads", s.q_heads),
+        ("--kv-heads", s.kv_heads),
+        ("--q-len", s.q_len),
+        ("--kv-len", s.kv_len),
+        ("--head-dim", s.head_dim),
+        ("--v-dim", s.v_dim),
+    ] {
+        if n < 1 {
+            bail!("{name} must be at least 1, got {n}");
+        }
+    }
+    if !s.q_heads.is_multiple_of(s.kv_heads) {
+        bail!(
+            "--q-heads ({}) must be a multiple of --kv-heads ({})",
+            s.q_heads,
+            s.kv_heads
+        );
+    }
+    Ok(())
+}
+
+fn print_table(args: &BenchArgs, request: &Request, adapter: &Adapter, m: &Measured) {
+    let s = &request.shape;
+    let rows = [
+        ("path", request.path.name().to_string()),
+        ("adapter", format!("{} ({})", adapter.name, adapter.backend)),
+        (
+            "shape",
+            format!(
+                "B {}, Hq {}, Hkv {}, Lq {}, Lt {}, D {}, Dv {}, {}",
+                s.batch, s.q_heads, s.kv_heads, s.q_len, s.kv_len, s.head_dim, s.v_dim, args.dtype
+            ),
+        ),
+        ("mask", request.mask_description()),
+        (
+            "calls",
+            format!("{} timed after {} warm-up", args.iters, args.warmup),
+        ),
+        ("median ms", format!("{:.3}", ms(m.median()))),
+        ("min ms", format!("{:.3}", ms(m.min()))),
+        ("max ms", format!("{:.3}", ms(m.max()))),
+        (
+            "GFLOP/s",
+            format!(
+                "{:.3} (dense {:.4e} FLOP over the median)",
+                m.gflops(),
+                m.flops
+            ),
+        ),
+        (
+            "peak GPU MiB",
+            if request.path.gpu_path().is_some() {
+                format!("{:.2}", m.gpu_bytes as f64 / (1u64 << 20) as f64)
+            } else {
+                "- (CPU)".into()
+            },
+        ),
+    ];
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (key, value) in rows {
+        println!("{key:<width$}  {value}");
+    }
+}
+
+/// The one `--json` line: the request, then the adapter (when one was reached) and the
+/// figures, or the error.
+#[derive(Serialize)]
+struct OneShapeLine<'a> {
+    #[serde(flatten)]
+    request: RequestFields,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    adapter: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend: Option<&'a str>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    figures: Option<Figures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+fn one_shape_json(
+    args: &BenchArgs,
+    request: &Request,
+    adapter: Option<&Adapter>,
+    outcome: std::result::Result<&Measured, &str>,
+) -> String {
+    let line = OneShapeLine {
+        request: RequestFields::new(request, request.mask_description(), args.iters, args.warmup),
+        adapter: adapter.map(|a| a.name.as_str()),
+        backend: adapter.map(|a| a.backend.as_str()),
+        figures: outcome.ok().map(Figures::of),
+        error: outcome.err(),
+    };
+    // Serializing plain strings and numbers cannot fail.
+    serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
