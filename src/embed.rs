@@ -137,6 +137,37 @@ impl Drop for RecordedAttention<'_> {
 /// `out` in a buffer no input uses. Intermediates (`returns`) and the staged path are not
 /// offered here, nor are requests over the binding limits (they are split only by
 /// [`crate::masked_attention`]): those are errors.
+///
+/// ```
+/// use wgattn::{record_attention, AttentionOptions, Context, DType, GpuInputs, GpuTensor};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ctx = Context::new()?; // or Context::from_device with the app's own device
+/// let (device, queue) = (ctx.device(), ctx.queue());
+/// let shape = [1usize, 2, 5, 8]; // [B, H, L, D]
+/// let buffer = |data: &[f32]| {
+///     let b = device.create_buffer(&wgpu::BufferDescriptor {
+///         label: None,
+///         size: (data.len() * 4) as u64,
+///         usage: wgpu::BufferUsages::STORAGE
+///             | wgpu::BufferUsages::COPY_DST
+///             | wgpu::BufferUsages::COPY_SRC,
+///         mapped_at_creation: false,
+///     });
+///     queue.write_buffer(&b, 0, bytemuck::cast_slice(data));
+///     b
+/// };
+/// let x: Vec<f32> = (0..80).map(|i| (i as f32 * 0.37).sin()).collect();
+/// let (q, k, v, out) = (buffer(&x), buffer(&x), buffer(&x), buffer(&[0.0; 80]));
+/// let t = |b| GpuTensor::new(b, &shape, DType::F32);
+/// let mut encoder = device.create_command_encoder(&Default::default());
+/// let options = AttentionOptions { causal: true, ..Default::default() };
+/// record_attention(&ctx, &mut encoder, &GpuInputs::new(t(&q), t(&k), t(&v)), &options, &t(&out))?;
+/// // ... the app's own passes, reading `out` ...
+/// queue.submit([encoder.finish()]);
+/// # Ok(())
+/// # }
+/// ```
 pub fn record_attention<'c>(
     ctx: &'c Context,
     encoder: &mut wgpu::CommandEncoder,

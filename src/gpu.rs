@@ -506,8 +506,16 @@ pub(crate) async fn submit_and_read(
     };
     let poll_result = match wait {
         Wait::Block => Some(poll()),
+        // On the web the browser's event loop completes the mapping; natively a helper
+        // thread drives the device so that this future never blocks its executor.
+        #[cfg(not(target_arch = "wasm32"))]
         Wait::Thread => {
             std::thread::spawn(poll);
+            None
+        }
+        #[cfg(target_arch = "wasm32")]
+        Wait::Thread => {
+            drop(poll);
             None
         }
     };

@@ -4,7 +4,7 @@
 //! first-class, with a CPU reference that follows the same contract (`SEMANTICS.md`: ONNX
 //! `Attention` and PyTorch `scaled_dot_product_attention`).
 //!
-//! ```no_run
+//! ```
 //! use wgattn::{masked_attention, AttentionInputs, AttentionOptions, Context, Tensor};
 //!
 //! # fn main() -> wgattn::Result<()> {

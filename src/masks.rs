@@ -14,6 +14,17 @@ use crate::tensor::{BoolMask, Mask};
 /// `[B, 1, 1, S]`. Any value other than 0 or 1 is an error.
 ///
 /// Use this, not key lengths, for right-padded causal batches: see `SEMANTICS.md`.
+///
+/// ```
+/// use wgattn::{masks, Mask};
+///
+/// // Two sequences of three tokens; the second has one token of right padding.
+/// let mask = masks::from_hf_attention_mask(&[1, 1, 1, 1, 1, 0], 2, 3)?;
+/// assert_eq!(mask.shape(), &[2, 1, 1, 3]);
+/// let Mask::Bool(m) = mask else { unreachable!() };
+/// assert_eq!(m.data(), &[true, true, true, true, true, false]);
+/// # Ok::<(), wgattn::Error>(())
+/// ```
 pub fn from_hf_attention_mask(mask: &[i64], batch: usize, seq: usize) -> Result<Mask> {
     check_len("HF attention_mask", mask.len(), batch, seq)?;
     let data = mask

@@ -17,6 +17,19 @@ use crate::tensor::Tensor;
 use bias::Bias;
 
 /// Computes attention on the CPU with f64 accumulation. Validates exactly like the GPU path.
+///
+/// ```
+/// use wgattn::{reference, AttentionInputs, AttentionOptions, Tensor};
+///
+/// // One head, two queries, two keys; causal: query 0 sees key 0 only.
+/// let q = Tensor::from_f32([1, 1, 2, 2], vec![1.0, 0.0, 0.0, 1.0])?;
+/// let k = q.clone();
+/// let v = Tensor::from_f32([1, 1, 2, 2], vec![10.0, 20.0, 30.0, 40.0])?;
+/// let options = AttentionOptions { causal: true, ..Default::default() };
+/// let out = reference::masked_attention(&AttentionInputs::new(&q, &k, &v), &options)?.out;
+/// assert_eq!(&out.to_f32_vec()[..2], &[10.0, 20.0]);
+/// # Ok::<(), wgattn::Error>(())
+/// ```
 pub fn masked_attention(
     inputs: &AttentionInputs<'_>,
     options: &AttentionOptions,
