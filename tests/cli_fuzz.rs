@@ -1,0 +1,204 @@
+//! A bounded mutation fuzz of the case-file reader and the option/shape validation behind
+//! `wgattn run`: a valid case file is truncated, bit-flipped, its header and metadata
+//! scribbled over, and every mutant run through the binary. Whatever the bytes, the binary
+//! must exit 0 with an output file, or exit non-zero with exactly one `error:` line and no
+//! output file; never a panic, a signal or a backtrace.
+//!
+//! `WGATTN_FUZZ_CASES=N` runs N mutants instead of the default (CI runs the default, a few
+//! seconds); the seed is printed with each failure so a mutant can be replayed.
+#![cfg(feature = "cli")]
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// A small valid case: q, k, v, a bool mask, key lengths and option metadata.
+fn base_case() -> Vec<u8> {
+    let f32s = |n: usize, seed: u32| -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| {
+                ((((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
+                    .to_le_bytes()
+            })
+            .collect()
+    };
+    let q = f32s(2 * 2 * 3 * 4, 1);
+    let k = f32s(2 * 2 * 5 * 4, 2);
+    let v = f32s(2 * 2 * 5 * 4, 3);
+    let mask: Vec<u8> = (0..2 * 5).map(|i| (i % 4 != 3) as u8).collect();
+    let lengths: Vec<u8> = [5i64, 4].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let tensors = [
+        ("q", Dtype::F32, vec![2, 2, 3, 4], q),
+        ("k", Dtype::F32, vec![2, 2, 5, 4], k),
+        ("v", Dtype::F32, vec![2, 2, 5, 4], v),
+        ("mask", Dtype::BOOL, vec![2, 1, 1, 5], mask),
+        ("kv_lengths", Dtype::I64, vec![2], lengths),
+    ];
+    let views: Vec<(&str, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (*n, TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    let metadata: HashMap<String, String> = [
+        ("causal", "true"),
+        ("scale", "0.5"),
+        ("window_left", "3"),
+        ("softcap", "0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    safetensors::serialize(views, Some(metadata)).unwrap()
+}
+
+/// One mutant of `base`, chosen by `rng`.
+fn mutate(base: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut b = base.to_vec();
+    let header_end = 8 + u64::from_le_bytes(base[..8].try_into().unwrap()) as usize;
+    match rng.below(7) {
+        // Truncated anywhere.
+        0 => b.truncate(rng.below(b.len())),
+        // A few random bytes anywhere.
+        1 => {
+            for _ in 0..1 + rng.below(8) {
+                let i = rng.below(b.len());
+                b[i] = rng.next() as u8;
+            }
+        }
+        // A few printable characters in the JSON header (keys, shapes, offsets, metadata).
+        2 => {
+            const CHARS: &[u8] = b"0123456789-+.,:[]{}\"eE truefalsnNaI";
+            for _ in 0..1 + rng.below(6) {
+                let i = 8 + rng.below(header_end - 8);
+                b[i] = CHARS[rng.below(CHARS.len())];
+            }
+        }
+        // A header length that lies.
+        3 => {
+            let len = match rng.below(3) {
+                0 => rng.next(),
+                1 => rng.below(header_end * 2) as u64,
+                _ => u64::MAX - rng.below(16) as u64,
+            };
+            b[..8].copy_from_slice(&len.to_le_bytes());
+        }
+        // A metadata value replaced by something else.
+        4 => {
+            let text = String::from_utf8_lossy(&b[8..header_end]).into_owned();
+            let values = [
+                "\"-1\"", "\"NaN\"", "\"inf\"", "\"1e39\"", "\"\"", "\"yes\"", "\"-7\"",
+            ];
+            let replaced = text
+                .replacen("\"true\"", values[rng.below(values.len())], 1)
+                .replacen("\"0.5\"", values[rng.below(values.len())], 1)
+                .replacen("\"3\"", values[rng.below(values.len())], 1);
+            let mut header = replaced.into_bytes();
+            header.resize(header_end - 8, b' ');
+            if header.len() == header_end - 8 {
+                b[8..header_end].copy_from_slice(&header);
+            }
+        }
+        // Junk appended or inserted in the data.
+        5 => {
+            let at = header_end + rng.below(b.len() - header_end);
+            let junk: Vec<u8> = (0..1 + rng.below(64)).map(|_| rng.next() as u8).collect();
+            b.splice(at..at, junk);
+        }
+        // A shape digit changed (shape and data length disagree, or a dim becomes 0).
+        _ => {
+            let text = &b[8..header_end];
+            let digits: Vec<usize> = (0..text.len())
+                .filter(|&i| text[i].is_ascii_digit())
+                .collect();
+            if !digits.is_empty() {
+                let i = 8 + digits[rng.below(digits.len())];
+                b[i] = b'0' + rng.below(10) as u8;
+            }
+        }
+    }
+    b
+}
+
+#[test]
+fn mutated_case_files_never_crash_the_cli() {
+    let cases: usize = std::env::var("WGATTN_FUZZ_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(80);
+    let dir = std::env::temp_dir().join(format!("wgattn-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = base_case();
+    let (mut ok, mut refused) = (0, 0);
+    for seed in 0..cases as u64 {
+        let mut rng = Rng(seed);
+        let bytes = mutate(&base, &mut rng);
+        let input = dir.join(format!("case-{seed}.safetensors"));
+        let output = dir.join(format!("out-{seed}.safetensors"));
+        std::fs::write(&input, &bytes).unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_wgattn"))
+            .args([
+                "run",
+                input.to_str().unwrap(),
+                "-o",
+                output.to_str().unwrap(),
+            ])
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .expect("the wgattn binary runs");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+            .collect();
+        let code = o.status.code();
+        assert!(
+            code.is_some(),
+            "seed {seed}: killed by a signal; stderr: {stderr}"
+        );
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "seed {seed}: {stderr}"
+        );
+        if code == Some(0) {
+            ok += 1;
+            assert!(
+                output.exists(),
+                "seed {seed}: success without an output file"
+            );
+        } else {
+            refused += 1;
+            assert_eq!(errors.len(), 1, "seed {seed}: stderr {stderr:?}");
+            assert!(
+                errors[0].starts_with("error: "),
+                "seed {seed}: {}",
+                errors[0]
+            );
+            assert!(
+                !output.exists(),
+                "seed {seed}: a failed run left {output:?}"
+            );
+        }
+        std::fs::remove_file(&input).ok();
+        std::fs::remove_file(&output).ok();
+    }
+    println!("{cases} mutants: {ok} ran, {refused} refused with one error line");
+    assert!(refused > 0 && ok + refused == cases);
+    std::fs::remove_dir_all(&dir).ok();
+}
