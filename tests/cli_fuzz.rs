@@ -202,3 +202,65 @@ fn mutated_case_files_never_crash_the_cli() {
     assert!(refused > 0 && ok + refused == cases);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Headers that declare tensors far larger than the file (or than memory, or whose element
+/// count overflows) are refused in one line before anything is allocated.
+#[test]
+fn declared_sizes_beyond_the_file_or_memory_are_refused() {
+    let dir = std::env::temp_dir().join(format!("wgattn-sizes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shapes = [
+        // 2^64 elements: the count overflows.
+        "[4294967296, 4294967296, 1, 1]",
+        // 1 TiB of f32 declared, 64 bytes present.
+        "[1, 1024, 65536, 4096]",
+        // 80 bytes of shape in 64 bytes of offsets.
+        "[1, 1, 4, 5]",
+    ];
+    for (n, shape) in shapes.iter().enumerate() {
+        let tensor = |name: &str, at: usize| {
+            format!(
+                "\"{name}\":{{\"dtype\":\"F32\",\"shape\":{shape},\"data_offsets\":[{},{}]}}",
+                at,
+                at + 64
+            )
+        };
+        let header = format!(
+            "{{{},{},{}}}",
+            tensor("q", 0),
+            tensor("k", 64),
+            tensor("v", 128)
+        );
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend(std::iter::repeat_n(0u8, 192));
+        let input = dir.join(format!("big-{n}.safetensors"));
+        let output = dir.join(format!("out-{n}.safetensors"));
+        std::fs::write(&input, &bytes).unwrap();
+        let start = std::time::Instant::now();
+        let o = Command::new(env!("CARGO_BIN_EXE_wgattn"))
+            .args([
+                "run",
+                input.to_str().unwrap(),
+                "-o",
+                output.to_str().unwrap(),
+            ])
+            .output()
+            .expect("the wgattn binary runs");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+            .collect();
+        assert_eq!(o.status.code(), Some(1), "{shape}: {stderr}");
+        assert_eq!(errors.len(), 1, "{shape}: {stderr}");
+        assert!(errors[0].starts_with("error: "), "{shape}: {}", errors[0]);
+        assert!(!output.exists(), "{shape}: an output file was left");
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{shape}: refused only after {:?}",
+            start.elapsed()
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
