@@ -401,6 +401,82 @@ mod tests {
         }
     }
 
+    /// Every variant translates to SPIR-V (Vulkan), MSL (Metal), HLSL (DX12) and, where GL
+    /// can run it (no shader-f16, no subgroups), GLSL ES 3.1, so a break on a backend this
+    /// machine lacks shows up here.
+    #[test]
+    fn every_variant_translates_to_every_backend() {
+        use naga::back::{glsl, hlsl, msl, spv};
+        for variant in Variant::all() {
+            let label = variant.label();
+            let source = variant.source().unwrap();
+            let module = naga::front::wgsl::parse_str(&source).unwrap();
+            let mut caps = naga::valid::Capabilities::empty();
+            if variant.features.f16 {
+                caps |= naga::valid::Capabilities::SHADER_FLOAT16;
+            }
+            if variant.features.subgroups {
+                caps |= naga::valid::Capabilities::SUBGROUP;
+            }
+            let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+                .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+                .subgroup_operations(naga::valid::SubgroupOperationSet::all())
+                .validate(&module)
+                .unwrap();
+
+            spv::write_vec(&module, &info, &spv::Options::default(), None)
+                .unwrap_or_else(|e| panic!("{label}: SPIR-V: {e}"));
+
+            let msl_options = msl::Options {
+                lang_version: (2, 4),
+                ..Default::default()
+            };
+            msl::write_string(
+                &module,
+                &info,
+                &msl_options,
+                &msl::PipelineOptions::default(),
+            )
+            .unwrap_or_else(|e| panic!("{label}: MSL: {e}"));
+
+            let hlsl_options = hlsl::Options {
+                shader_model: hlsl::ShaderModel::V6_2,
+                ..Default::default()
+            };
+            let pipeline = hlsl::PipelineOptions { entry_point: None };
+            let mut text = String::new();
+            hlsl::Writer::new(&mut text, &hlsl_options, &pipeline)
+                .write(&module, &info, None)
+                .unwrap_or_else(|e| panic!("{label}: HLSL: {e}"));
+
+            if variant.features == ShaderFeatures::default() {
+                let glsl_options = glsl::Options {
+                    version: glsl::Version::Embedded {
+                        version: 310,
+                        is_webgl: false,
+                    },
+                    ..Default::default()
+                };
+                let pipeline = glsl::PipelineOptions {
+                    shader_stage: naga::ShaderStage::Compute,
+                    entry_point: "main".into(),
+                    multiview: None,
+                };
+                let mut text = String::new();
+                glsl::Writer::new(
+                    &mut text,
+                    &module,
+                    &info,
+                    &glsl_options,
+                    &pipeline,
+                    naga::proc::BoundsCheckPolicies::default(),
+                )
+                .and_then(|mut w| w.write().map(|_| ()))
+                .unwrap_or_else(|e| panic!("{label}: GLSL: {e}"));
+            }
+        }
+    }
+
     /// No shader spells an infinite constant (naga and Tint reject them); -inf comes from
     /// the uniform block.
     #[test]
