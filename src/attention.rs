@@ -59,6 +59,7 @@ async fn run(
     options: &AttentionOptions,
     wait: Wait,
 ) -> Result<AttentionOutput> {
+    let _serial = ctx.serial().await;
     ctx.check_alive()?;
     let p = AttentionProblem::new(inputs, options)?;
     let path = resolve_path(ctx, &p, options.path)?;

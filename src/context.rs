@@ -24,6 +24,9 @@ pub struct Context {
     lost: Arc<Mutex<Option<String>>>,
     /// The device shares memory with the host and maps storage buffers.
     unified: bool,
+    /// Held for a whole call on backends whose device must not be driven from several
+    /// threads at once (see [`Context::serial`]).
+    serial: futures_intrusive::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Context {
@@ -154,6 +157,7 @@ impl Context {
                 .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
         Context {
             unified,
+            serial: futures_intrusive::sync::Mutex::new((), true),
             limits: device.limits(),
             features: device.features(),
             device,
@@ -246,6 +250,17 @@ impl Context {
 
     pub(crate) fn poison_outputs(&self) -> bool {
         self.poison.load(Ordering::Relaxed)
+    }
+
+    /// A guard that serializes the engine's calls on the GL backend, whose single GL context
+    /// wgpu locks with a one-second timeout and a panic: many threads sharing a context (and
+    /// llvmpipe's slow GL) exceed it. Elsewhere calls run concurrently and this is `None`.
+    pub(crate) async fn serial(&self) -> Option<futures_intrusive::sync::MutexGuard<'_, ()>> {
+        if self.info.backend == wgpu::Backend::Gl {
+            Some(self.serial.lock().await)
+        } else {
+            None
+        }
     }
 
     /// Why the device is gone (lost, destroyed, or an uncaptured GPU error), or `None` while it

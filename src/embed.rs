@@ -175,6 +175,7 @@ pub fn record_attention<'c>(
     options: &AttentionOptions,
     out: &GpuTensor<'_>,
 ) -> Result<RecordedAttention<'c>> {
+    let _serial = pollster::block_on(ctx.serial());
     ctx.check_alive()?;
     if options.returns.any() {
         return Err(Error::InvalidCombination(

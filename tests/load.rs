@@ -180,3 +180,16 @@ fn destroyed_device_is_an_error() {
         "the context says it is unusable"
     );
 }
+
+/// The async entry point's future can move between threads (a multi-threaded executor).
+#[test]
+fn async_future_is_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let ctx = new_context();
+    let mut rng = Rng::new(4000);
+    let call = Call::random(&mut rng);
+    let inputs = call.inputs();
+    let future = wgattn::masked_attention_async(&ctx, &inputs, &call.options);
+    assert_send(&future);
+    pollster::block_on(future).unwrap();
+}
