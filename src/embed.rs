@@ -5,8 +5,8 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::fused::{self, Io, Slice};
-use crate::gpu::Held;
+use crate::fused::{self, Io};
+use crate::gpu::{Held, Slice};
 use crate::problem::{AttentionOptions, AttentionProblem, InputDesc, MaskKind, TensorDesc};
 use crate::tensor::DType;
 

@@ -4,7 +4,9 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::gpu::{check_binding, dispatch, grid, Held, Params, Present, Readback, Recorded};
+use crate::gpu::{
+    bind_slices, check_binding, dispatch, grid, Held, Params, Present, Readback, Recorded, Slice,
+};
 use crate::kernels::{Kernel, Tile, Variant};
 use crate::problem::{AttentionInputs, AttentionProblem};
 use crate::staged::{upload_bounds, upload_mask};
@@ -208,25 +210,6 @@ pub(crate) fn fits(ctx: &Context, p: &AttentionProblem) -> Result<()> {
     check_limits(ctx, p, &Config::new(ctx, p)?).map(|_| ())
 }
 
-/// A range of a buffer bound to one of the fused kernels' bindings.
-#[derive(Clone, Copy)]
-pub(crate) struct Slice<'b> {
-    pub buffer: &'b wgpu::Buffer,
-    pub offset: u64,
-    pub size: u64,
-}
-
-impl<'b> Slice<'b> {
-    /// The first `size` bytes of an engine buffer (bound rounded up to 16 bytes, inside it).
-    fn whole(buffer: &'b wgpu::Buffer, size: u64) -> Self {
-        Slice {
-            buffer,
-            offset: 0,
-            size: size.max(16).next_multiple_of(16),
-        }
-    }
-}
-
 /// Where the fused kernels read their inputs and write `out`.
 pub(crate) struct Io<'b> {
     pub q: Slice<'b>,
@@ -370,30 +353,4 @@ pub(crate) fn encode(
         dispatch(encoder, "fused_combine", &combine_p, &group, combine_grid);
     }
     Ok(())
-}
-
-/// A bind group of `pipeline` binding each slice in order.
-fn bind_slices(
-    ctx: &Context,
-    pipeline: &wgpu::ComputePipeline,
-    label: &str,
-    slices: &[Slice<'_>],
-) -> wgpu::BindGroup {
-    let entries: Vec<wgpu::BindGroupEntry<'_>> = slices
-        .iter()
-        .enumerate()
-        .map(|(i, s)| wgpu::BindGroupEntry {
-            binding: i as u32,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: s.buffer,
-                offset: s.offset,
-                size: std::num::NonZeroU64::new(s.size),
-            }),
-        })
-        .collect();
-    ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some(label),
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &entries,
-    })
 }

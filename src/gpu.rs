@@ -311,6 +311,26 @@ fn write_mapped(ctx: &Context, buffer: &wgpu::Buffer, bytes: &[u8]) -> Result<bo
     Ok(true)
 }
 
+/// A range of a buffer bound to one binding.
+#[derive(Clone, Copy)]
+pub(crate) struct Slice<'b> {
+    pub buffer: &'b wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl<'b> Slice<'b> {
+    /// The first `size` bytes of an engine buffer, bound rounded up to a multiple of 16
+    /// (kernels may read q, k, v as vec4<u32>; pooled buffers are that large).
+    pub(crate) fn whole(buffer: &'b wgpu::Buffer, size: u64) -> Self {
+        Slice {
+            buffer,
+            offset: 0,
+            size: size.max(16).next_multiple_of(16),
+        }
+    }
+}
+
 /// A bind group of `pipeline` binding each buffer from offset 0 with the given size.
 pub(crate) fn bind_group(
     ctx: &Context,
@@ -318,16 +338,29 @@ pub(crate) fn bind_group(
     label: &str,
     entries: &[(&wgpu::Buffer, u64)],
 ) -> wgpu::BindGroup {
-    let entries: Vec<wgpu::BindGroupEntry<'_>> = entries
+    let slices: Vec<Slice<'_>> = entries
+        .iter()
+        .map(|(buffer, size)| Slice::whole(buffer, *size))
+        .collect();
+    bind_slices(ctx, pipeline, label, &slices)
+}
+
+/// A bind group of `pipeline` binding each slice in order.
+pub(crate) fn bind_slices(
+    ctx: &Context,
+    pipeline: &wgpu::ComputePipeline,
+    label: &str,
+    slices: &[Slice<'_>],
+) -> wgpu::BindGroup {
+    let entries: Vec<wgpu::BindGroupEntry<'_>> = slices
         .iter()
         .enumerate()
-        .map(|(i, (buffer, size))| wgpu::BindGroupEntry {
+        .map(|(i, s)| wgpu::BindGroupEntry {
             binding: i as u32,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer,
-                offset: 0,
-                // Multiples of 16: kernels may read q, k, v as vec4<u32>.
-                size: NonZeroU64::new((*size).max(16).next_multiple_of(16)),
+                buffer: s.buffer,
+                offset: s.offset,
+                size: NonZeroU64::new(s.size),
             }),
         })
         .collect();

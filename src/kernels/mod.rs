@@ -383,22 +383,28 @@ mod tests {
     #[test]
     fn every_variant_validates_in_naga() {
         for variant in Variant::all() {
-            let source = variant.source().unwrap();
-            let module = naga::front::wgsl::parse_str(&source)
-                .unwrap_or_else(|e| panic!("{}: {}", variant.label(), e.emit_to_string(&source)));
-            let mut caps = naga::valid::Capabilities::empty();
-            if variant.features.f16 {
-                caps |= naga::valid::Capabilities::SHADER_FLOAT16;
-            }
-            if variant.features.subgroups {
-                caps |= naga::valid::Capabilities::SUBGROUP;
-            }
-            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-                .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
-                .subgroup_operations(naga::valid::SubgroupOperationSet::all())
-                .validate(&module)
-                .unwrap_or_else(|e| panic!("{}: {e:?}", variant.label()));
+            validated(&variant);
         }
+    }
+
+    /// A variant's module, parsed and validated with the capabilities its features need.
+    fn validated(variant: &Variant) -> (naga::Module, naga::valid::ModuleInfo) {
+        let source = variant.source().unwrap();
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{}: {}", variant.label(), e.emit_to_string(&source)));
+        let mut caps = naga::valid::Capabilities::empty();
+        if variant.features.f16 {
+            caps |= naga::valid::Capabilities::SHADER_FLOAT16;
+        }
+        if variant.features.subgroups {
+            caps |= naga::valid::Capabilities::SUBGROUP;
+        }
+        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+            .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+            .subgroup_operations(naga::valid::SubgroupOperationSet::all())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", variant.label()));
+        (module, info)
     }
 
     /// Every variant translates to SPIR-V (Vulkan), MSL (Metal), HLSL (DX12) and, where GL
@@ -409,20 +415,7 @@ mod tests {
         use naga::back::{glsl, hlsl, msl, spv};
         for variant in Variant::all() {
             let label = variant.label();
-            let source = variant.source().unwrap();
-            let module = naga::front::wgsl::parse_str(&source).unwrap();
-            let mut caps = naga::valid::Capabilities::empty();
-            if variant.features.f16 {
-                caps |= naga::valid::Capabilities::SHADER_FLOAT16;
-            }
-            if variant.features.subgroups {
-                caps |= naga::valid::Capabilities::SUBGROUP;
-            }
-            let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-                .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
-                .subgroup_operations(naga::valid::SubgroupOperationSet::all())
-                .validate(&module)
-                .unwrap();
+            let (module, info) = validated(&variant);
 
             spv::write_vec(&module, &info, &spv::Options::default(), None)
                 .unwrap_or_else(|e| panic!("{label}: SPIR-V: {e}"));
