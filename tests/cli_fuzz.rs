@@ -8,26 +8,37 @@
 //! seconds); the seed is printed with each failure so a mutant can be replayed.
 #![cfg(feature = "cli")]
 
+mod common;
+
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::Command;
+
+use common::Rng;
 
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
+/// Runs `wgattn run INPUT -o OUTPUT`: exit code and the stderr lines that are not Mesa's
+/// headless noise.
+fn run_case(input: &Path, output: &Path) -> (Option<i32>, String, Vec<String>) {
+    let o = Command::new(env!("CARGO_BIN_EXE_wgattn"))
+        .args([
+            "run",
+            input.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+        ])
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("the wgattn binary runs");
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let lines = stderr
+        .lines()
+        .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+        .map(str::to_string)
+        .collect();
+    (o.status.code(), stderr, lines)
 }
 
 /// A small valid case: q, k, v, a bool mask, key lengths and option metadata.
@@ -79,7 +90,7 @@ fn mutate(base: &[u8], rng: &mut Rng) -> Vec<u8> {
         1 => {
             for _ in 0..1 + rng.below(8) {
                 let i = rng.below(b.len());
-                b[i] = rng.next() as u8;
+                b[i] = rng.next_u64() as u8;
             }
         }
         // A few printable characters in the JSON header (keys, shapes, offsets, metadata).
@@ -93,7 +104,7 @@ fn mutate(base: &[u8], rng: &mut Rng) -> Vec<u8> {
         // A header length that lies.
         3 => {
             let len = match rng.below(3) {
-                0 => rng.next(),
+                0 => rng.next_u64(),
                 1 => rng.below(header_end * 2) as u64,
                 _ => u64::MAX - rng.below(16) as u64,
             };
@@ -118,7 +129,9 @@ fn mutate(base: &[u8], rng: &mut Rng) -> Vec<u8> {
         // Junk appended or inserted in the data.
         5 => {
             let at = header_end + rng.below(b.len() - header_end);
-            let junk: Vec<u8> = (0..1 + rng.below(64)).map(|_| rng.next() as u8).collect();
+            let junk: Vec<u8> = (0..1 + rng.below(64))
+                .map(|_| rng.next_u64() as u8)
+                .collect();
             b.splice(at..at, junk);
         }
         // A shape digit changed (shape and data length disagree, or a dim becomes 0).
@@ -147,27 +160,12 @@ fn mutated_case_files_never_crash_the_cli() {
     let base = base_case();
     let (mut ok, mut refused) = (0, 0);
     for seed in 0..cases as u64 {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let bytes = mutate(&base, &mut rng);
         let input = dir.join(format!("case-{seed}.safetensors"));
         let output = dir.join(format!("out-{seed}.safetensors"));
         std::fs::write(&input, &bytes).unwrap();
-        let o = Command::new(env!("CARGO_BIN_EXE_wgattn"))
-            .args([
-                "run",
-                input.to_str().unwrap(),
-                "-o",
-                output.to_str().unwrap(),
-            ])
-            .env_remove("RUST_BACKTRACE")
-            .output()
-            .expect("the wgattn binary runs");
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        let errors: Vec<&str> = stderr
-            .lines()
-            .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
-            .collect();
-        let code = o.status.code();
+        let (code, stderr, errors) = run_case(&input, &output);
         assert!(
             code.is_some(),
             "seed {seed}: killed by a signal; stderr: {stderr}"
@@ -238,21 +236,8 @@ fn declared_sizes_beyond_the_file_or_memory_are_refused() {
         let output = dir.join(format!("out-{n}.safetensors"));
         std::fs::write(&input, &bytes).unwrap();
         let start = std::time::Instant::now();
-        let o = Command::new(env!("CARGO_BIN_EXE_wgattn"))
-            .args([
-                "run",
-                input.to_str().unwrap(),
-                "-o",
-                output.to_str().unwrap(),
-            ])
-            .output()
-            .expect("the wgattn binary runs");
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        let errors: Vec<&str> = stderr
-            .lines()
-            .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
-            .collect();
-        assert_eq!(o.status.code(), Some(1), "{shape}: {stderr}");
+        let (code, stderr, errors) = run_case(&input, &output);
+        assert_eq!(code, Some(1), "{shape}: {stderr}");
         assert_eq!(errors.len(), 1, "{shape}: {stderr}");
         assert!(errors[0].starts_with("error: "), "{shape}: {}", errors[0]);
         assert!(!output.exists(), "{shape}: an output file was left");
