@@ -1,12 +1,17 @@
 // Stage 2: logits = scores + bias, in place. The bias is -inf (selected, never multiplied)
 // where causal, window, key length or the boolean mask disallows a key, plus the additive
-// mask elsewhere. One workgroup per query row; it also records whether any key of the row
+// mask and the mods' bias (ALiBi) elsewhere; mask mods disallow like any mask, and with a
+// score_mod a key whose modded score is -inf counts as removed. One workgroup per query row; it also records whether any key of the row
 // has a bias above -inf (a row that is not fully masked), which the later stages read.
 #import common
-#import masking
 
-@group(0) @binding(1) var<storage, read> bounds: array<Bounds>;
+@group(0) @binding(1) var<storage, read> tables: array<u32>;
 @group(0) @binding(2) var<storage, read> mask: array<u32>;
+
+#import masking
+#ifdef MODS
+#import mods
+#endif
 @group(0) @binding(3) var<storage, read_write> work: array<f32>;
 @group(0) @binding(4) var<storage, read_write> row_alive: array<u32>;
 
@@ -32,16 +37,27 @@ fn main(
     let i = row % params.q_len;
     let h = (row / params.q_len) % params.q_heads;
     let b = row / (params.q_len * params.q_heads);
-    let bd = bounds[b];
+    let bd = bounds_of(b);
     let base = row * params.total_len;
     var any_alive = false;
     for (var j = lid; j < params.total_len; j += WORKGROUP) {
         var logit = params.neg_inf;
         if (structurally_allowed(bd, i, j)) {
-            let bias = mask_bias(b, h, i, j);
+            var bias = mask_bias(b, h, i, j);
+#ifdef MODS
+            if (!mod_allowed(bd, b, h, i, j)) {
+                bias = params.neg_inf;
+            }
+            bias += mod_bias(bd, h, i, j);
+#endif
+            let s = work[base + j];
             if (bias != params.neg_inf) {
+#ifdef MODS
+                any_alive = any_alive || !score_removed(s);
+#else
                 any_alive = true;
-                logit = work[base + j] + bias;
+#endif
+                logit = s + bias;
             }
         }
         work[base + j] = logit;

@@ -38,9 +38,46 @@ struct Params {
     splits: u32,
     split_len: u32,
     pad: u32,
+    // Mods (mods.wgsl): where their data lies in `tables` (after the bounds).
+    t_q_seg: u32,
+    t_kv_seg: u32,
+    t_prefix: u32,
+    t_alibi: u32,
+    alibi_symmetric: u32,
+    t_ids: u32,
+    t_blocked: u32,
+    n_blocked: u32,
+    t_classes: u32,
+    n_classes: u32,
+    t_class_blocked: u32,
+    t_key_ok: u32,
+    t_mod_q: u32,
+    t_mod_kv: u32,
+    t_allow: u32,
+    t_mod_causal: u32,
+    modalities: u32,
+    // Block mask: first word, rows and keys per block, blocks per column and row, and the
+    // strides of batch and head (0 where the mask is the same for all).
+    t_blocks: u32,
+    blk_q: u32,
+    blk_k: u32,
+    blk_qt: u32,
+    blk_kt: u32,
+    blk_sb: u32,
+    blk_sh: u32,
+    // Added to b and h before they reach a user snippet (a part of a split request).
+    b_base: u32,
+    h_base: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+
+// -inf for the user's snippets (a run-time value: no compiler accepts an infinite constant).
+fn minus_infinity() -> f32 {
+    return params.neg_inf;
+}
 
 // Float tests by bits: WGSL lets compilers assume there is no NaN, and naga's `!=` on floats
 // is the ordered comparison (false for NaN), so NaN-aware decisions look at the bits.

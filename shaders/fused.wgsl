@@ -36,22 +36,46 @@ var<private> l: array<f32, R>;
 var<private> alive: array<bool, R>;
 
 #import fused_io
+#ifdef MODS
+#import mods
+#endif
 
-// The bias of keys jb..jb+3 for query i: 0 or the additive mask where allowed, -inf where not.
-fn bias4(b: u32, h: u32, i: u32, bd: Bounds, jb: i32, j_end: i32) -> vec4<f32> {
+// The bias of keys jb..jb+3 for query i: 0 or the additive mask (plus the mods' bias) where
+// allowed, -inf where not. `full`: the block mask says the mods allow the whole tile.
+fn bias4(b: u32, h: u32, i: u32, bd: Bounds, jb: i32, j_end: i32, full: bool) -> vec4<f32> {
     var bias = vec4<f32>(params.neg_inf);
     for (var c = 0u; c < 4u; c++) {
         let j = jb + i32(c);
         if (j < j_end && structurally_allowed(bd, i, u32(j))) {
+#ifdef MODS
+            if (full || mod_allowed(bd, b, h, i, u32(j))) {
+                bias[c] = mask_bias(b, h, i, u32(j)) + mod_bias(bd, h, i, u32(j));
+            }
+#else
             bias[c] = mask_bias(b, h, i, u32(j));
+#endif
         }
     }
     return bias;
 }
 
+// The user's score_mod on four scores of keys jb..jb+3 (the scores themselves without one).
+fn modded4(s: vec4<f32>, b: u32, h: u32, i: u32, jb: i32) -> vec4<f32> {
+#ifdef MOD_USER_SCORE
+    var x = s;
+    for (var c = 0u; c < 4u; c++) {
+        x[c] = mod_score(s[c], b, h, i, u32(max(jb + i32(c), 0)));
+    }
+    return x;
+#else
+    return s;
+#endif
+}
+
 // Folds keys [j0, min(j0 + BK, j_end)) of the tiles into the rows' (m, l, acc), four keys
-// at a time: independent accumulators, at most one rescale per row and group.
-fn accumulate_tile(i_first: u32, b: u32, h: u32, bd: Bounds, j0: i32, j_end: i32) {
+// at a time: independent accumulators, at most one rescale per row and group. `full`: the
+// block mask says the mods allow every position of the tile.
+fn accumulate_tile(i_first: u32, b: u32, h: u32, bd: Bounds, j0: i32, j_end: i32, full: bool) {
     let tile_last = min(j0 + i32(BK), j_end) - 1;
     let neg = vec4<f32>(params.neg_inf);
     let one = vec4<f32>(1.0);
@@ -61,6 +85,9 @@ fn accumulate_tile(i_first: u32, b: u32, h: u32, bd: Bounds, j0: i32, j_end: i32
     var interior = j0 >= i_hi + bd.lo && tile_last <= i_lo + bd.hi && tile_last < bd.kv_len;
 #ifndef MASK_NONE
     interior = false;
+#endif
+#ifdef MODS
+    interior = interior && mods_free(full);
 #endif
     // Keys past this invocation's last row's upper bound are disallowed for all its rows
     // (the causal / right-window frontier): stop there, not at the workgroup's end.
@@ -88,12 +115,19 @@ fn accumulate_tile(i_first: u32, b: u32, h: u32, bd: Bounds, j0: i32, j_end: i32
             if (i >= params.q_len) {
                 bias = neg;
             } else if (!interior || jb + 3 >= j_end) {
-                bias = bias4(b, h, i, bd, jb, j_end);
+                bias = bias4(b, h, i, bd, jb, j_end, full);
             }
+            let sm = modded4(capped4(params.scale * s[r]), b, h, i, jb);
+#ifdef MOD_USER_SCORE
+            // A key whose modded score is -inf is removed like a masked one.
+            let removed = bitcast<vec4<u32>>(sm) == bitcast<vec4<u32>>(neg);
+            let ok = (bias != neg) & !removed;
+#else
             let ok = bias != neg;
+#endif
             if (any(ok)) {
                 alive[r] = true;
-                let x = select(neg, capped4(params.scale * s[r]) + bias, ok);
+                let x = select(neg, sm + bias, ok);
                 let gmax = max(max(x.x, x.y), max(x.z, x.w));
                 if (gmax > m[r]) {
                     let corr = exp(m[r] - gmax);
@@ -148,12 +182,18 @@ fn main(
     // Rows i0 + lid * R + r: each invocation takes R consecutive rows, so tiles on the
     // causal or window frontier of one invocation are rarely on another's.
     let i_first = i0 + lid * R;
-    let bd = bounds[b];
+    let bd = bounds_of(b);
 
     // Keys any row of this tile may see, then this split's share of them.
     let i_last = min(i0 + BQ, params.q_len) - 1u;
     let range = key_range(bd, i0, i_last);
-    let j_begin = range.x + i32(split * params.split_len);
+#ifdef BLOCK_MASK
+    // Tiles aligned to the block mask's key blocks (BK keys each).
+    let j_first = (range.x / i32(BK)) * i32(BK);
+#else
+    let j_first = range.x;
+#endif
+    let j_begin = j_first + i32(split * params.split_len);
     let j_end = min(range.y, j_begin + i32(params.split_len));
 
     for (var r = 0u; r < R; r++) {
@@ -170,6 +210,15 @@ fn main(
     }
 
     for (var j0 = j_begin; j0 < j_end; j0 += i32(BK)) {
+        var full = false;
+#ifdef BLOCK_MASK
+        // Uniform across the workgroup: an empty tile is skipped, loads and all.
+        let kind = tables[params.t_blocks + b * params.blk_sb + h * params.blk_sh + qt * params.blk_kt + u32(j0) / BK];
+        if (kind == 0u) {
+            continue;
+        }
+        full = kind == 1u;
+#endif
         workgroupBarrier();
         for (var t = lid; t < BK * D4; t += WG) {
             let j = j0 + i32(t / D4);
@@ -189,7 +238,7 @@ fn main(
         }
         workgroupBarrier();
         if (i_first < params.q_len) {
-            accumulate_tile(i_first, b, h, bd, j0, j_end);
+            accumulate_tile(i_first, b, h, bd, j0, j_end, full);
         }
     }
 

@@ -25,8 +25,28 @@ var<private> acc: array<vec4<f32>, DV4>;
 var<private> sc: array<f32, PER>;
 
 #import fused_io
+#ifdef MODS
+#import mods
+#endif
 
 #import reduce
+
+// The score after the user's score_mod, and whether that removes its key (-inf).
+fn mod_score_of(s: f32, b: u32, h: u32, i: u32, j: u32) -> f32 {
+#ifdef MODS
+    return mod_score(s, b, h, i, j);
+#else
+    return s;
+#endif
+}
+
+fn removed_score(s: f32) -> bool {
+#ifdef MODS
+    return score_removed(s);
+#else
+    return false;
+#endif
+}
 
 @compute @workgroup_size(WG)
 fn main(
@@ -44,10 +64,23 @@ fn main(
     let h = (row / params.q_len) % params.q_heads;
     let b = row / (params.q_len * params.q_heads);
     let hk = h / params.group;
-    let bd = bounds[b];
+    let bd = bounds_of(b);
     let range = key_range(bd, i, i);
+#ifdef BLOCK_MASK
+    // Splits aligned to the block mask's key blocks (one row by CHUNK keys each); an empty
+    // block leaves the split with no keys.
+    let j_begin = (range.x / i32(CHUNK)) * i32(CHUNK) + i32(split * params.split_len);
+    let kind = tables[params.t_blocks + b * params.blk_sb + h * params.blk_sh + i * params.blk_kt + u32(j_begin) / CHUNK];
+    var j_end = min(range.y, j_begin + i32(params.split_len));
+    if (kind == 0u) {
+        j_end = j_begin;
+    }
+    let full = kind == 1u;
+#else
     let j_begin = range.x + i32(split * params.split_len);
     let j_end = min(range.y, j_begin + i32(params.split_len));
+    let full = false;
+#endif
 
     let qo = q_offset(b, h, i);
     for (var d4 = 0u; d4 < D4; d4++) {
@@ -60,15 +93,24 @@ fn main(
         let j = j_begin + i32(t * WG + lid);
         var x = params.neg_inf;
         if (j < j_end && structurally_allowed(bd, i, u32(j))) {
-            let bias = mask_bias(b, h, i, u32(j));
+            var bias = mask_bias(b, h, i, u32(j));
+#ifdef MODS
+            if (!full && !mod_allowed(bd, b, h, i, u32(j))) {
+                bias = params.neg_inf;
+            }
+            bias += mod_bias(bd, h, i, u32(j));
+#endif
             if (bias != params.neg_inf) {
-                local_alive = 1.0;
                 let ko = kv_offset(b, hk, u32(j), params.head_dim);
                 var a = vec4<f32>(0.0);
                 for (var d4 = 0u; d4 < D4; d4++) {
                     a += qr[d4] * k4(ko, d4);
                 }
-                x = capped(params.scale * dot(a, vec4<f32>(1.0))) + bias;
+                let sm = mod_score_of(capped(params.scale * dot(a, vec4<f32>(1.0))), b, h, i, u32(j));
+                if (!removed_score(sm)) {
+                    local_alive = 1.0;
+                    x = sm + bias;
+                }
             }
         }
         sc[t] = x;

@@ -14,7 +14,7 @@
 @group(0) @binding(1) var<storage, read> q: array<Unit>;
 @group(0) @binding(2) var<storage, read> k: array<Unit>;
 @group(0) @binding(3) var<storage, read> v: array<Unit>;
-@group(0) @binding(4) var<storage, read> bounds: array<Bounds>;
+@group(0) @binding(4) var<storage, read> tables: array<u32>;
 @group(0) @binding(5) var<storage, read> mask: array<u32>;
 @group(0) @binding(6) var<storage, read_write> out: array<u32>;
 @group(0) @binding(7) var<storage, read_write> partials: array<vec4<f32>>;

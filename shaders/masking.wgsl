@@ -1,5 +1,6 @@
 // Mask evaluation shared by apply_mask and the fused kernels. The importing kernel declares
-// `bounds: array<Bounds>` and `mask: array<u32>` (storage, read).
+// `tables: array<u32>` (the per-batch bounds, four words each, then the mods' data) and, where
+// it reads a mask tensor, `mask: array<u32>`.
 //
 // Defines: one of MASK_NONE | MASK_BOOL | MASK_F32 | MASK_F16 | MASK_BF16.
 
@@ -8,7 +9,13 @@ struct Bounds {
     lo: i32,
     hi: i32,
     kv_len: i32,
-    pad: i32,
+    // The causal offset: query i sits at position i + offset (prefix-LM, modalities, ALiBi).
+    offset: i32,
+}
+
+fn bounds_of(b: u32) -> Bounds {
+    let at = 4u * b;
+    return Bounds(bitcast<i32>(tables[at]), bitcast<i32>(tables[at + 1u]), bitcast<i32>(tables[at + 2u]), bitcast<i32>(tables[at + 3u]));
 }
 
 // The additive part of the bias of key j, or -inf where the mask tensor disallows it.

@@ -1,11 +1,16 @@
 // Stage 1: scores[b, h, i, j] = scale * (q[b, h, i, :] . k[b, h / group, j, :]), then softcap.
-// One invocation per score; keys j < past_len come from the cache, the rest from k.
+// One invocation per score; keys j < past_len come from the cache, the rest from k. A user
+// score_mod then replaces the score (SEMANTICS.md: the scores intermediate includes it).
 #import common
 
 @group(0) @binding(1) var<storage, read> q: array<u32>;
 @group(0) @binding(2) var<storage, read> k: array<u32>;
 @group(0) @binding(3) var<storage, read> past_k: array<u32>;
 @group(0) @binding(4) var<storage, read_write> scores: array<f32>;
+
+#ifdef MOD_USER_SCORE
+#import user
+#endif
 
 const WORKGROUP: u32 = 64u;
 
@@ -61,5 +66,9 @@ fn main(
     let i = row % params.q_len;
     let h = (row / params.q_len) % params.q_heads;
     let b = row / (params.q_len * params.q_heads);
+#ifdef MOD_USER_SCORE
+    scores[idx] = score_mod(score(b, h, i, j), b + params.b_base, h + params.h_base, i, j);
+#else
     scores[idx] = score(b, h, i, j);
+#endif
 }

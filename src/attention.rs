@@ -84,3 +84,67 @@ pub(crate) async fn run_whole(
     })
     .await
 }
+
+/// Which positions of `[B, Hq, Lq, Lt]` a request's masks allow (row-major, `true` = may
+/// attend), computed on the GPU: every mask the GPU paths take, user `mask_mod` included,
+/// which the CPU's [`crate::reference::allowed`] can only take as a Rust closure. Runs the
+/// staged kernels on zero-valued q, k, v of head dim 1 (so the logits are the bias exactly)
+/// without `score_mod`; reads no values of the inputs.
+pub fn allowed_positions(
+    ctx: &Context,
+    inputs: &AttentionInputs<'_>,
+    options: &AttentionOptions,
+) -> Result<Vec<bool>> {
+    let p = AttentionProblem::new(inputs, options)?;
+    let zeros = |t: &crate::Tensor| -> Result<crate::Tensor> {
+        let mut shape = t.shape().to_vec();
+        if let Some(last) = shape.last_mut() {
+            *last = 1;
+        }
+        let n = shape.iter().product();
+        crate::Tensor::from_f32(shape, vec![0.0; n])
+    };
+    let (q, k, v) = (zeros(inputs.q)?, zeros(inputs.k)?, zeros(inputs.v)?);
+    let past = match (inputs.past_k, inputs.past_v) {
+        (Some(pk), Some(pv)) => Some((zeros(pk)?, zeros(pv)?)),
+        _ => None,
+    };
+    let mask = match inputs.mask {
+        Some(crate::Mask::Additive(t)) => Some(crate::Mask::Additive(crate::Tensor::from_f32(
+            t.shape().to_vec(),
+            t.to_f32_vec(),
+        )?)),
+        other => other.cloned(),
+    };
+    let mods = inputs.mods.map(|m| crate::MaskMods {
+        score_mod: None,
+        ..m.clone()
+    });
+    let mut zero_inputs = AttentionInputs::new(&q, &k, &v);
+    if let Some((pk, pv)) = &past {
+        zero_inputs = zero_inputs.with_past(pk, pv);
+    }
+    zero_inputs.kv_lengths = inputs.kv_lengths;
+    zero_inputs.mask = mask.as_ref();
+    zero_inputs.mods = mods.as_ref();
+    let zero_options = AttentionOptions {
+        scale: Some(1.0),
+        softcap: 0.0,
+        returns: crate::Returns {
+            logits: true,
+            ..Default::default()
+        },
+        path: ExecutionPath::Staged,
+        ..options.clone()
+    };
+    let out = masked_attention(ctx, &zero_inputs, &zero_options)?;
+    let logits = out
+        .logits
+        .ok_or(Error::Gpu("the staged path returned no logits".into()))?;
+    debug_assert_eq!(logits.len(), p.score_len());
+    Ok(logits
+        .to_f32_vec()
+        .into_iter()
+        .map(|l| l != f32::NEG_INFINITY)
+        .collect())
+}

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::kernels::{ShaderFeatures, Variant};
+use crate::mods::ModsInfo;
 use crate::pool::BufferPool;
 
 /// A device to run attention on. Create one per device and share it (`Context` is
@@ -17,7 +18,7 @@ pub struct Context {
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     features: wgpu::Features,
-    pipelines: Mutex<HashMap<Variant, wgpu::ComputePipeline>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     pub(crate) pool: Mutex<BufferPool>,
     poison: AtomicBool,
     tuning: Mutex<Tuning>,
@@ -37,6 +38,10 @@ impl std::fmt::Debug for Context {
             .finish_non_exhaustive()
     }
 }
+
+/// A pipeline's cache key: its variant and, for variants with user snippets, their generated
+/// module (so pipelines are cached by source).
+type PipelineKey = (Variant, Option<Arc<str>>);
 
 /// Overrides of the fused kernels' configuration, which the engine otherwise derives from
 /// the adapter's type and limits. Every choice gives the same results.
@@ -283,14 +288,35 @@ impl Context {
 
     /// The cached pipeline of a variant, built on first use inside an error scope.
     pub(crate) fn pipeline(&self, variant: Variant) -> Result<wgpu::ComputePipeline> {
+        self.pipeline_with(variant, None)
+    }
+
+    /// [`Context::pipeline`] for a variant that may include the user's snippets: `mods`
+    /// gives their module and the number of aux tensors (bound in group 1).
+    pub(crate) fn pipeline_with(
+        &self,
+        variant: Variant,
+        mods: Option<&ModsInfo>,
+    ) -> Result<wgpu::ComputePipeline> {
+        let user = if variant.uses_user_module() {
+            mods.and_then(|m| m.user.clone())
+        } else {
+            None
+        };
+        let aux = if user.is_some() {
+            mods.map_or(0, |m| m.aux_count)
+        } else {
+            0
+        };
+        let key = (variant, user);
         let mut cache = self
             .pipelines
             .lock()
             .map_err(|_| Error::Gpu("pipeline cache poisoned".into()))?;
-        if let Some(p) = cache.get(&variant) {
+        if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
         }
-        let source = variant.source().map_err(Error::Gpu)?;
+        let source = variant.source_with(key.1.as_deref()).map_err(Error::Gpu)?;
         let label = variant.label();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
@@ -312,11 +338,21 @@ impl Context {
                 label: Some(&label),
                 entries: &entries,
             });
+        let aux_entries: Vec<_> = (0..aux as u32)
+            .map(|i| crate::kernels::Binding::ReadOnly.layout_entry(i))
+            .collect();
+        let aux_layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("wgattn aux tensors"),
+                entries: &aux_entries,
+            });
+        let groups = [Some(&group_layout), Some(&aux_layout)];
         let layout = self
             .device
             .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: Some(&label),
-                bind_group_layouts: &[Some(&group_layout)],
+                bind_group_layouts: if aux > 0 { &groups } else { &groups[..1] },
                 immediate_size: 0,
             });
         let pipeline = self
@@ -332,7 +368,7 @@ impl Context {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!("building {label}: {e}")));
         }
-        cache.insert(variant, pipeline.clone());
+        cache.insert(key, pipeline.clone());
         Ok(pipeline)
     }
 }

@@ -82,6 +82,9 @@ pub struct GpuInputs<'a> {
     pub kv_lengths: Option<&'a [i64]>,
     /// A mask tensor.
     pub mask: Option<GpuMask<'a>>,
+    /// Structured and user-defined masks (host data, uploaded with the call's other
+    /// small buffers).
+    pub mods: Option<&'a crate::MaskMods>,
 }
 
 impl<'a> GpuInputs<'a> {
@@ -93,6 +96,7 @@ impl<'a> GpuInputs<'a> {
             v,
             kv_lengths: None,
             mask: None,
+            mods: None,
         }
     }
 }
@@ -199,6 +203,7 @@ pub fn record_attention<'c>(
                 GpuMask::Bool(t) => (MaskKind::Bool, t.shape.to_vec()),
                 GpuMask::Additive(t) => (MaskKind::Additive(t.dtype), t.shape.to_vec()),
             }),
+            mods: inputs.mods,
         },
         options,
     )?;
@@ -255,6 +260,8 @@ pub fn record_attention<'c>(
             v,
             mask,
             out: out_slice,
+            mods: inputs.mods,
+            block_mask: None,
         },
         &mut held,
         encoder,

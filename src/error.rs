@@ -124,6 +124,19 @@ pub enum Error {
         /// The device's limit.
         max: u64,
     },
+    /// A user `mask_mod` or `score_mod` does not compile.
+    #[error("{snippet} does not compile{}: {message}", line.map(|l| format!(" (line {l} of the snippet)")).unwrap_or_default())]
+    InvalidSnippet {
+        /// `mask_mod` or `score_mod`.
+        snippet: &'static str,
+        /// The line inside the snippet (1-based), where naga names one.
+        line: Option<usize>,
+        /// naga's message.
+        message: String,
+    },
+    /// A [`crate::BlockMask`] was built for another problem or mask.
+    #[error("the block mask does not fit this call: {0}")]
+    BlockMaskMismatch(String),
     /// No adapter could be found.
     #[error("no GPU adapter: {0}")]
     NoAdapter(String),

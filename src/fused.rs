@@ -2,14 +2,16 @@
 //! memory) or `fused_decode` (short query blocks, keys split across workgroups), then
 //! `fused_combine` when keys were split. Memory is linear in the sequence lengths.
 
+use crate::blocks::{self, dispatch_with, AuxGroup, BlockLayout, BlockMask, Tables};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::gpu::{
     bind_slices, check_binding, dispatch, grid, Held, Params, Present, Readback, Recorded, Slice,
 };
 use crate::kernels::{Kernel, Tile, Variant};
+use crate::mods::{MaskMods, ModFlags};
 use crate::problem::{AttentionInputs, AttentionProblem};
-use crate::staged::{upload_bounds, upload_mask};
+use crate::staged::upload_mask;
 use crate::tensor::{DType, Tensor};
 
 /// Largest head dim the fused kernels take (their per-invocation arrays grow with it).
@@ -148,6 +150,18 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The block mask's layout for this configuration: one block per prefill tile, or per
+    /// (query row, key split) of the decode kernel; `None` without mask mods.
+    pub(crate) fn blocks(&self, p: &AttentionProblem) -> Option<BlockLayout> {
+        let rows = match self.kernel {
+            Kernel::FusedDecode => 1,
+            _ => self.tile.rows * self.tile.per_invocation,
+        };
+        BlockLayout::new(p, rows, self.tile.keys)
+    }
+}
+
 /// Workgroup memory of `fused_decode`: the reduction slots and every invocation's accumulator.
 fn decode_memory(wg: u32, dv4: u32) -> u64 {
     wg as u64 * 4 + wg as u64 * dv4 as u64 * 16
@@ -217,6 +231,9 @@ pub(crate) struct Io<'b> {
     pub v: Slice<'b>,
     pub mask: Option<Slice<'b>>,
     pub out: Slice<'b>,
+    /// The mods' data (`p.mods` says which are given) and a block mask to reuse.
+    pub mods: Option<&'b MaskMods>,
+    pub block_mask: Option<&'b BlockMask>,
 }
 
 /// Uploads the inputs and records the fused kernel (and the merge) into one encoder.
@@ -251,6 +268,8 @@ pub(crate) fn record(
         v: Slice::whole(&v_buf, el(v)),
         mask: Some(Slice::whole(&mask, mask_bytes)),
         out: Slice::whole(&out, bindings.out),
+        mods: inputs.mods,
+        block_mask: inputs.block_mask,
     };
     let mut encoder = ctx
         .device()
@@ -289,11 +308,16 @@ pub(crate) fn encode(
 
     let mask_kind = p.mask.map(|(k, _)| k);
     let features = ctx.shader_features();
-    let main_p = ctx.pipeline(
-        Variant::new(cfg.kernel, p.dtype, mask_kind)
-            .with_tile(cfg.tile)
-            .with_features(features),
-    )?;
+    let block_layout = cfg.blocks(p);
+    let flags = ModFlags {
+        block_mask: block_layout.is_some(),
+        ..blocks::flags(p)
+    };
+    let main_variant = Variant::new(cfg.kernel, p.dtype, mask_kind)
+        .with_tile(cfg.tile)
+        .with_features(features)
+        .with_mods(flags);
+    let main_p = ctx.pipeline_with(main_variant, p.mods.as_ref())?;
     let combine_tile = Tile {
         dv4: cfg.tile.dv4,
         ..Tile::default()
@@ -307,11 +331,13 @@ pub(crate) fn encode(
             None
         };
 
+    let tables = Tables::upload(ctx, held, p, io.mods, block_layout)?;
     let mut params = Params::new(p);
     params.splits = cfg.splits;
     params.split_len = cfg.split_len;
+    tables.set_params(&mut params);
     let uniform = held.uniform(&params)?;
-    let bounds = upload_bounds(held, p)?;
+    let aux = AuxGroup::upload(ctx, held, io.mods)?;
     let no_mask;
     let mask = match io.mask {
         Some(m) => m,
@@ -334,15 +360,32 @@ pub(crate) fn encode(
         offset: 0,
         size: u,
     };
-    let bounds = Slice::whole(&bounds, p.batch as u64 * 16);
+    tables.encode_passes(ctx, p, uniform, aux.as_ref(), io.block_mask, encoder)?;
     let partials = Slice::whole(&partials, bindings.partials);
     let main_group = bind_slices(
         ctx,
         &main_p,
         &label,
-        &[uniform, io.q, io.k, io.v, bounds, mask, io.out, partials],
+        &[
+            uniform,
+            io.q,
+            io.k,
+            io.v,
+            tables.slice(),
+            mask,
+            io.out,
+            partials,
+        ],
     );
-    dispatch(encoder, &label, &main_p, &main_group, main_grid);
+    let aux_group = AuxGroup::bind_for(aux.as_ref(), ctx, &main_variant, &main_p);
+    dispatch_with(
+        encoder,
+        &label,
+        &main_p,
+        &main_group,
+        aux_group.as_ref(),
+        main_grid,
+    );
     if let Some(combine_p) = combine_p {
         let group = bind_slices(
             ctx,

@@ -41,6 +41,35 @@ pub(crate) struct Params {
     pub splits: u32,
     pub split_len: u32,
     pub pad: u32,
+    // Where the mods' tables lie in `tables`, and the block mask's layout (see blocks.rs).
+    pub t_q_seg: u32,
+    pub t_kv_seg: u32,
+    pub t_prefix: u32,
+    pub t_alibi: u32,
+    pub alibi_symmetric: u32,
+    pub t_ids: u32,
+    pub t_blocked: u32,
+    pub n_blocked: u32,
+    pub t_classes: u32,
+    pub n_classes: u32,
+    pub t_class_blocked: u32,
+    pub t_key_ok: u32,
+    pub t_mod_q: u32,
+    pub t_mod_kv: u32,
+    pub t_allow: u32,
+    pub t_mod_causal: u32,
+    pub modalities: u32,
+    pub t_blocks: u32,
+    pub blk_q: u32,
+    pub blk_k: u32,
+    pub blk_qt: u32,
+    pub blk_kt: u32,
+    pub blk_sb: u32,
+    pub blk_sh: u32,
+    pub b_base: u32,
+    pub h_base: u32,
+    pub pad1: u32,
+    pub pad2: u32,
 }
 
 impl Params {
@@ -72,7 +101,7 @@ impl Params {
             kv_bshd: if p.has_past { 0 } else { bshd },
             splits: 1,
             split_len: p.total_len() as u32,
-            pad: 0,
+            ..Zeroable::zeroed()
         }
     }
 }

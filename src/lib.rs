@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 mod attention;
+mod blocks;
 mod context;
 mod embed;
 mod error;
@@ -30,6 +31,7 @@ mod gpu;
 pub mod kernels;
 mod kv_cache;
 pub mod masks;
+pub mod mods;
 mod output;
 mod pool;
 mod problem;
@@ -39,10 +41,12 @@ mod split;
 mod staged;
 mod tensor;
 
-pub use attention::{masked_attention, masked_attention_async, resolve_path};
+pub use attention::{allowed_positions, masked_attention, masked_attention_async, resolve_path};
+pub use blocks::{block_mask, BlockCounts, BlockMask};
 pub use context::{Context, MemoryStats, Tuning};
 pub use embed::{record_attention, GpuInputs, GpuMask, GpuTensor, RecordedAttention};
 pub use error::{Error, Result};
+pub use mods::{Alibi, Aux, AuxData, BlockedTokens, MaskMods, Modalities, Segments, TokenFilter};
 pub use output::AttentionOutput;
 pub use problem::{
     AttentionInputs, AttentionOptions, AttentionProblem, ExecutionPath, Layout, MaskKind,

@@ -2,6 +2,7 @@
 //! problem every path runs ([`AttentionProblem`]).
 
 use crate::error::{Error, Result};
+use crate::mods::{self, MaskMods, ModsInfo};
 use crate::tensor::{DType, Mask, Tensor};
 
 /// Memory order of `q`, `k`, `v` and `out`.
@@ -176,6 +177,11 @@ pub struct AttentionInputs<'a> {
     pub kv_lengths: Option<&'a [i64]>,
     /// A boolean or additive mask broadcast to `[B, Hq, Lq, Lt]`.
     pub mask: Option<&'a Mask>,
+    /// Structured and user-defined masks ([`MaskMods`]).
+    pub mods: Option<&'a MaskMods>,
+    /// A block mask built for these mods by [`crate::block_mask`], reused instead of
+    /// classifying the tiles again (the fused path; the staged path ignores it).
+    pub block_mask: Option<&'a crate::BlockMask>,
 }
 
 impl<'a> AttentionInputs<'a> {
@@ -189,6 +195,8 @@ impl<'a> AttentionInputs<'a> {
             past_v: None,
             kv_lengths: None,
             mask: None,
+            mods: None,
+            block_mask: None,
         }
     }
 
@@ -208,6 +216,18 @@ impl<'a> AttentionInputs<'a> {
     /// Adds a mask tensor.
     pub fn with_mask(mut self, mask: &'a Mask) -> Self {
         self.mask = Some(mask);
+        self
+    }
+
+    /// Adds structured or user-defined masks.
+    pub fn with_mods(mut self, mods: &'a MaskMods) -> Self {
+        self.mods = Some(mods);
+        self
+    }
+
+    /// Reuses a block mask built by [`crate::block_mask`] for the same mods.
+    pub fn with_block_mask(mut self, block_mask: &'a crate::BlockMask) -> Self {
+        self.block_mask = Some(block_mask);
         self
     }
 }
@@ -271,9 +291,12 @@ pub struct AttentionProblem {
     pub bounds: Vec<RowBounds>,
     /// Intermediates to return.
     pub returns: Returns,
+    /// The validated [`MaskMods`], if any are given.
+    pub mods: Option<ModsInfo>,
 }
 
-/// The structured masks of one batch entry, folded into three integers.
+/// The structured masks of one batch entry, folded into three integers (and the causal
+/// offset, which the mods need).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RowBounds {
     /// Key `j` needs `j >= i + lo`.
@@ -282,6 +305,10 @@ pub struct RowBounds {
     pub hi: i32,
     /// Key `j` needs `j < kv_len`.
     pub kv_len: i32,
+    /// The causal offset (`p = i + offset`), clamped to `[min(-Lq, -2^24), max(Lt, 2^24)]`:
+    /// exact where it matters for ALiBi (which refuses larger offsets), and deciding `j <= p`
+    /// like the true offset for every `i < Lq`, `j < Lt`.
+    pub offset: i32,
 }
 
 impl AttentionProblem {
@@ -346,6 +373,7 @@ impl AttentionProblem {
                     Mask::Bool(_) => (MaskKind::Bool, m.shape().to_vec()),
                     Mask::Additive(t) => (MaskKind::Additive(t.dtype()), m.shape().to_vec()),
                 }),
+                mods: inputs.mods,
             },
             options,
         )
@@ -502,7 +530,7 @@ impl AttentionProblem {
             }
         };
 
-        let bounds = (0..batch)
+        let bounds: Vec<RowBounds> = (0..batch)
             .map(|b| {
                 row_bounds(
                     options,
@@ -513,6 +541,37 @@ impl AttentionProblem {
                 )
             })
             .collect();
+
+        let mods = match inputs.mods {
+            None => None,
+            Some(m) => {
+                let dims = mods::Dims {
+                    batch,
+                    q_heads,
+                    q_len,
+                    total_len,
+                };
+                let info = mods::validate(m, &dims)?;
+                if info.flags.alibi {
+                    let off = (0..batch).map(|b| {
+                        causal_offset(
+                            options,
+                            q_len,
+                            has_past.then_some(past_len),
+                            inputs.kv_lengths.map(|l| l[b]),
+                        )
+                    });
+                    if let Some(bad) = off.into_iter().find(|o| o.abs() > EXACT_OFFSET) {
+                        return Err(Error::InvalidOption {
+                            name: "causal offset",
+                            value: bad.to_string(),
+                            reason: "ALiBi needs |offset| <= 2^24 (f32 distances are exact there)",
+                        });
+                    }
+                }
+                Some(info)
+            }
+        };
 
         Ok(AttentionProblem {
             batch,
@@ -531,6 +590,7 @@ impl AttentionProblem {
             mask,
             bounds,
             returns: options.returns,
+            mods,
         })
     }
 }
@@ -551,6 +611,7 @@ pub(crate) struct InputDesc<'a> {
     pub past_v: Option<TensorDesc>,
     pub kv_lengths: Option<&'a [i64]>,
     pub mask: Option<(MaskKind, Vec<usize>)>,
+    pub mods: Option<&'a MaskMods>,
 }
 
 /// The shape `[B, H, S, D]` read from a 4-D tensor in `layout`.
@@ -640,12 +701,7 @@ fn row_bounds(
     kv_len: Option<i64>,
 ) -> RowBounds {
     let (lq, lt) = (q_len as i128, total_len as i128);
-    let offset: i128 = match (options.causal_offset, past_len, kv_len) {
-        (Some(o), _, _) => o as i128,
-        (None, Some(p), _) => p as i128,
-        (None, None, Some(len)) => len as i128 - lq,
-        (None, None, None) => 0,
-    };
+    let offset = causal_offset(options, q_len, past_len, kv_len);
     let mut lo = -lq;
     let mut hi = lt;
     if options.causal {
@@ -662,6 +718,25 @@ fn row_bounds(
         lo: clamp(lo),
         hi: clamp(hi),
         kv_len: kv_len.map_or(total_len as i128, |l| l as i128) as i32,
+        offset: offset.clamp(lq.max(EXACT_OFFSET).wrapping_neg(), lt.max(EXACT_OFFSET)) as i32,
+    }
+}
+
+/// Offsets up to this size are kept exactly in [`RowBounds::offset`].
+const EXACT_OFFSET: i128 = 1 << 24;
+
+/// The causal/window offset of one batch entry (`SEMANTICS.md`).
+fn causal_offset(
+    options: &AttentionOptions,
+    q_len: usize,
+    past_len: Option<usize>,
+    kv_len: Option<i64>,
+) -> i128 {
+    match (options.causal_offset, past_len, kv_len) {
+        (Some(o), _, _) => o as i128,
+        (None, Some(p), _) => p as i128,
+        (None, None, Some(len)) => len as i128 - q_len as i128,
+        (None, None, None) => 0,
     }
 }
 

@@ -42,10 +42,16 @@ pub(crate) fn plan(
     path: ExecutionPath,
 ) -> Result<Option<Vec<Part>>> {
     let mask_shape = inputs.mask.map(Mask::shape);
-    partition(p, mask_shape, |sub| match path {
+    let fits = |sub: &AttentionProblem| match path {
         ExecutionPath::Fused => fused::fits(ctx, sub),
         _ => staged::check_limits(ctx, sub).map(|_| ()),
-    })
+    };
+    if p.mods.is_some() {
+        // The mods' tables and snippets index the whole problem: not split (yet); a request
+        // over the limits fails with the limit it exceeds.
+        return fits(p).map(|()| None);
+    }
+    partition(p, mask_shape, fits)
 }
 
 /// Splits `p` into the fewest contiguous parts that `fits` accepts: whole batch entries if one
@@ -192,6 +198,7 @@ fn sub_problem(
         mask,
         bounds: p.bounds[..nb.min(p.bounds.len())].to_vec(),
         returns: p.returns,
+        mods: None,
     })
 }
 
@@ -347,6 +354,8 @@ impl<'a> Sliced<'a> {
             past_v: self.past.as_ref().map(|p| &p.1),
             kv_lengths: self.kv_lengths,
             mask: self.mask.as_ref(),
+            mods: None,
+            block_mask: None,
         }
     }
 }

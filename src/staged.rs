@@ -2,9 +2,10 @@
 //! recorded into one encoder, with one read-back. It materializes `[B, Hq, Lq, Lt]` and is
 //! the path that can return the intermediates.
 
+use crate::blocks::{self, dispatch_with, AuxGroup, Tables};
 use crate::context::Context;
 use crate::error::Result;
-use crate::gpu::{bind_group, check_binding, dispatch, grid, Held, Params, Readback, Recorded};
+use crate::gpu::{bind_group, check_binding, grid, Held, Params, Readback, Recorded, Slice};
 use crate::kernels::{Kernel, Variant};
 use crate::problem::{AttentionInputs, AttentionProblem};
 use crate::tensor::{DType, Mask, Tensor};
@@ -73,12 +74,20 @@ pub(crate) fn record(
         )?,
     ];
     let mask_kind = p.mask.map(|(k, _)| k);
-    let [qk_p, mask_p, softmax_p, pv_p] = Kernel::STAGED.map(|k| {
-        ctx.pipeline(Variant::new(k, p.dtype, mask_kind).with_features(ctx.shader_features()))
+    let flags = blocks::flags(p);
+    let variants = Kernel::STAGED.map(|k| {
+        Variant::new(k, p.dtype, mask_kind)
+            .with_features(ctx.shader_features())
+            .with_mods(flags)
     });
+    let [qk_p, mask_p, softmax_p, pv_p] = variants.map(|v| ctx.pipeline_with(v, p.mods.as_ref()));
     let (qk_p, mask_p, softmax_p, pv_p) = (qk_p?, mask_p?, softmax_p?, pv_p?);
 
-    let uniform = held.uniform(&Params::new(p))?;
+    let tables = Tables::upload(ctx, held, p, inputs.mods, None)?;
+    let mut params = Params::new(p);
+    tables.set_params(&mut params);
+    let uniform = held.uniform(&params)?;
+    let aux = AuxGroup::upload(ctx, held, inputs.mods)?;
     let q = held.upload(&inputs.q.padded_bytes())?;
     let k = held.upload(&inputs.k.padded_bytes())?;
     let v = held.upload(&inputs.v.padded_bytes())?;
@@ -92,7 +101,6 @@ pub(crate) fn record(
         _ => held.upload(&empty)?,
     };
     let (mask, mask_bytes) = upload_mask(held, inputs.mask)?;
-    let bounds = upload_bounds(held, p)?;
     let row_bytes = rows * 4;
     let work = held.scratch(score_bytes)?;
     let alive = held.scratch(row_bytes)?;
@@ -123,7 +131,7 @@ pub(crate) fn record(
             &format!("apply_mask {shape}"),
             &[
                 (&uniform, u),
-                (&bounds, p.batch as u64 * 16),
+                (&tables.buffer, tables.bytes),
                 (&mask, mask_bytes),
                 (&work, score_bytes),
                 (&alive, row_bytes),
@@ -156,6 +164,12 @@ pub(crate) fn record(
             label: Some("wgattn staged"),
         });
     let pipelines = [&qk_p, &mask_p, &softmax_p, &pv_p];
+    let uniform_slice = Slice {
+        buffer: &uniform,
+        offset: 0,
+        size: u,
+    };
+    tables.encode_passes(ctx, p, uniform_slice, aux.as_ref(), None, &mut encoder)?;
     // After stage i, the intermediate it produced is copied out if asked for.
     let copies = [
         layout.offsets[1],
@@ -164,11 +178,13 @@ pub(crate) fn record(
         None,
     ];
     for (i, kernel) in Kernel::STAGED.into_iter().enumerate() {
-        dispatch(
+        let aux_group = AuxGroup::bind_for(aux.as_ref(), ctx, &variants[i], pipelines[i]);
+        dispatch_with(
             &mut encoder,
             kernel.name(),
             pipelines[i],
             &groups[i],
+            aux_group.as_ref(),
             grids[i],
         );
         if let Some(offset) = copies[i] {
@@ -190,10 +206,4 @@ pub(crate) fn upload_mask(held: &mut Held<'_>, mask: Option<&Mask>) -> Result<(w
         Some(Mask::Additive(t)) => (held.upload(&t.padded_bytes())?, bytes_of(Some(t))),
         None => (held.upload(&[0u8; 4])?, 4),
     })
-}
-
-/// The per-batch structured-mask bounds, `vec4<i32>` each.
-pub(crate) fn upload_bounds(held: &mut Held<'_>, p: &AttentionProblem) -> Result<wgpu::Buffer> {
-    let bounds: Vec<[i32; 4]> = p.bounds.iter().map(|b| [b.lo, b.hi, b.kv_len, 0]).collect();
-    held.upload(bytemuck::cast_slice(&bounds))
 }

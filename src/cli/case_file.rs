@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context as _, Result};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use wgattn::{AttentionInputs, BoolMask, DType, Mask, Tensor};
+use wgattn::{AttentionInputs, BoolMask, DType, Mask, MaskMods, Tensor};
 
 use super::options::OptionValues;
 
@@ -23,6 +23,8 @@ pub struct Case {
     pub past_k: Option<Tensor>,
     pub past_v: Option<Tensor>,
     pub kv_lengths: Option<Vec<i64>>,
+    /// Structured masks and user snippets (`case_mods.rs`).
+    pub mods: Option<MaskMods>,
     /// The options the file's metadata gives.
     pub options: OptionValues,
 }
@@ -65,6 +67,7 @@ impl Case {
                 .map(|t| float_tensor("past_v", &t))
                 .transpose()?,
             kv_lengths: get("kv_lengths").map(|t| kv_lengths(&t)).transpose()?,
+            mods: super::case_mods::read(&file, header.metadata().as_ref())?,
             options,
         })
     }
@@ -79,6 +82,8 @@ impl Case {
             past_v: self.past_v.as_ref(),
             kv_lengths: self.kv_lengths.as_deref(),
             mask: self.mask.as_ref(),
+            mods: self.mods.as_ref(),
+            block_mask: None,
         }
     }
 }
@@ -87,17 +92,23 @@ fn check_names(names: &[&str]) -> Result<()> {
     let mut unknown: Vec<&str> = names
         .iter()
         .copied()
-        .filter(|n| !TENSOR_NAMES.contains(n))
+        .filter(|n| {
+            !TENSOR_NAMES.contains(n)
+                && !super::case_mods::MOD_TENSORS.contains(n)
+                && !n.starts_with("aux_")
+        })
         .collect();
     if unknown.is_empty() {
         return Ok(());
     }
     unknown.sort_unstable();
     bail!(
-        "unknown tensor name{} {}; a case file holds only {}",
+        "unknown tensor name{} {}; a case file holds only {}, the mod tensors {} and \
+         aux_<name>",
         if unknown.len() > 1 { "s" } else { "" },
         quoted(&unknown),
-        quoted(&TENSOR_NAMES)
+        quoted(&TENSOR_NAMES),
+        quoted(&super::case_mods::MOD_TENSORS)
     )
 }
 

@@ -154,9 +154,15 @@ pub fn heatmap(args: &HeatmapArgs) -> Result<()> {
     }
     let heads = args.heads.resolve(p.q_heads)?;
     let rows = QueryRange::resolve(args.query_range, p.q_len)?;
-    let allowed = wgattn::reference::allowed(&inputs, &options).with_context(in_case)?;
-
     let ctx = Context::new()?;
+    // A WGSL mask_mod runs on the GPU only.
+    let allowed = if inputs.mods.is_some_and(|m| m.mask_mod.is_some()) {
+        wgattn::allowed_positions(&ctx, &inputs, &options)
+    } else {
+        wgattn::reference::allowed(&inputs, &options)
+    }
+    .with_context(in_case)?;
+
     let probs = wgattn::masked_attention(&ctx, &inputs, &options)
         .with_context(in_case)?
         .probs

@@ -50,6 +50,23 @@ pub struct MaskArgs {
     /// Memory order of the case file's q, k, v: bhsd or bshd (overrides its metadata).
     #[arg(long, value_name = "LAYOUT", value_parser = parse_layout, requires = "case")]
     pub layout: Option<Layout>,
+    /// Segment (document) id of every key, comma-separated (Lt of them); each query takes
+    /// the id of its position (the last Lq keys). The same for every batch entry.
+    #[arg(long, value_name = "LIST", value_parser = parse_lengths, conflicts_with = "case")]
+    pub segments: Option<KvLengths>,
+    /// Prefix-LM: bidirectional inside the first P keys, causal after (every batch entry).
+    #[arg(long, value_name = "P", conflicts_with = "case")]
+    pub prefix_len: Option<i64>,
+    /// Token id of every key, comma-separated (Lt of them), for --blocked-ids.
+    #[arg(long, value_name = "LIST", value_parser = parse_lengths, requires = "blocked_ids",
+          conflicts_with = "case")]
+    pub token_ids: Option<KvLengths>,
+    /// Token ids no query may attend, comma-separated.
+    #[arg(long, value_name = "LIST", value_parser = parse_lengths, requires = "token_ids")]
+    pub blocked_ids: Option<KvLengths>,
+    /// A WGSL mask_mod body, e.g. 'return (q / 4u) == (k / 4u);' (evaluated on the GPU).
+    #[arg(long, value_name = "WGSL", conflicts_with = "case")]
+    pub mask_mod: Option<String>,
     /// Picture to write (PNG).
     #[arg(short, long, value_name = "PNG")]
     pub output: Option<PathBuf>,
@@ -82,6 +99,7 @@ struct Source {
     past: Option<(Tensor, Tensor)>,
     mask: Option<wgattn::Mask>,
     kv_lengths: Option<Vec<i64>>,
+    mods: Option<wgattn::MaskMods>,
     file_options: OptionValues,
     from_case: bool,
 }
@@ -96,6 +114,7 @@ impl Source {
             past,
             mask: case.mask,
             kv_lengths: case.kv_lengths,
+            mods: case.mods,
             file_options: OptionValues {
                 layout: layout.or(case.options.layout),
                 ..case.options
@@ -138,6 +157,7 @@ impl Source {
             },
             mask: None,
             kv_lengths: lengths,
+            mods: flag_mods(args, batch, q_len, past + k_len)?,
             file_options: OptionValues::default(),
             from_case: false,
         })
@@ -152,8 +172,47 @@ impl Source {
             past_v: self.past.as_ref().map(|p| &p.1),
             kv_lengths: self.kv_lengths.as_deref(),
             mask: self.mask.as_ref(),
+            mods: self.mods.as_ref(),
+            block_mask: None,
         }
     }
+}
+
+/// The mods the flags ask for, the same for every batch entry.
+fn flag_mods(
+    args: &MaskArgs,
+    batch: usize,
+    q_len: usize,
+    total: usize,
+) -> Result<Option<wgattn::MaskMods>> {
+    let mut mods = wgattn::MaskMods::default();
+    let per_key = |what: &str, list: &KvLengths| -> Result<Vec<i64>> {
+        if list.0.len() != total {
+            bail!(
+                "--{what} has {} ids; it needs one per key (Lt = {total})",
+                list.0.len()
+            );
+        }
+        Ok((0..batch).flat_map(|_| list.0.iter().copied()).collect())
+    };
+    if let Some(s) = &args.segments {
+        let kv = per_key("segments", s)?;
+        let q = (0..batch)
+            .flat_map(|_| s.0[total.saturating_sub(q_len)..].iter().copied())
+            .collect();
+        mods.segments = Some(wgattn::Segments { q, kv });
+    }
+    if let Some(p) = args.prefix_len {
+        mods.prefix_lengths = Some(vec![p; batch]);
+    }
+    if let (Some(ids), Some(blocked)) = (&args.token_ids, &args.blocked_ids) {
+        mods.token_filter = Some(wgattn::TokenFilter {
+            kv_token_ids: per_key("token-ids", ids)?,
+            blocked: wgattn::BlockedTokens::Ids(blocked.0.clone()),
+        });
+    }
+    mods.mask_mod = args.mask_mod.clone();
+    Ok((mods != wgattn::MaskMods::default()).then_some(mods))
 }
 
 fn check_positions(batch: usize, heads: usize, q_len: usize, total: usize) -> Result<()> {
@@ -233,7 +292,14 @@ pub fn mask(args: &MaskArgs) -> Result<()> {
     };
     let p = AttentionProblem::new(&inputs, &options).with_context(context)?;
     check_positions(p.batch, p.q_heads, p.q_len, p.total_len())?;
-    let allowed = wgattn::reference::allowed(&inputs, &options).with_context(context)?;
+    // A WGSL mask_mod runs on the GPU only; everything else is drawn from the CPU reference.
+    let allowed = if inputs.mods.is_some_and(|m| m.mask_mod.is_some()) {
+        let ctx = wgattn::Context::new()?;
+        wgattn::allowed_positions(&ctx, &inputs, &options)
+    } else {
+        wgattn::reference::allowed(&inputs, &options)
+    }
+    .with_context(context)?;
     let blocks = blocks(&p, &allowed, inputs.kv_lengths);
 
     let shape = if source.from_case {

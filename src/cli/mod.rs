@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod case_file;
+pub mod case_mods;
 pub mod demo;
 pub mod errors;
 pub mod heatmap;

@@ -61,11 +61,48 @@ pub fn masks(p: &AttentionProblem, inputs: &AttentionInputs<'_>, o: &AttentionOp
         )),
         None => {}
     }
+    if let Some(m) = inputs.mods {
+        parts.extend(mods(m));
+    }
     if parts.is_empty() {
         "masks: none".to_string()
     } else {
         format!("masks: {}", parts.join(", "))
     }
+}
+
+/// The mods in words: `segments`, `prefix-LM [4, 0]`, `ALiBi`, ...
+fn mods(m: &wgattn::MaskMods) -> Vec<String> {
+    let mut parts = Vec::new();
+    if m.segments.is_some() {
+        parts.push("segments".to_string());
+    }
+    if let Some(p) = &m.prefix_lengths {
+        parts.push(format!("prefix-LM {}", list(p)));
+    }
+    if let Some(a) = &m.alibi {
+        parts.push(
+            if a.symmetric {
+                "ALiBi (symmetric)"
+            } else {
+                "ALiBi"
+            }
+            .to_string(),
+        );
+    }
+    if m.token_filter.is_some() {
+        parts.push("token filter".to_string());
+    }
+    if let Some(md) = &m.modalities {
+        parts.push(format!("{} modalities", md.causal.len()));
+    }
+    if m.mask_mod.is_some() {
+        parts.push("mask_mod".to_string());
+    }
+    if m.score_mod.is_some() {
+        parts.push("score_mod".to_string());
+    }
+    parts
 }
 
 /// `scale 0.3536` (and the softcap when there is one).

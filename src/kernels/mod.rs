@@ -1,5 +1,6 @@
 //! The WGSL kernels: sources embedded once, specialized per dtype, mask kind and tile.
 
+use crate::mods::ModFlags;
 use crate::problem::MaskKind;
 use crate::shader::{preprocess, substitute};
 use crate::tensor::DType;
@@ -22,9 +23,14 @@ pub enum Kernel {
     FusedDecode,
     /// Merges the per-split partial results of the fused kernels into `out`.
     FusedCombine,
+    /// Token-class masks: which keys' token ids are blocked (before the attention kernels).
+    TokenMask,
+    /// Classifies the fused kernel's tiles as empty, full or partial under the mask mods.
+    BlockMask,
 }
 
-const IMPORTS: [(&str, &str); 5] = [
+const IMPORTS: [(&str, &str); 6] = [
+    ("mods", include_str!("../../shaders/mods.wgsl")),
     ("out_words", include_str!("../../shaders/out_words.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("common", include_str!("../../shaders/common.wgsl")),
@@ -51,6 +57,8 @@ impl Kernel {
             Kernel::Fused => "fused",
             Kernel::FusedDecode => "fused_decode",
             Kernel::FusedCombine => "fused_combine",
+            Kernel::TokenMask => "token_mask",
+            Kernel::BlockMask => "block_mask",
         }
     }
 
@@ -63,6 +71,8 @@ impl Kernel {
             Kernel::Fused => include_str!("../../shaders/fused.wgsl"),
             Kernel::FusedDecode => include_str!("../../shaders/fused_decode.wgsl"),
             Kernel::FusedCombine => include_str!("../../shaders/fused_combine.wgsl"),
+            Kernel::TokenMask => include_str!("../../shaders/token_mask.wgsl"),
+            Kernel::BlockMask => include_str!("../../shaders/block_mask.wgsl"),
         }
     }
 
@@ -72,16 +82,42 @@ impl Kernel {
         match self {
             // params, q, k, past_k, scores
             Kernel::QkScores => &[U, R, R, R, W],
-            // params, bounds, mask, work, row_alive
+            // params, tables (bounds and mods), mask, work, row_alive
             Kernel::ApplyMask => &[U, R, R, W, W],
             // params, row_alive, work
             Kernel::Softmax => &[U, R, W],
             // params, v, past_v, probs, row_alive, out
             Kernel::AttendValues => &[U, R, R, R, R, W],
-            // params, q, k, v, bounds, mask, out, partials
+            // params, q, k, v, tables (bounds and mods), mask, out, partials
             Kernel::Fused | Kernel::FusedDecode => &[U, R, R, R, R, R, W, W],
             // params, partials, out
             Kernel::FusedCombine => &[U, R, W],
+            // params, tables
+            Kernel::TokenMask | Kernel::BlockMask => &[U, W],
+        }
+    }
+
+    /// The mods a kernel's code depends on (the rest of `flags` is dropped from its variant).
+    fn mods(self, flags: ModFlags) -> ModFlags {
+        match self {
+            Kernel::ApplyMask => ModFlags {
+                block_mask: false,
+                ..flags
+            },
+            Kernel::Fused | Kernel::FusedDecode => flags,
+            Kernel::QkScores => ModFlags {
+                user_score: flags.user_score,
+                ..ModFlags::default()
+            },
+            Kernel::BlockMask => ModFlags {
+                alibi: false,
+                user_score: false,
+                block_mask: false,
+                ..flags
+            },
+            Kernel::Softmax | Kernel::AttendValues | Kernel::FusedCombine | Kernel::TokenMask => {
+                ModFlags::default()
+            }
         }
     }
 
@@ -158,6 +194,8 @@ pub struct Variant {
     pub tile: Tile,
     /// Optional device features the specialization uses.
     pub features: ShaderFeatures,
+    /// The mods it is specialized on (normalized to what the kernel reads).
+    pub mods: ModFlags,
 }
 
 /// Device features a kernel may use where the adapter offers them; without them every kernel
@@ -191,7 +229,20 @@ impl Variant {
             mask: if kernel.reads_mask() { mask } else { None },
             tile: Tile::default(),
             features: ShaderFeatures::default(),
+            mods: ModFlags::default(),
         }
+    }
+
+    /// The same variant specialized on the mods this kernel reads.
+    pub fn with_mods(mut self, flags: ModFlags) -> Self {
+        self.mods = self.kernel.mods(flags);
+        self
+    }
+
+    /// Whether its source includes the user's snippets (and binds their aux tensors in
+    /// group 1).
+    pub fn uses_user_module(&self) -> bool {
+        self.mods.user_mask || self.mods.user_score
     }
 
     /// The same variant using what `available` offers that this kernel and dtype can use.
@@ -236,12 +287,13 @@ impl Variant {
         };
         let f = self.features;
         format!(
-            "wgattn {} {} {}{tile}{}{}",
+            "wgattn {} {} {}{tile}{}{}{}",
             self.kernel.name(),
             self.dtype,
             mask,
             if f.f16 { " shader-f16" } else { "" },
-            if f.subgroups { " subgroups" } else { "" }
+            if f.subgroups { " subgroups" } else { "" },
+            self.mods.label()
         )
     }
 
@@ -271,11 +323,21 @@ impl Variant {
         if self.features.subgroups {
             d.push("SUBGROUPS");
         }
+        d.extend(self.mods.defines());
+        if self.mods.masks() {
+            d.push("MOD_MASKS");
+        }
         d
     }
 
-    /// The specialized WGSL source.
+    /// The specialized WGSL source (of a variant without user snippets).
     pub fn source(&self) -> Result<String, String> {
+        self.source_with(None)
+    }
+
+    /// The specialized WGSL source, with `user` (the generated module of the user's
+    /// snippets and aux bindings) where the variant uses it.
+    pub fn source_with(&self, user: Option<&str>) -> Result<String, String> {
         let t = self.tile;
         // Kernel development: WGATTN_SHADER_DIR=shaders reads kernel and import files from
         // disk at pipeline creation (the embedded copy where a file is missing), so a shader
@@ -286,10 +348,14 @@ impl Variant {
                 .and_then(|d| std::fs::read_to_string(format!("{d}/{name}.wgsl")).ok())
         };
         let main = dev(self.kernel.name()).unwrap_or_else(|| self.kernel.source().to_string());
-        let owned: Vec<(&str, String)> = IMPORTS
+        let mut owned: Vec<(&str, String)> = IMPORTS
             .iter()
             .map(|(name, text)| (*name, dev(name).unwrap_or_else(|| text.to_string())))
             .collect();
+        if self.uses_user_module() {
+            let user = user.ok_or_else(|| format!("{}: no user module", self.label()))?;
+            owned.push(("user", user.to_string()));
+        }
         let imports: Vec<(&str, &str)> = owned.iter().map(|(n, t)| (*n, t.as_str())).collect();
         let text = preprocess(&main, &imports, &self.defines())?;
         let values = [
@@ -371,7 +437,45 @@ impl Variant {
                 }
             }
         }
+        // Every built-in mod at once (user snippets need their module: see the tests).
+        let builtin = ModFlags {
+            segments: true,
+            prefix: true,
+            alibi: true,
+            tokens: true,
+            modality: true,
+            block_mask: true,
+            ..ModFlags::default()
+        };
+        for dtype in [DType::F32, DType::F16] {
+            for mask in [None, Some(MaskKind::Bool)] {
+                for v in Self::mod_kernels(dtype, mask) {
+                    push(v.with_mods(builtin));
+                }
+            }
+        }
         all
+    }
+
+    /// The kernels that read mods, with representative tiles.
+    pub(crate) fn mod_kernels(dtype: DType, mask: Option<MaskKind>) -> Vec<Variant> {
+        let tile = |rows, per_invocation, keys, split| Tile {
+            rows,
+            per_invocation,
+            keys,
+            d4: 16,
+            dv4: 16,
+            split,
+            vec4: true,
+        };
+        vec![
+            Variant::new(Kernel::QkScores, dtype, mask),
+            Variant::new(Kernel::ApplyMask, dtype, mask),
+            Variant::new(Kernel::Fused, dtype, mask).with_tile(tile(64, 4, 16, false)),
+            Variant::new(Kernel::FusedDecode, dtype, mask).with_tile(tile(16, 1, 512, true)),
+            Variant::new(Kernel::TokenMask, dtype, None),
+            Variant::new(Kernel::BlockMask, dtype, None),
+        ]
     }
 }
 
@@ -387,9 +491,61 @@ mod tests {
         }
     }
 
+    /// A user module like the one `mods` generates: two aux tensors, both snippets.
+    const USER: &str = "@group(1) @binding(0) var<storage, read> aux_doc: array<i32>;\n\
+        @group(1) @binding(1) var<storage, read> aux_bias: array<f32>;\n\
+        fn mask_mod(b: u32, h: u32, q: u32, k: u32) -> bool {\n\
+        return aux_doc[q] == aux_doc[k] && h + b < 9u;\n}\n\
+        fn score_mod(s: f32, b: u32, h: u32, q: u32, k: u32) -> f32 {\n\
+        if (k > q) { return minus_infinity(); }\n\
+        return s + aux_bias[k];\n}\n";
+
+    /// Every kernel that reads mods, with every mod and the user's snippets, validates and
+    /// translates.
+    #[test]
+    fn variants_with_user_snippets_validate_and_translate() {
+        let all = ModFlags {
+            segments: true,
+            prefix: true,
+            alibi: true,
+            tokens: true,
+            modality: true,
+            user_mask: true,
+            user_score: true,
+            block_mask: true,
+        };
+        let only_score = ModFlags {
+            user_score: true,
+            ..ModFlags::default()
+        };
+        for dtype in [DType::F32, DType::F16] {
+            for mask in [None, Some(MaskKind::Additive(DType::F32))] {
+                for v in Variant::mod_kernels(dtype, mask) {
+                    for flags in [all, only_score] {
+                        let v = v.with_mods(flags);
+                        let source = v.source_with(Some(USER)).unwrap();
+                        let (module, info) = parse_validate(&v, &source);
+                        naga::back::spv::write_vec(
+                            &module,
+                            &info,
+                            &naga::back::spv::Options::default(),
+                            None,
+                        )
+                        .unwrap_or_else(|e| panic!("{}: SPIR-V: {e}", v.label()));
+                    }
+                }
+            }
+        }
+    }
+
     /// A variant's module, parsed and validated with the capabilities its features need.
     fn validated(variant: &Variant) -> (naga::Module, naga::valid::ModuleInfo) {
         let source = variant.source().unwrap();
+        parse_validate(variant, &source)
+    }
+
+    fn parse_validate(variant: &Variant, source: &str) -> (naga::Module, naga::valid::ModuleInfo) {
+        let source = source.to_string();
         let module = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{}: {}", variant.label(), e.emit_to_string(&source)));
         let mut caps = naga::valid::Capabilities::empty();

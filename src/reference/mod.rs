@@ -7,7 +7,7 @@
 mod bias;
 mod online;
 
-pub use online::masked_attention_online;
+pub use online::{masked_attention_online, masked_attention_online_with};
 
 use crate::error::Result;
 use crate::kv_cache;
@@ -34,8 +34,52 @@ pub fn masked_attention(
     inputs: &AttentionInputs<'_>,
     options: &AttentionOptions,
 ) -> Result<AttentionOutput> {
+    masked_attention_with(inputs, options, RustMods::default())
+}
+
+/// The user's `mask_mod` and `score_mod` as Rust closures, for the CPU reference (which does
+/// not run WGSL). Arguments as in the snippets: `(b, h, q, k)` and `(s, b, h, q, k)`.
+#[derive(Clone, Copy, Default)]
+pub struct RustMods<'a> {
+    /// Stands for the WGSL `mask_mod`.
+    pub mask_mod: Option<&'a (dyn Fn(usize, usize, usize, usize) -> bool + Sync)>,
+    /// Stands for the WGSL `score_mod` (in f64).
+    pub score_mod: Option<&'a (dyn Fn(f64, usize, usize, usize, usize) -> f64 + Sync)>,
+}
+
+impl std::fmt::Debug for RustMods<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RustMods")
+            .field("mask_mod", &self.mask_mod.is_some())
+            .field("score_mod", &self.score_mod.is_some())
+            .finish()
+    }
+}
+
+/// Checks that every WGSL snippet of the inputs has its closure (and no closure is given
+/// without its snippet, which would be a test comparing different things).
+fn check_rust_mods(inputs: &AttentionInputs<'_>, rust: &RustMods<'_>) -> Result<()> {
+    let mods = inputs.mods;
+    let wgsl_mask = mods.is_some_and(|m| m.mask_mod.is_some());
+    let wgsl_score = mods.is_some_and(|m| m.score_mod.is_some());
+    if wgsl_mask != rust.mask_mod.is_some() || wgsl_score != rust.score_mod.is_some() {
+        return Err(crate::Error::InvalidCombination(
+            "the CPU reference runs mask_mod / score_mod as Rust closures: give one closure \
+             (reference::masked_attention_with) for each WGSL snippet, and no other",
+        ));
+    }
+    Ok(())
+}
+
+/// [`masked_attention`] with the user's snippets as Rust closures.
+pub fn masked_attention_with(
+    inputs: &AttentionInputs<'_>,
+    options: &AttentionOptions,
+    rust: RustMods<'_>,
+) -> Result<AttentionOutput> {
     let p = AttentionProblem::new(inputs, options)?;
-    let ctx = RefInputs::new(&p, inputs, options);
+    check_rust_mods(inputs, &rust)?;
+    let ctx = RefInputs::new(&p, inputs, options, rust);
     let lt = p.total_len();
     let mut scores = vec![0f64; p.score_len()];
     let mut logits = vec![0f64; p.score_len()];
@@ -66,8 +110,29 @@ pub fn masked_attention(
 /// A disallowed position has probability exactly 0, but an allowed one can underflow to 0
 /// too, so this, not `probs == 0`, tells which keys a mask removed.
 pub fn allowed(inputs: &AttentionInputs<'_>, options: &AttentionOptions) -> Result<Vec<bool>> {
+    allowed_with(inputs, options, RustMods::default())
+}
+
+/// [`allowed`] with the user's `mask_mod` as a Rust closure (a `score_mod` does not change
+/// which positions a mask allows and is not needed).
+pub fn allowed_with(
+    inputs: &AttentionInputs<'_>,
+    options: &AttentionOptions,
+    rust: RustMods<'_>,
+) -> Result<Vec<bool>> {
     let p = AttentionProblem::new(inputs, options)?;
-    let bias = Bias::new(&p, inputs, options);
+    let rust = RustMods {
+        score_mod: None,
+        ..rust
+    };
+    let wgsl_mask = inputs.mods.is_some_and(|m| m.mask_mod.is_some());
+    if wgsl_mask != rust.mask_mod.is_some() {
+        return Err(crate::Error::InvalidCombination(
+            "the CPU reference runs mask_mod as a Rust closure: give one (allowed_with) \
+             exactly when the inputs have a WGSL mask_mod",
+        ));
+    }
+    let bias = Bias::new(&p, inputs, options, rust);
     let mut allowed = Vec::with_capacity(p.score_len());
     for b in 0..p.batch {
         for h in 0..p.q_heads {
@@ -124,6 +189,7 @@ impl<'a> RefInputs<'a> {
         p: &'a AttentionProblem,
         inputs: &AttentionInputs<'a>,
         options: &'a AttentionOptions,
+        rust: RustMods<'a>,
     ) -> Self {
         let widen = |past: Option<&Tensor>, new: &Tensor, dim: usize| {
             kv_cache::concat(p, past, new, dim)
@@ -135,7 +201,7 @@ impl<'a> RefInputs<'a> {
             q: inputs.q.to_f64_vec(),
             k: widen(inputs.past_k, inputs.k, p.head_dim),
             v: widen(inputs.past_v, inputs.v, p.v_dim),
-            bias: Bias::new(p, inputs, options),
+            bias: Bias::new(p, inputs, options, rust),
         }
     }
 
@@ -176,11 +242,13 @@ impl<'a> RefInputs<'a> {
             .sum();
         let s = p.scale as f64 * dot;
         let c = p.softcap as f64;
-        if c > 0.0 {
-            c * (s / c).tanh()
-        } else {
-            s
-        }
+        let s = if c > 0.0 { c * (s / c).tanh() } else { s };
+        self.bias.score_mod(s, b, h, i, j)
+    }
+
+    /// Whether a modded score removes its key (`-inf` from a score_mod).
+    pub(crate) fn removed(&self, s: f64) -> bool {
+        self.bias.removed(s)
     }
 }
 
@@ -216,7 +284,7 @@ fn apply_mask(
         if bias == f64::NEG_INFINITY {
             *l = f64::NEG_INFINITY;
         } else {
-            any_allowed = true;
+            any_allowed |= !ctx.removed(s);
             *l = s + bias;
         }
     }

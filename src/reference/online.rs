@@ -1,7 +1,7 @@
 //! The online-softmax CPU reference: one pass over the keys with a running maximum and sum,
 //! the way the fused GPU kernel works. Tested against the three-stage reference.
 
-use super::{out_index, RefInputs};
+use super::{check_rust_mods, out_index, RefInputs, RustMods};
 use crate::error::Result;
 use crate::output::AttentionOutput;
 use crate::problem::{AttentionInputs, AttentionOptions, AttentionProblem, Returns};
@@ -13,8 +13,18 @@ pub fn masked_attention_online(
     inputs: &AttentionInputs<'_>,
     options: &AttentionOptions,
 ) -> Result<AttentionOutput> {
+    masked_attention_online_with(inputs, options, RustMods::default())
+}
+
+/// [`masked_attention_online`] with the user's snippets as Rust closures.
+pub fn masked_attention_online_with(
+    inputs: &AttentionInputs<'_>,
+    options: &AttentionOptions,
+    rust: RustMods<'_>,
+) -> Result<AttentionOutput> {
     let p = AttentionProblem::new(inputs, options)?;
-    let ctx = RefInputs::new(&p, inputs, options);
+    check_rust_mods(inputs, &rust)?;
+    let ctx = RefInputs::new(&p, inputs, options, rust);
     let mut out = vec![0f64; p.out_len()];
     let mut acc = vec![0f64; p.v_dim];
     for b in 0..p.batch {
@@ -28,7 +38,11 @@ pub fn masked_attention_online(
                     if bias == f64::NEG_INFINITY {
                         continue;
                     }
-                    let x = ctx.score(b, h, i, j) + bias;
+                    let s = ctx.score(b, h, i, j);
+                    if ctx.removed(s) {
+                        continue;
+                    }
+                    let x = s + bias;
                     let m_new = m.max(x);
                     let rescale = if m == f64::NEG_INFINITY {
                         0.0

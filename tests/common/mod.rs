@@ -202,6 +202,7 @@ pub struct Case {
     pub past: Option<(Tensor, Tensor)>,
     pub kv_lengths: Option<Vec<i64>>,
     pub mask: Option<Mask>,
+    pub mods: Option<wgattn::MaskMods>,
     pub opts: AttentionOptions,
 }
 
@@ -240,6 +241,7 @@ impl Case {
             past,
             kv_lengths: None,
             mask: None,
+            mods: None,
             opts: AttentionOptions {
                 layout,
                 ..Default::default()
@@ -286,6 +288,8 @@ impl Case {
             past_v: self.past.as_ref().map(|p| &p.1),
             kv_lengths: self.kv_lengths.as_deref(),
             mask: self.mask.as_ref(),
+            mods: self.mods.as_ref(),
+            block_mask: None,
         }
     }
 

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use wgattn::{
-    AttentionInputs, AttentionOptions, AttentionProblem, Context, DType, ExecutionPath, Tensor,
+    AttentionInputs, AttentionOptions, AttentionProblem, BlockMask, Context, DType, ExecutionPath,
+    MaskMods, Tensor,
 };
 
 /// Which implementation is timed.
@@ -66,6 +67,10 @@ pub struct Request {
     pub window_right: i64,
     /// Valid keys per batch entry (ONNX `nonpad_kv_seqlen`): a key-padding mask.
     pub kv_lengths: Option<Vec<i64>>,
+    /// Structured and user-defined masks, and words naming them for the tables.
+    pub mods: Option<(MaskMods, String)>,
+    /// Build the block mask once, before the timed calls, and reuse it in each.
+    pub reuse_block_mask: bool,
 }
 
 impl Request {
@@ -102,6 +107,12 @@ impl Request {
         }
         if let Some(lengths) = &self.kv_lengths {
             parts.push(format!("key lengths {lengths:?}"));
+        }
+        if let Some((_, words)) = &self.mods {
+            parts.push(words.clone());
+        }
+        if self.reuse_block_mask {
+            parts.push("block mask reused".into());
         }
         if parts.is_empty() {
             "none".into()
@@ -180,6 +191,8 @@ pub struct Prepared {
     k: Tensor,
     v: Tensor,
     kv_lengths: Option<Vec<i64>>,
+    mods: Option<MaskMods>,
+    reuse_block_mask: bool,
     options: AttentionOptions,
     problem: AttentionProblem,
     gpu_path: Option<ExecutionPath>,
@@ -191,9 +204,20 @@ impl Prepared {
         let (q, k, v) = inputs(&request.shape, request.dtype)?;
         let options = request.options();
         let kv_lengths = request.kv_lengths.clone();
+        let mods = request.mods.as_ref().map(|(m, _)| m.clone());
         let mut attention = AttentionInputs::new(&q, &k, &v);
         if let Some(lengths) = &kv_lengths {
             attention = attention.with_kv_lengths(lengths);
+        }
+        if let Some(m) = &mods {
+            attention = attention.with_mods(m);
+            let snippet = m.mask_mod.is_some() || m.score_mod.is_some();
+            if snippet && request.path == BenchPath::Reference {
+                return Err(anyhow!(
+                    "the CPU reference runs mask_mod / score_mod only as Rust closures \
+                     (wgattn::reference::masked_attention_with): time staged or fused"
+                ));
+            }
         }
         let problem = AttentionProblem::new(&attention, &options)?;
         Ok(Prepared {
@@ -201,6 +225,8 @@ impl Prepared {
             k,
             v,
             kv_lengths,
+            mods,
+            reuse_block_mask: request.reuse_block_mask,
             options,
             problem,
             gpu_path: request.path.gpu_path(),
@@ -208,11 +234,14 @@ impl Prepared {
     }
 
     fn inputs(&self) -> AttentionInputs<'_> {
-        let inputs = AttentionInputs::new(&self.q, &self.k, &self.v);
-        match &self.kv_lengths {
-            Some(lengths) => inputs.with_kv_lengths(lengths),
-            None => inputs,
+        let mut inputs = AttentionInputs::new(&self.q, &self.k, &self.v);
+        if let Some(lengths) = &self.kv_lengths {
+            inputs = inputs.with_kv_lengths(lengths);
         }
+        if let Some(m) = &self.mods {
+            inputs = inputs.with_mods(m);
+        }
+        inputs
     }
 
     /// Dense FLOPs of one call.
@@ -241,6 +270,15 @@ impl Prepared {
             wgattn::resolve_path(ctx, &self.problem, path)?;
         }
         ctx.trim_memory();
+        let block_mask: Option<BlockMask> = if self.reuse_block_mask {
+            Some(wgattn::block_mask(ctx, &inputs, &self.options)?)
+        } else {
+            None
+        };
+        let inputs = match &block_mask {
+            Some(bm) => inputs.with_block_mask(bm),
+            None => inputs,
+        };
         let times = timed(iterations, || {
             wgattn::masked_attention(ctx, &inputs, &self.options)
         })?;
@@ -384,6 +422,8 @@ mod tests {
             window_left: -1,
             window_right: -1,
             kv_lengths: None,
+            mods: None,
+            reuse_block_mask: false,
         };
         assert_eq!(r.mask_description(), "none");
         r.causal = true;

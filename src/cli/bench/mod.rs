@@ -27,7 +27,13 @@ use record::{Figures, RequestFields};
 use suite::SuiteName;
 
 /// The options that describe the one shape, which `--suite`, `--compare` and `--plot` refuse.
-const ONE_SHAPE: [&str; 14] = [
+const ONE_SHAPE: [&str; 20] = [
+    "documents",
+    "mask_mod",
+    "score_mod",
+    "alibi",
+    "prefix_len",
+    "reuse_block_mask",
     "batch",
     "q_heads",
     "kv_heads",
@@ -86,6 +92,26 @@ pub struct BenchArgs {
     /// Sliding window, keys to the right of the diagonal; -1 = unbounded.
     #[arg(long, value_name = "W", default_value_t = -1, allow_negative_numbers = true)]
     pub window_right: i64,
+    /// Packed documents: N equal segments, each attending only to itself (a segment mask).
+    #[arg(long, value_name = "N")]
+    pub documents: Option<usize>,
+    /// A user mask_mod: the body of `fn mask_mod(b: u32, h: u32, q: u32, k: u32) -> bool` in
+    /// WGSL, e.g. `'return k <= q;'`.
+    #[arg(long, value_name = "WGSL")]
+    pub mask_mod: Option<String>,
+    /// A user score_mod: the body of
+    /// `fn score_mod(s: f32, b: u32, h: u32, q: u32, k: u32) -> f32` in WGSL.
+    #[arg(long, value_name = "WGSL")]
+    pub score_mod: Option<String>,
+    /// ALiBi with the paper's slopes (one-sided).
+    #[arg(long)]
+    pub alibi: bool,
+    /// Prefix-LM: bidirectional inside the first P keys, causal after.
+    #[arg(long, value_name = "P")]
+    pub prefix_len: Option<i64>,
+    /// Build the block mask once before the timed calls and reuse it (`wgattn::block_mask`).
+    #[arg(long)]
+    pub reuse_block_mask: bool,
     /// Element type of q, k, v and out: f32, f16 or bf16.
     #[arg(long, value_name = "DTYPE", default_value = "f32", value_parser = parse_dtype)]
     pub dtype: DType,
@@ -193,7 +219,44 @@ impl BenchArgs {
             window_left: self.window_left,
             window_right: self.window_right,
             kv_lengths: None,
+            mods: self.mods(),
+            reuse_block_mask: self.reuse_block_mask,
         }
+    }
+
+    /// The mods the options ask for, and words naming them.
+    fn mods(&self) -> Option<(wgattn::MaskMods, String)> {
+        let mut mods = wgattn::MaskMods::default();
+        let mut words = Vec::new();
+        let (b, lq) = (self.batch, self.q_len);
+        let lt = self.kv_len.unwrap_or(lq);
+        if let Some(n) = self.documents {
+            let n = n.max(1);
+            let doc = |j: usize| (j * n / lt.max(1)) as i64;
+            let kv: Vec<i64> = (0..b).flat_map(|_| (0..lt).map(doc)).collect();
+            let q: Vec<i64> = (0..b)
+                .flat_map(|_| (0..lq).map(|i| doc((lt + i).saturating_sub(lq))))
+                .collect();
+            mods.segments = Some(wgattn::Segments { q, kv });
+            words.push(format!("{n} documents"));
+        }
+        if let Some(p) = self.prefix_len {
+            mods.prefix_lengths = Some(vec![p; b]);
+            words.push(format!("prefix-LM {p}"));
+        }
+        if self.alibi {
+            mods.alibi = Some(wgattn::Alibi::default());
+            words.push("ALiBi".into());
+        }
+        if let Some(src) = &self.mask_mod {
+            mods.mask_mod = Some(src.clone());
+            words.push(format!("mask_mod `{src}`"));
+        }
+        if let Some(src) = &self.score_mod {
+            mods.score_mod = Some(src.clone());
+            words.push(format!("score_mod `{src}`"));
+        }
+        (!words.is_empty()).then(|| (mods, words.join(" + ")))
     }
 
     /// The tuning that turns off what `--without` names.

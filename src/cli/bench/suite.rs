@@ -253,6 +253,8 @@ impl Block {
                 window_left,
                 window_right: -1,
                 kv_lengths,
+                mods: None,
+                reuse_block_mask: false,
             },
         }
     }
