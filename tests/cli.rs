@@ -690,3 +690,160 @@ fn demo_checks_staged_against_reference() {
         assert!(stdout.contains(word), "demo should show {word}: {stdout}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Mods in case files (README, "Custom masks").
+
+fn ints_i64(v: &[i64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn ints_i32(v: &[i32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Every mod at once in a case file, run through the binary against the reference, and drawn
+/// by `wgattn mask --case` (the mask_mod evaluated on the GPU) against the reference's
+/// allowed positions.
+#[test]
+fn case_file_mods_run_and_draw() {
+    let dir = Scratch::new("mods");
+    let (b, h, l) = (2usize, 2usize, 9usize);
+    let (q, k, v) = qkv(41, DType::F32, [b, h, h, l, l, 4, 4]);
+    let seg: Vec<i64> = (0..b * l).map(|x| ((x % l) / 4) as i64).collect();
+    let ids: Vec<i32> = (0..b * l).map(|x| (x * 7 % 5) as i32).collect();
+    let modality_q: Vec<i32> = (0..b * l).map(|x| i32::from(x % l >= 3)).collect();
+    let doc: Vec<i32> = (0..l as i32).map(|j| j % 3).collect();
+    let case = dir.path("case.safetensors");
+    CaseFile::new(&q, &k, &v)
+        .raw("q_segment", Dtype::I64, &[b, l], ints_i64(&seg))
+        .raw("kv_segment", Dtype::I64, &[b, l], ints_i64(&seg))
+        .raw("prefix_len", Dtype::I32, &[b], ints_i32(&[2, 0]))
+        .meta("alibi", "one-sided")
+        .raw("kv_token_ids", Dtype::I32, &[b, l], ints_i32(&ids))
+        .meta("blocked_ids", "4")
+        .raw("modality_q", Dtype::I32, &[b, l], ints_i32(&modality_q))
+        .raw("modality_kv", Dtype::I32, &[b, l], ints_i32(&modality_q))
+        .raw("modality_allow", Dtype::BOOL, &[2, 2], vec![1, 0, 1, 1])
+        .raw("modality_causal", Dtype::BOOL, &[2], vec![0, 1])
+        .raw("aux_doc", Dtype::I32, &[l], ints_i32(&doc))
+        .meta("mask_mod", "return aux_doc[k] != 2 || k == q;")
+        .meta("score_mod", "return s * 0.75;")
+        .write(&case);
+
+    let mods = wgattn::MaskMods {
+        segments: Some(wgattn::Segments {
+            q: seg.clone(),
+            kv: seg,
+        }),
+        prefix_lengths: Some(vec![2, 0]),
+        alibi: Some(wgattn::Alibi::default()),
+        token_filter: Some(wgattn::TokenFilter {
+            kv_token_ids: ids.iter().map(|&x| x as i64).collect(),
+            blocked: wgattn::BlockedTokens::Ids(vec![4]),
+        }),
+        modalities: Some(wgattn::Modalities {
+            q: modality_q.iter().map(|&x| x as u32).collect(),
+            kv: modality_q.iter().map(|&x| x as u32).collect(),
+            allow: vec![true, false, true, true],
+            causal: vec![false, true],
+        }),
+        mask_mod: Some("return aux_doc[k] != 2 || k == q;".into()),
+        score_mod: Some("return s * 0.75;".into()),
+        aux: vec![wgattn::Aux::i32("doc", doc.clone())],
+    };
+    let mask = |_b: usize, _h: usize, q: usize, k: usize| doc[k] != 2 || k == q;
+    let score = |s: f64, _b: usize, _h: usize, _q: usize, _k: usize| s * 0.75;
+    let rust = reference::RustMods {
+        mask_mod: Some(&mask),
+        score_mod: Some(&score),
+    };
+    let inputs = AttentionInputs::new(&q, &k, &v).with_mods(&mods);
+    let options = AttentionOptions::default();
+    let want = reference::masked_attention_with(&inputs, &options, rust).unwrap();
+    for path in ["fused", "staged"] {
+        let got = run_ok(
+            &case,
+            &dir.path(&format!("{path}.safetensors")),
+            &["--path", path],
+        );
+        assert_close(
+            &format!("out {path}"),
+            &got["out"],
+            &want.out,
+            tol(DType::F32),
+        );
+    }
+
+    // The CPU reference cannot run WGSL: one clear line, nothing written.
+    let out = dir.path("ref.safetensors");
+    let o = wgattn(&[
+        "run",
+        case.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--path",
+        "reference",
+    ]);
+    assert_fails(&o, &["mask_mod", "closure"]);
+    assert!(!out.exists());
+
+    // The picture's text form: `#` exactly where the reference allows.
+    let o = wgattn(&["mask", "--case", case.to_str().unwrap(), "--ascii"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let allowed = reference::allowed_with(&inputs, &options, rust).unwrap();
+    let stdout = text(&o.stdout);
+    assert!(
+        stdout.contains("segments") && stdout.contains("mask_mod"),
+        "{stdout}"
+    );
+    let grid: Vec<bool> = stdout
+        .lines()
+        .filter(|line| line.len() == l && line.chars().all(|c| c == '#' || c == '.'))
+        .flat_map(|line| line.chars().map(|c| c == '#').collect::<Vec<_>>())
+        .collect();
+    // Heads allow alike, so each batch entry is one block of Lq lines.
+    let per_head: Vec<bool> = (0..b)
+        .flat_map(|bi| allowed[bi * h * l * l..bi * h * l * l + l * l].to_vec())
+        .collect();
+    assert_eq!(grid, per_head, "{stdout}");
+}
+
+#[test]
+fn case_file_mod_errors_are_one_line() {
+    let dir = Scratch::new("mod_errors");
+    let (q, k, v) = qkv(42, DType::F32, [1, 1, 1, 4, 4, 4, 4]);
+    let base = || CaseFile::new(&q, &k, &v);
+    for (name, case, expect) in [
+        (
+            "snippet",
+            base().meta("mask_mod", "let a = 1u;\nreturn a == ;"),
+            &["mask_mod", "line 2"][..],
+        ),
+        (
+            "segments_alone",
+            base().raw("q_segment", Dtype::I64, &[1, 4], ints_i64(&[0; 4])),
+            &["q_segment", "kv_segment"][..],
+        ),
+        (
+            "blocked_without_ids",
+            base().meta("blocked_ids", "1,2"),
+            &["kv_token_ids"][..],
+        ),
+        (
+            "aux_dtype",
+            base()
+                .meta("mask_mod", "return true;")
+                .raw("aux_x", Dtype::I64, &[1], ints_i64(&[1])),
+            &["aux_x", "I32"][..],
+        ),
+        (
+            "alibi_kind",
+            base().meta("alibi", "both"),
+            &["alibi", "symmetric"][..],
+        ),
+    ] {
+        assert_run_fails(name, &case.bytes(), &[], expect);
+    }
+    let _ = dir;
+}

@@ -5,6 +5,10 @@
 
 mod common;
 
+#[allow(dead_code)]
+#[path = "../examples/custom_mask.rs"]
+mod custom_mask_example;
+
 use common::{compare, ctx, Case, Dims, Rng, Tols, ALL_RETURNS};
 use wgattn::reference::{self, RustMods};
 use wgattn::{
@@ -534,4 +538,32 @@ fn bad_snippets_and_bad_tables_are_typed_errors() {
         reference::masked_attention(&c.inputs(), &c.opts),
         Err(Error::InvalidCombination(_))
     ));
+}
+
+/// `examples/custom_mask.rs` runs and agrees with the reference, and the README shows its
+/// snippet line for line.
+#[test]
+fn custom_mask_example_runs_and_is_the_readme_snippet() {
+    let (_, shape, worst) = custom_mask_example::run().expect("the example runs");
+    assert_eq!(shape, vec![1, 2, 24, 16]);
+    assert!(worst < 1e-4, "GPU and CPU disagree by {worst}");
+    let example = include_str!("../examples/custom_mask.rs");
+    let readme = include_str!("../README.md");
+    let start = example
+        .find("mask_mod: Some(")
+        .expect("the example has a mask_mod");
+    let body = &example[start..];
+    let lines: Vec<&str> = body
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.trim().starts_with('"'))
+        .map(str::trim)
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    for line in lines {
+        assert!(
+            readme.contains(line),
+            "README lacks the example's line {line:?}"
+        );
+    }
 }
