@@ -292,6 +292,7 @@ impl Context {
         }
         let source = variant.source().map_err(Error::Gpu)?;
         let label = variant.label();
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
             .device
@@ -331,6 +332,14 @@ impl Context {
             });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!("building {label}: {e}")));
+        }
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            return Err(Error::OutOfMemory {
+                what: format!("pipeline {label}"),
+                requested: 0,
+                engine_bytes: self.memory().live_bytes,
+                message: e.to_string(),
+            });
         }
         cache.insert(variant, pipeline.clone());
         Ok(pipeline)
