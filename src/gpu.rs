@@ -330,6 +330,8 @@ impl<'c> Held<'c> {
     pub(crate) fn give_back(&mut self) {
         if !self.pooled {
             self.buffers.clear();
+        }
+        if self.buffers.is_empty() && !self.out_of_memory {
             return;
         }
         if let Ok(mut pool) = self.ctx.pool.lock() {
