@@ -318,6 +318,7 @@ impl Context {
         }
         let source = variant.source_with(key.1.as_deref()).map_err(Error::Gpu)?;
         let label = variant.label();
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
             .device
@@ -367,6 +368,14 @@ impl Context {
             });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!("building {label}: {e}")));
+        }
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            return Err(Error::OutOfMemory {
+                what: format!("pipeline {label}"),
+                requested: 0,
+                engine_bytes: self.memory().live_bytes,
+                message: e.to_string(),
+            });
         }
         cache.insert(key, pipeline.clone());
         Ok(pipeline)

@@ -5,7 +5,8 @@ use crate::tensor::DType;
 /// Everything that can go wrong in a request, named with the sizes involved.
 ///
 /// Each variant is checked before anything is dispatched to the GPU, except
-/// [`Error::Gpu`] and [`Error::DeviceLost`], which report what the device itself said.
+/// [`Error::Gpu`], [`Error::OutOfMemory`] and [`Error::DeviceLost`], which report what the
+/// device itself said.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -143,9 +144,31 @@ pub enum Error {
     /// The adapter refused to create a device.
     #[error("could not create a device: {0}")]
     RequestDevice(String),
-    /// wgpu reported an error (validation, out of memory, mapping).
+    /// wgpu reported an error (validation, mapping).
     #[error("GPU error: {0}")]
     Gpu(String),
+    /// The device could not allocate memory a call needed (wgpu's `OutOfMemory`). The call
+    /// has released every buffer it held and the engine has freed the buffers it kept for
+    /// reuse; the context stays usable, so a later call (smaller, or after the app frees
+    /// memory) can succeed.
+    #[error(
+        "out of GPU memory: {what} of {requested} bytes (the engine held {engine_bytes} bytes \
+         on this context): {message}"
+    )]
+    OutOfMemory {
+        /// What could not be allocated: a `read-back`, `storage`, `upload` or `uniform`
+        /// buffer, a `pipeline` (named), or `submission` when the device ran out while
+        /// accepting the work.
+        what: String,
+        /// Bytes of that buffer; for a `submission`, the bytes of every buffer the call held;
+        /// 0 for a pipeline.
+        requested: u64,
+        /// Bytes of GPU buffers the engine had allocated on this context when it failed (in
+        /// use by calls and kept for reuse, as [`Context::memory`](crate::Context::memory)).
+        engine_bytes: u64,
+        /// What the device said.
+        message: String,
+    },
     /// The device was lost; the context cannot be used any more.
     #[error("GPU device lost: {0}")]
     DeviceLost(String),

@@ -172,15 +172,55 @@ pub(crate) fn grid(ctx: &Context, kernel: &str, n: u64) -> Result<(u32, u32)> {
     Ok((x as u32, y as u32))
 }
 
+/// Creates a buffer inside an out-of-memory error scope, so that an allocation the device
+/// refuses is [`Error::OutOfMemory`] naming its size: never an invalid buffer handed on to a
+/// later call, nor an error left to wgpu's uncaptured-error handler. `engine_bytes`: what the
+/// engine has allocated on the context now (for the error).
+pub(crate) fn create_buffer(
+    device: &wgpu::Device,
+    desc: &wgpu::BufferDescriptor<'_>,
+    engine_bytes: u64,
+) -> Result<wgpu::Buffer> {
+    let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let buffer = device.create_buffer(desc);
+    match pollster::block_on(scope.pop()) {
+        None => Ok(buffer),
+        Some(e) => Err(Error::OutOfMemory {
+            what: buffer_role(desc.usage).to_string(),
+            requested: desc.size,
+            engine_bytes,
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// What an engine buffer of this usage is for, in [`Error::OutOfMemory`].
+fn buffer_role(usage: wgpu::BufferUsages) -> &'static str {
+    if usage.contains(wgpu::BufferUsages::MAP_READ) {
+        "read-back buffer"
+    } else if usage.contains(wgpu::BufferUsages::MAP_WRITE) {
+        "upload buffer"
+    } else if usage.contains(wgpu::BufferUsages::UNIFORM) {
+        "uniform buffer"
+    } else {
+        "storage buffer"
+    }
+}
+
 /// Buffers taken from the pool for one call; all go back when the call ends, however it ends.
 ///
 /// An unpooled `Held` (work recorded into a caller's encoder, which the engine never sees
 /// finish) creates fresh buffers, written at creation, and never reuses them, so nothing
 /// the GPU has yet to read can be overwritten by a later call.
+///
+/// When the device runs out of memory during the call, its buffers are dropped instead of
+/// pooled and the pool frees the buffers it keeps for reuse, so the memory goes back to the
+/// device at once.
 pub(crate) struct Held<'c> {
     ctx: &'c Context,
     buffers: Vec<wgpu::Buffer>,
     pooled: bool,
+    out_of_memory: bool,
 }
 
 impl<'c> Held<'c> {
@@ -189,45 +229,69 @@ impl<'c> Held<'c> {
             ctx,
             buffers: Vec::new(),
             pooled: true,
+            out_of_memory: false,
         }
     }
 
     /// Fresh buffers that are dropped, not pooled, at the end.
     pub(crate) fn unpooled(ctx: &'c Context) -> Self {
-        Held {
-            ctx,
-            buffers: Vec::new(),
-            pooled: false,
+        let mut held = Held::new(ctx);
+        held.pooled = false;
+        held
+    }
+
+    /// Bytes of every buffer held.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.buffers.iter().map(|b| b.size()).sum()
+    }
+
+    /// Notes an out-of-memory error on the way out, so that [`Held::give_back`] frees memory.
+    fn note<T>(&mut self, r: Result<T>) -> Result<T> {
+        if let Err(Error::OutOfMemory { .. }) = &r {
+            self.out_of_memory = true;
         }
+        r
+    }
+
+    /// Marks the call as having run out of memory (an error reported at submission).
+    pub(crate) fn ran_out_of_memory(&mut self) {
+        self.out_of_memory = true;
+    }
+
+    /// An unpooled buffer, counted in the error as the engine's live bytes plus what this
+    /// call holds.
+    fn fresh(&mut self, desc: &wgpu::BufferDescriptor<'_>) -> Result<wgpu::Buffer> {
+        let engine_bytes = self.ctx.memory().live_bytes + self.bytes();
+        let b = create_buffer(self.ctx.device(), desc, engine_bytes);
+        let b = self.note(b)?;
+        self.buffers.push(b.clone());
+        Ok(b)
     }
 
     /// A fresh buffer holding `bytes` (padded to 16), written at creation.
-    fn fresh_with(&mut self, bytes: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
+    fn fresh_with(&mut self, bytes: &[u8], usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
         let size = (bytes.len() as u64).max(16).next_multiple_of(16);
-        let b = self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        let b = self.fresh(&wgpu::BufferDescriptor {
             label: Some("wgattn recorded"),
             size,
             usage,
             mapped_at_creation: true,
-        });
+        })?;
         if let Ok(mut view) = b.get_mapped_range_mut(..) {
             view.slice(..bytes.len()).copy_from_slice(bytes);
         }
         b.unmap();
-        self.buffers.push(b.clone());
-        b
+        Ok(b)
     }
 
     pub(crate) fn take(&mut self, size: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
         if !self.pooled {
-            let b = self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            return self.fresh(&wgpu::BufferDescriptor {
                 label: Some("wgattn recorded"),
                 size: size.max(16).next_multiple_of(16),
                 usage,
                 mapped_at_creation: false,
             });
-            self.buffers.push(b.clone());
-            return Ok(b);
         }
         let mut pool = self
             .ctx
@@ -240,6 +304,8 @@ impl<'c> Held<'c> {
             usage,
             self.ctx.limits().max_buffer_size,
         );
+        drop(pool);
+        let b = self.note(b)?;
         self.buffers.push(b.clone());
         Ok(b)
     }
@@ -250,7 +316,7 @@ impl<'c> Held<'c> {
     /// copy cost more than the kernels of a decode step).
     pub(crate) fn upload(&mut self, bytes: &[u8]) -> Result<wgpu::Buffer> {
         if !self.pooled {
-            return Ok(self.fresh_with(bytes, STORAGE));
+            return self.fresh_with(bytes, STORAGE);
         }
         if bytes.len() >= MAPPED_UPLOAD_MIN && self.ctx.uses_mapped_uploads() {
             let b = self.take(bytes.len() as u64, STORAGE | wgpu::BufferUsages::MAP_WRITE)?;
@@ -278,7 +344,7 @@ impl<'c> Held<'c> {
     pub(crate) fn uniform(&mut self, params: &Params) -> Result<wgpu::Buffer> {
         if !self.pooled {
             let usage = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
-            return Ok(self.fresh_with(bytemuck::bytes_of(params), usage));
+            return self.fresh_with(bytemuck::bytes_of(params), usage);
         }
         let b = self.take(
             std::mem::size_of::<Params>() as u64,
@@ -293,11 +359,16 @@ impl<'c> Held<'c> {
     pub(crate) fn give_back(&mut self) {
         if !self.pooled {
             self.buffers.clear();
+        }
+        if self.buffers.is_empty() && !self.out_of_memory {
             return;
         }
         if let Ok(mut pool) = self.ctx.pool.lock() {
             for b in self.buffers.drain(..) {
                 pool.give(b);
+            }
+            if self.out_of_memory {
+                pool.release_free();
             }
         }
     }
@@ -547,10 +618,16 @@ pub(crate) async fn submit_and_read(
         let validation = pollster::block_on(validation.pop());
         let oom = pollster::block_on(oom.pop());
         let submitted = submitted?;
-        if let Some(e) = validation.or(oom) {
-            return Err(match e {
-                wgpu::Error::OutOfMemory { .. } => Error::Gpu(format!("out of GPU memory: {e}")),
-                e => Error::Gpu(e.to_string()),
+        if let Some(e) = validation {
+            return Err(Error::Gpu(e.to_string()));
+        }
+        if let Some(e) = oom {
+            held.ran_out_of_memory();
+            return Err(Error::OutOfMemory {
+                what: "submission".into(),
+                requested: held.bytes(),
+                engine_bytes: ctx.memory().live_bytes,
+                message: e.to_string(),
             });
         }
         submitted

@@ -1,5 +1,8 @@
 //! Buffers reused across calls: a call takes what it needs and gives it back when done.
 
+use crate::error::Result;
+use crate::gpu::create_buffer;
+
 /// Free buffers, by usage and size class.
 #[derive(Default)]
 pub(crate) struct BufferPool {
@@ -15,14 +18,16 @@ pub(crate) struct BufferPool {
 const KEEP_BYTES: u64 = 512 << 20;
 
 impl BufferPool {
-    /// A buffer of at least `size` bytes with exactly `usage`, reused when one fits.
+    /// A buffer of at least `size` bytes with exactly `usage`, reused when one fits. An
+    /// allocation the device refuses is [`Error::OutOfMemory`](crate::Error::OutOfMemory) and
+    /// is not counted.
     pub(crate) fn take(
         &mut self,
         device: &wgpu::Device,
         size: u64,
         usage: wgpu::BufferUsages,
         max: u64,
-    ) -> wgpu::Buffer {
+    ) -> Result<wgpu::Buffer> {
         let size = size.max(16).next_multiple_of(16);
         // Size classes (eight per octave from 256 B, so at most 1/8 is wasted) make buffers of
         // one class interchangeable: a repeated call finds exactly the buffers the previous one
@@ -36,16 +41,19 @@ impl BufferPool {
         {
             let b = self.free.swap_remove(i);
             self.free_bytes -= b.size();
-            return b;
+            return Ok(b);
         }
-        self.live_bytes += alloc;
-        self.peak_bytes = self.peak_bytes.max(self.live_bytes);
-        device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(&format!("wgattn pool {alloc}B {usage:?}")),
+        let label = format!("wgattn pool {alloc}B {usage:?}");
+        let desc = wgpu::BufferDescriptor {
+            label: Some(&label),
             size: alloc,
             usage,
             mapped_at_creation: false,
-        })
+        };
+        let b = create_buffer(device, &desc, self.live_bytes)?;
+        self.live_bytes += alloc;
+        self.peak_bytes = self.peak_bytes.max(self.live_bytes);
+        Ok(b)
     }
 
     /// Returns a buffer for later calls.
@@ -68,11 +76,17 @@ impl BufferPool {
 
     /// Drops every free buffer and restarts the high-water mark from what is live.
     pub(crate) fn trim(&mut self) {
+        self.release_free();
+        self.peak_bytes = self.live_bytes;
+    }
+
+    /// Drops every free buffer (after the device ran out of memory), keeping the high-water
+    /// mark.
+    pub(crate) fn release_free(&mut self) {
         for b in self.free.drain(..) {
             self.live_bytes -= b.size();
         }
         self.free_bytes = 0;
-        self.peak_bytes = self.live_bytes;
     }
 }
 

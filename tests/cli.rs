@@ -11,48 +11,16 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
+use common::cli::{self, assert_fails, text, wgattn, Scratch};
 use common::{assert_close, random, Rng, Tol};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use wgattn::{reference, AttentionInputs, AttentionOptions, BoolMask, DType, Layout, Mask, Tensor};
 
 // ---------------------------------------------------------------------------------------------
-// Helpers: a scratch directory, case files, running the binary, reading results.
-
-/// A fresh directory under the system temp dir, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("wgattn-cli-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// The names of the files in the directory, sorted.
-    fn files(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+// Helpers: case files, running the binary, reading results.
 
 /// A case file under construction: named raw tensors and string metadata.
 #[derive(Default)]
@@ -135,29 +103,11 @@ impl CaseFile {
     }
 }
 
-/// Runs the binary with `args`.
-fn wgattn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgattn"))
-        .args(args)
-        .output()
-        .expect("the wgattn binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// `wgattn run CASE -o OUT EXTRA...`, asserting success; the result file's tensors by name.
 fn run_ok(case: &Path, out: &Path, extra: &[&str]) -> HashMap<String, Tensor> {
     let mut args = vec!["run", case.to_str().unwrap(), "-o", out.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let o = wgattn(&args);
-    assert!(
-        o.status.success(),
-        "wgattn {args:?} failed ({}): {}",
-        o.status,
-        text(&o.stderr)
-    );
+    cli::run_ok(&args);
     read_result(out)
 }
 
@@ -204,25 +154,6 @@ fn assert_run_fails(test: &str, case_bytes: &[u8], extra: &[&str], expect: &[&st
     assert_fails(&wgattn(&args), expect);
     assert!(!out.exists(), "{test}: the output file was written");
     assert_eq!(dir.files(), ["case.safetensors"], "{test}: stray files");
-}
-
-fn assert_fails(o: &Output, expect: &[&str]) {
-    let stderr = text(&o.stderr);
-    assert!(!o.status.success(), "expected a failure, stderr: {stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected one line on stderr, got: {stderr:?}"
-    );
-    assert!(lines[0].starts_with("error: "), "stderr: {stderr:?}");
-    assert!(!stderr.contains("panicked"), "stderr: {stderr:?}");
-    for word in expect {
-        assert!(
-            stderr.contains(word),
-            "stderr should mention {word:?}: {stderr:?}"
-        );
-    }
 }
 
 /// Random `q [B, Hq, Lq, D]`, `k [B, Hkv, Lk, D]`, `v [B, Hkv, Lk, Dv]` (`bhsd`).

@@ -5,8 +5,12 @@
 //! Needs the binary: `cargo test --features cli --test cli_bench`.
 #![cfg(feature = "cli")]
 
+mod common;
+
 use std::collections::HashMap;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::cli::{assert_fails, run_ok, text, wgattn};
 
 /// A tiny shape: B = 1, H = 2, L = 16, D = 8, two timed calls.
 const TINY: [&str; 10] = [
@@ -63,30 +67,12 @@ const ERROR_KEYS: [&str; 13] = [
     "error",
 ];
 
-fn wgattn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgattn"))
-        .args(args)
-        .output()
-        .expect("the wgattn binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// `wgattn bench --path PATH` on the tiny shape plus `extra`, asserting success; its stdout.
 fn bench_ok(path: &str, extra: &[&str]) -> String {
     let mut args = vec!["bench", "--path", path];
     args.extend_from_slice(&TINY);
     args.extend_from_slice(extra);
-    let o = wgattn(&args);
-    assert!(
-        o.status.success(),
-        "wgattn {args:?} failed ({}): {}",
-        o.status,
-        text(&o.stderr)
-    );
-    text(&o.stdout)
+    run_ok(&args)
 }
 
 /// [`bench_ok`] with `--json`: the one object it prints.
@@ -105,23 +91,6 @@ fn bench_json(path: &str, extra: &[&str]) -> HashMap<String, Json> {
     assert!(object["min_ms"].num() <= object["median_ms"].num());
     assert!(object["median_ms"].num() <= object["max_ms"].num());
     object
-}
-
-/// Asserts the failure contract: non-zero exit, exactly one `error:` line on stderr that
-/// mentions every one of `expect`.
-fn assert_fails(o: &Output, expect: &[&str]) {
-    let stderr = text(&o.stderr);
-    assert!(!o.status.success(), "expected a failure, stderr: {stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line on stderr: {stderr:?}");
-    assert!(lines[0].starts_with("error: "), "stderr: {stderr:?}");
-    assert!(!stderr.contains("panicked"), "stderr: {stderr:?}");
-    for word in expect {
-        assert!(
-            stderr.contains(word),
-            "stderr should mention {word:?}: {stderr:?}"
-        );
-    }
 }
 
 /// Asserts stdout is one error object with the request's fields and an `error` mentioning

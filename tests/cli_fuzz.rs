@@ -12,8 +12,8 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 
+use common::cli::{command, Scratch};
 use common::Rng;
 
 use safetensors::tensor::TensorView;
@@ -22,16 +22,15 @@ use safetensors::Dtype;
 /// Runs `wgattn run INPUT -o OUTPUT`: exit code and the stderr lines that are not Mesa's
 /// headless noise.
 fn run_case(input: &Path, output: &Path) -> (Option<i32>, String, Vec<String>) {
-    let o = Command::new(env!("CARGO_BIN_EXE_wgattn"))
-        .args([
-            "run",
-            input.to_str().unwrap(),
-            "-o",
-            output.to_str().unwrap(),
-        ])
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("the wgattn binary runs");
+    let o = command(&[
+        "run",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ])
+    .env_remove("RUST_BACKTRACE")
+    .output()
+    .expect("the wgattn binary runs");
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     let lines = stderr
         .lines()
@@ -155,15 +154,14 @@ fn mutated_case_files_never_crash_the_cli() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(80);
-    let dir = std::env::temp_dir().join(format!("wgattn-fuzz-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("mutants");
     let base = base_case();
     let (mut ok, mut refused) = (0, 0);
     for seed in 0..cases as u64 {
         let mut rng = Rng::new(seed);
         let bytes = mutate(&base, &mut rng);
-        let input = dir.join(format!("case-{seed}.safetensors"));
-        let output = dir.join(format!("out-{seed}.safetensors"));
+        let input = dir.path(&format!("case-{seed}.safetensors"));
+        let output = dir.path(&format!("out-{seed}.safetensors"));
         std::fs::write(&input, &bytes).unwrap();
         let (code, stderr, errors) = run_case(&input, &output);
         assert!(
@@ -198,15 +196,13 @@ fn mutated_case_files_never_crash_the_cli() {
     }
     println!("{cases} mutants: {ok} ran, {refused} refused with one error line");
     assert!(refused > 0 && ok + refused == cases);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// Headers that declare tensors far larger than the file (or than memory, or whose element
 /// count overflows) are refused in one line before anything is allocated.
 #[test]
 fn declared_sizes_beyond_the_file_or_memory_are_refused() {
-    let dir = std::env::temp_dir().join(format!("wgattn-sizes-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("sizes");
     let shapes = [
         // 2^64 elements: the count overflows.
         "[4294967296, 4294967296, 1, 1]",
@@ -232,8 +228,8 @@ fn declared_sizes_beyond_the_file_or_memory_are_refused() {
         let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
         bytes.extend_from_slice(header.as_bytes());
         bytes.extend(std::iter::repeat_n(0u8, 192));
-        let input = dir.join(format!("big-{n}.safetensors"));
-        let output = dir.join(format!("out-{n}.safetensors"));
+        let input = dir.path(&format!("big-{n}.safetensors"));
+        let output = dir.path(&format!("out-{n}.safetensors"));
         std::fs::write(&input, &bytes).unwrap();
         let start = std::time::Instant::now();
         let (code, stderr, errors) = run_case(&input, &output);
@@ -247,5 +243,4 @@ fn declared_sizes_beyond_the_file_or_memory_are_refused() {
             start.elapsed()
         );
     }
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -12,9 +12,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
+use common::cli::{self, run_ok, text, wgattn, Scratch};
 use common::{random, Rng};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
@@ -28,43 +28,7 @@ const TOP: [u8; 3] = [253, 231, 37];
 const BOTTOM: [u8; 3] = [68, 1, 84];
 
 // ---------------------------------------------------------------------------------------------
-// Helpers: a scratch directory, case files, the binary, decoding pictures.
-
-/// A fresh directory under the system temp dir, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("wgattn-pics-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn arg(&self, name: &str) -> String {
-        self.path(name).to_str().unwrap().to_string()
-    }
-
-    /// The names of the files in the directory, sorted.
-    fn files(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+// Helpers: case files, the binary, decoding pictures.
 
 /// Writes a case file: f32 `q`, `k`, `v`, optionally a BOOL mask and I64 key lengths.
 fn write_case(
@@ -121,50 +85,15 @@ fn random_qkv(seed: u64, b: usize, h: usize, lq: usize, lk: usize, d: usize) -> 
     ]
 }
 
-fn wgattn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgattn"))
-        .args(args)
-        .output()
-        .expect("the wgattn binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn run_ok(args: &[&str]) -> String {
-    let o = wgattn(args);
-    assert!(
-        o.status.success(),
-        "wgattn {args:?} failed ({}): {}",
-        o.status,
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
-
-/// Non-zero exit, one `error:` line on stderr holding each of `expect`, no panic.
+/// Runs `wgattn ARGS...` and asserts the failure contract ([`cli::assert_fails`]: non-zero
+/// exit, one `error:` line on stderr holding each of `expect`, no panic), and no internal
+/// error.
 fn assert_fails(args: &[&str], expect: &[&str]) {
+    println!("wgattn {args:?}");
     let o = wgattn(args);
+    cli::assert_fails(&o, expect);
     let stderr = text(&o.stderr);
-    assert!(
-        !o.status.success(),
-        "{args:?} should fail; stderr: {stderr}"
-    );
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{args:?}: one line on stderr, got {stderr:?}"
-    );
-    assert!(lines[0].starts_with("error: "), "stderr: {stderr:?}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("internal error"));
-    for word in expect {
-        assert!(
-            stderr.contains(word),
-            "{args:?}: stderr should mention {word:?}: {stderr:?}"
-        );
-    }
+    assert!(!stderr.contains("internal error"), "{args:?}: {stderr:?}");
 }
 
 /// Where one panel's cells are.
@@ -473,7 +402,7 @@ fn heatmap_bad_inputs_fail_with_one_line_and_no_file() {
     );
     let nowhere = dir.arg("no/such/dir/heat.png");
     assert_fails(&["heatmap", case, "-o", &nowhere], &["does not exist"]);
-    let itself = dir.0.to_str().unwrap();
+    let itself = dir.dir().to_str().unwrap();
     assert_fails(&["heatmap", case, "-o", itself], &["is a directory"]);
     assert_eq!(dir.files(), ["case.safetensors"], "nothing written");
 }

@@ -7,38 +7,25 @@
 //! Needs the binary: `cargo test --features cli --test cli_suite`.
 #![cfg(feature = "cli")]
 
+mod common;
+
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 use std::sync::OnceLock;
 
+use common::cli::{self, text, wgattn, Scratch};
 use serde_json::Value;
 
-fn wgattn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgattn"))
-        .args(args)
-        .output()
-        .expect("the wgattn binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A directory for this process's files, under Cargo's scratch space for integration tests.
-fn scratch() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("cli_suite-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    })
+/// A directory for this process's files, shared by the tests (never removed: statics are not
+/// dropped).
+fn scratch() -> &'static Scratch {
+    static DIR: OnceLock<Scratch> = OnceLock::new();
+    DIR.get_or_init(|| Scratch::new("suite"))
 }
 
 fn path_in_scratch(name: &str) -> String {
-    scratch().join(name).to_string_lossy().into_owned()
+    scratch().arg(name)
 }
 
 /// The smoke suite, run once: its report (path and parsed JSON), stdout and stderr.
@@ -82,21 +69,10 @@ fn case<'a>(report: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no case {id}"))
 }
 
-/// Asserts the failure contract: non-zero exit, exactly one `error:` line on stderr that
-/// mentions every one of `expect`, nothing on stdout.
+/// The failure contract ([`cli::assert_fails`]: non-zero exit, exactly one `error:` line on
+/// stderr that mentions every one of `expect`), and nothing on stdout.
 fn assert_fails(o: &Output, expect: &[&str]) {
-    let stderr = text(&o.stderr);
-    assert!(!o.status.success(), "expected a failure, stderr: {stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line on stderr: {stderr:?}");
-    assert!(lines[0].starts_with("error: "), "stderr: {stderr:?}");
-    assert!(!stderr.contains("panicked"), "stderr: {stderr:?}");
-    for word in expect {
-        assert!(
-            stderr.contains(word),
-            "stderr should mention {word:?}: {stderr:?}"
-        );
-    }
+    cli::assert_fails(o, expect);
     assert!(o.stdout.is_empty(), "stdout: {}", text(&o.stdout));
 }
 

@@ -1,6 +1,10 @@
 //! Shared test helpers: the one GPU context, seeded random inputs, the tolerance check, and
-//! cases run on both paths and compared.
+//! cases run on both paths and compared; with the `cli` feature, [`cli`] for the tests of the
+//! binary.
 #![allow(dead_code)]
+
+#[cfg(feature = "cli")]
+pub mod cli;
 
 use std::sync::OnceLock;
 

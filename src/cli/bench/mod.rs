@@ -50,6 +50,14 @@ const ONE_SHAPE: [&str; 20] = [
     "json",
 ];
 
+/// The options that pick a mode other than one shape (`--path`), a suite, or a plot: an
+/// option of one mode conflicts with those naming the others.
+const NOT_ONE_SHAPE: [&str; 3] = ["suite", "compare", "plot"];
+/// See [`NOT_ONE_SHAPE`].
+const NOT_SUITE: [&str; 3] = ["path", "compare", "plot"];
+/// See [`NOT_ONE_SHAPE`].
+const NOT_PLOT: [&str; 3] = ["path", "suite", "compare"];
+
 /// The shape and options to time (tensors are built in `bhsd`), or the suite to run, or the
 /// reports to compare or plot.
 #[derive(clap::Args, Debug)]
@@ -58,8 +66,8 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_enum,
-        required_unless_present_any = ["suite", "compare", "plot"],
-        conflicts_with_all = ["suite", "compare", "plot"]
+        required_unless_present_any = NOT_ONE_SHAPE,
+        conflicts_with_all = NOT_ONE_SHAPE
     )]
     pub path: Option<BenchPath>,
     /// Batch size B.
@@ -143,7 +151,7 @@ pub struct BenchArgs {
         long,
         value_name = "FILE",
         requires = "suite",
-        conflicts_with_all = ["path", "compare", "plot"]
+        conflicts_with_all = NOT_SUITE
     )]
     pub report: Option<PathBuf>,
     /// Compare two reports case by case (times, GFLOP/s, B/A) as a Markdown table.
@@ -168,7 +176,7 @@ pub struct BenchArgs {
         long,
         value_name = "FILE",
         requires = "plot",
-        conflicts_with_all = ["path", "suite", "compare"]
+        conflicts_with_all = NOT_PLOT
     )]
     pub output: Option<PathBuf>,
     /// The mask whose prefill cases `--plot` draws: none, causal, padding or window
@@ -177,7 +185,7 @@ pub struct BenchArgs {
         long,
         value_name = "MASK",
         requires = "plot",
-        conflicts_with_all = ["path", "suite", "compare"]
+        conflicts_with_all = NOT_PLOT
     )]
     pub plot_mask: Option<String>,
 }
