@@ -31,6 +31,7 @@ pub mod kernels;
 mod kv_cache;
 pub mod masks;
 mod output;
+pub mod plan;
 mod pool;
 mod problem;
 pub mod reference;
