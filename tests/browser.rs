@@ -147,7 +147,7 @@ fn cases(dtype: Dtype) -> Vec<(&'static str, CaseFile)> {
     ]
 }
 
-fn wgattn(args: &[&str]) {
+fn wgattn(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_wgattn"))
         .args(args)
         .output()
@@ -157,6 +157,7 @@ fn wgattn(args: &[&str]) {
         "wgattn {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The Chromium to run, or `None` with the skip variable set; fails saying how to install
@@ -265,7 +266,7 @@ fn run_page(browser: &Path, plans: &Path, query: &str) -> Value {
     let (tx, rx) = mpsc::channel();
     let plans = plans.to_path_buf();
     std::thread::spawn(move || serve(listener, plans, tx));
-    let profile = tempfile_dir("chromium-profile");
+    let profile = tempfile_dir(&format!("chromium-profile-{port}"));
     let url = format!("http://127.0.0.1:{port}/?{query}&report=/report");
     let mut child = Command::new(browser)
         .args([
@@ -436,4 +437,70 @@ fn every_mask_kind_passes_in_headless_chromium_and_tint_rejections_show() {
         message.contains("cannot be represented"),
         "the compile error should be Tint's: {message}"
     );
+}
+
+/// The page's timing mode on the smoke suite's benchmark plan: every case it was given runs,
+/// and the report it builds is one `wgattn bench --compare` reads.
+#[test]
+fn the_timing_mode_writes_a_report_bench_compare_reads() {
+    let Some(browser) = chromium() else {
+        return;
+    };
+    let dir = tempfile_dir("bench");
+    let plan_path = dir.join("bench.json");
+    wgattn(&[
+        "bench",
+        "--suite",
+        "smoke",
+        "--emit-plan",
+        plan_path.to_str().unwrap(),
+        "--webgpu-limits",
+    ]);
+    let plan: Value = serde_json::from_slice(&std::fs::read(&plan_path).unwrap()).unwrap();
+    let planned = plan["cases"].as_array().unwrap().len();
+    assert!(planned > 0, "the smoke plan has cases");
+    let report = run_page(&browser, &dir, "plan=/plans/bench.json&mode=time");
+    if let Some(fatal) = report.get("fatal") {
+        panic!("the page failed before timing the cases: {fatal}");
+    }
+    let bench = &report["bench_report"];
+    let cases = bench["cases"].as_array().expect("the page built a report");
+    let ran: Vec<&Value> = cases.iter().filter(|c| c["status"] == "ok").collect();
+    let failed: Vec<String> = cases
+        .iter()
+        .filter(|c| c["status"] == "error" && c.get("median_ms").is_none())
+        .filter(|c| {
+            plan["cases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == c["id"])
+        })
+        .map(|c| format!("{}: {}", c["id"], c["error"]))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "cases failed in the browser:\n{}",
+        failed.join("\n")
+    );
+    assert_eq!(ran.len(), planned, "every planned case was timed");
+    for c in &ran {
+        let median = c["median_ms"].as_f64().unwrap();
+        assert!(
+            median > 0.0 && median.is_finite(),
+            "{}: median {median}",
+            c["id"]
+        );
+    }
+    let path = dir.join("browser.json");
+    std::fs::write(&path, bench.to_string()).unwrap();
+    let table = wgattn(&[
+        "bench",
+        "--compare",
+        path.to_str().unwrap(),
+        path.to_str().unwrap(),
+    ]);
+    let id = ran[0]["id"].as_str().unwrap();
+    assert!(table.contains(id), "the comparison lists {id}:\n{table}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -142,6 +142,43 @@ async function build(device, c) {
   return { errors, pipelines };
 }
 
+/** f32 to f16 bits (round to nearest even; enough for values in [-1, 1)). */
+function f32ToF16(x) {
+  const f = new DataView(new ArrayBuffer(4));
+  f.setFloat32(0, x);
+  const bits = f.getUint32(0);
+  const sign = (bits >>> 16) & 0x8000;
+  const exp = ((bits >>> 23) & 0xff) - 127 + 15;
+  if (exp <= 0) return sign;
+  if (exp >= 31) return sign | 0x7c00;
+  let h = sign | (exp << 10) | ((bits >>> 13) & 0x3ff);
+  const rest = bits & 0x1fff;
+  if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h++;
+  return h;
+}
+
+/** `n` bytes of uniform values in [-1, 1) in `dtype`, from a seeded generator. */
+function randomBytes(n, dtype) {
+  let state = 0x9e3779b9;
+  const next = () => {
+    state ^= state << 13; state ^= state >>> 17; state ^= state << 5;
+    return ((state >>> 0) / 2 ** 32) * 2 - 1;
+  };
+  const bytes = new Uint8Array(Math.ceil(n / 4) * 4);
+  const view = new DataView(bytes.buffer);
+  if (dtype === "f32") {
+    for (let i = 0; i + 4 <= bytes.length; i += 4) view.setFloat32(i, next(), true);
+  } else {
+    for (let i = 0; i + 2 <= bytes.length; i += 2) {
+      const x = next();
+      const half = dtype === "f16" ? f32ToF16(x)
+        : (() => { const f = new DataView(new ArrayBuffer(4)); f.setFloat32(0, x); return f.getUint32(0) >>> 16; })();
+      view.setUint16(i, half, true);
+    }
+  }
+  return bytes;
+}
+
 function createBuffers(device, c) {
   return c.buffers.map((b) => {
     let usage = 0;
@@ -150,6 +187,7 @@ function createBuffers(device, c) {
     let bytes = null;
     if (b.contents.kind === "bytes") bytes = fromBase64(b.contents.base64);
     if (b.contents.kind === "fill") bytes = new Uint8Array(b.size).fill(b.contents.byte);
+    if (b.contents.kind === "random") bytes = randomBytes(b.contents.bytes, b.contents.dtype);
     if (bytes && bytes.length) {
       const padded = new Uint8Array(Math.ceil(bytes.length / 4) * 4);
       padded.set(bytes);
@@ -243,6 +281,11 @@ export async function runCase(device, c) {
     return { ...summary, status: "gpu_error", error: (validation || oom).message };
   }
   for (const r of c.results) {
+    if (!r.expected) {
+      summary.status = "unchecked";
+      summary.error = "the plan carries no expected values (a benchmark plan: use mode=time)";
+      break;
+    }
     const bytes = await readRange(device, buffers[r.buffer], r.offset, r.size);
     const got = decode(bytes, r.dtype);
     const want = decode(fromBase64(r.expected.base64), r.expected.dtype);
@@ -258,11 +301,13 @@ export async function runCase(device, c) {
 }
 
 /**
- * Times one case: `warmup` runs, then `iters` timed submissions. GPU time from timestamp
- * queries when the device has them (first pass begin to last pass end), else wall time from
- * submit to `onSubmittedWorkDone`. Returns milliseconds per run and the clock used.
+ * Times one case: `warmup` runs, then timed submissions until `minIters` are done and they
+ * add up to `budgetMs`, or `maxIters` are done (`wgattn bench`'s rule). GPU time from
+ * timestamp queries when the device has them (first pass begin to last pass end), else wall
+ * time from submit to `onSubmittedWorkDone`. Returns milliseconds per run and the clock used.
  */
-export async function timeCase(device, c, { warmup = 2, iters = 10 } = {}) {
+export async function timeCase(device, c,
+                               { warmup = 2, minIters = 10, maxIters = 10, budgetMs = 0 } = {}) {
   const built = await build(device, c);
   if (built.errors.length) throw new Error(built.errors.join(" | "));
   const buffers = createBuffers(device, c);
@@ -275,7 +320,8 @@ export async function timeCase(device, c, { warmup = 2, iters = 10 } = {}) {
     };
   }
   const samples = [];
-  for (let i = 0; i < warmup + iters; i++) {
+  let spent = 0;
+  for (let i = 0; samples.length < maxIters && (samples.length < minIters || spent < budgetMs); i++) {
     const start = performance.now();
     device.queue.submit([encode(device, c, built, buffers, timing)]);
     await device.queue.onSubmittedWorkDone();
@@ -286,11 +332,45 @@ export async function timeCase(device, c, { warmup = 2, iters = 10 } = {}) {
       timing.read.unmap();
       if (t1 > t0) ms = Number(t1 - t0) / 1e6;
     }
-    if (i >= warmup) samples.push(ms);
+    if (i >= warmup) { samples.push(ms); spent += performance.now() - start; }
   }
   buffers.forEach((b) => b.destroy());
   if (timing) { timing.set.destroy(); timing.resolve.destroy(); timing.read.destroy(); }
   samples.sort((a, b) => a - b);
-  return { samples, median: samples[Math.floor(samples.length / 2)], min: samples[0],
-           max: samples[samples.length - 1], clock: timing ? "timestamp-query" : "wall" };
+  const mid = samples.length >> 1;
+  const median = samples.length % 2 ? samples[mid] : (samples[mid - 1] + samples[mid]) / 2;
+  const bytes = c.buffers.reduce((sum, b) => sum + b.size, 0);
+  return { samples, median, min: samples[0], max: samples[samples.length - 1], warmup, bytes,
+           clock: timing ? "timestamp-query" : "wall" };
+}
+
+/**
+ * The report `wgattn bench --compare` reads (format `wgattn-bench-report`), from a benchmark
+ * plan (`wgattn bench --suite NAME --emit-plan`) and what `timeCase` measured per case
+ * (`timed[name]`: a result or `{error}`). `gpu_bytes` is the plan's buffers.
+ */
+export function benchReport(plan, timed, adapter, clock) {
+  const bench = plan.bench;
+  const info = adapter.info || {};
+  const name = [info.vendor, info.architecture, info.device, info.description]
+    .filter((x) => x).join(" ") || "WebGPU adapter";
+  const cases = plan.cases.map((c) => {
+    const t = timed[c.name] || { error: "not run" };
+    const base = { id: c.bench.id, group: c.bench.group, ...c.bench.request };
+    if (t.error) return { ...base, status: "error", error: t.error, iters: 0, warmup: 0 };
+    return { ...base, iters: t.samples.length, warmup: t.warmup, status: "ok",
+             median_ms: t.median, min_ms: t.min, max_ms: t.max, dense_flops: c.bench.dense_flops,
+             gflops: c.bench.dense_flops / (t.median * 1e6), gpu_bytes: t.bytes };
+  });
+  return {
+    format: bench.format, format_version: bench.format_version,
+    wgattn_version: bench.wgattn_version, suite: bench.suite,
+    created_unix_s: Math.floor(Date.now() / 1000),
+    host: { os: navigator.platform || "browser", arch: "wasm-free javascript" },
+    adapter: { name, backend: `WebGPU (${clock})`, device_type: "Unknown",
+               driver: navigator.userAgent, driver_info: info.description || "",
+               vendor: 0, device: 0, features_used: plan.required_features || [] },
+    iterations: bench.iterations,
+    cases: [...cases, ...bench.unplanned],
+  };
 }

@@ -64,40 +64,13 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
         .iter()
         .map(|path| Case::read(path).map(|c| (path, c)))
         .collect::<Result<Vec<_>>>()?;
-    let ctx = if args.webgpu_limits {
-        let features = args.with_features.unwrap_or(wgpu::Features::empty());
-        Context::with_limits(wgpu::Limits::default(), features)
-            .context("a device with WebGPU's default limits")?
-    } else {
-        Context::new()?
-    };
-    // Outputs and scratch start as NaN, so a replay shows any element a kernel skips.
-    ctx.set_poison_outputs(true);
+    let ctx = context(args.webgpu_limits, args.with_features)?;
     let mut planned = Vec::new();
     for (path, case) in &cases {
         let in_case = || format!("case file {}", path.display());
         planned.push(plan_case(&ctx, args, path, case).with_context(in_case)?);
     }
-    let mut features = Vec::new();
-    for case in &planned {
-        for f in case["required_features"].as_array().into_iter().flatten() {
-            if !features.contains(f) {
-                features.push(f.clone());
-            }
-        }
-    }
-    let info = ctx.adapter_info();
-    let plan = json!({
-        "format": "wgattn-plan",
-        "version": 1,
-        "encoding": "base64 (RFC 4648, standard alphabet, padded) of little-endian bytes",
-        "planned_on": { "adapter": info.name, "backend": format!("{:?}", info.backend) },
-        "limits_kind": if args.webgpu_limits { "webgpu-defaults" } else { "adapter" },
-        "limits": limits(ctx.limits()),
-        "required_features": features,
-        "note": TINT_NOTE,
-        "cases": planned,
-    });
+    let plan = plan_json(&ctx, args.webgpu_limits, planned);
     let text = serde_json::to_string(&plan).context("serializing the plan")?;
     write_atomically(&args.output, text.as_bytes())?;
     println!(
@@ -107,6 +80,45 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
         args.output.display()
     );
     Ok(())
+}
+
+/// The context to plan on: this machine's adapter, or (`webgpu_limits`) a device on it with
+/// exactly WebGPU's default limits and only the optional `features` given. Outputs and
+/// scratch start as NaN, so a replay shows any element a kernel skips.
+pub fn context(webgpu_limits: bool, features: Option<wgpu::Features>) -> Result<Context> {
+    let ctx = if webgpu_limits {
+        let features = features.unwrap_or(wgpu::Features::empty());
+        Context::with_limits(wgpu::Limits::default(), features)
+            .context("a device with WebGPU's default limits")?
+    } else {
+        Context::new()?
+    };
+    ctx.set_poison_outputs(true);
+    Ok(ctx)
+}
+
+/// The plan file around its cases.
+pub fn plan_json(ctx: &Context, webgpu_limits: bool, cases: Vec<Value>) -> Value {
+    let mut features = Vec::new();
+    for case in &cases {
+        for f in case["required_features"].as_array().into_iter().flatten() {
+            if !features.contains(f) {
+                features.push(f.clone());
+            }
+        }
+    }
+    let info = ctx.adapter_info();
+    json!({
+        "format": "wgattn-plan",
+        "version": 1,
+        "encoding": "base64 (RFC 4648, standard alphabet, padded) of little-endian bytes",
+        "planned_on": { "adapter": info.name, "backend": format!("{:?}", info.backend) },
+        "limits_kind": if webgpu_limits { "webgpu-defaults" } else { "adapter" },
+        "limits": limits(ctx.limits()),
+        "required_features": features,
+        "note": TINT_NOTE,
+        "cases": cases,
+    })
 }
 
 fn plan_case(ctx: &Context, args: &PlanArgs, path: &Path, case: &Case) -> Result<Value> {
@@ -127,17 +139,34 @@ fn plan_case(ctx: &Context, args: &PlanArgs, path: &Path, case: &Case) -> Result
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string());
-    case_json(&name, &plan, &expected)
+    case_json(&name, &plan, Some(&expected), None)
 }
 
-/// One case of the plan file.
-fn case_json(name: &str, plan: &Plan, expected: &AttentionOutput) -> Result<Value> {
+/// One case of the plan file, with the expected outputs when given (else results carry no
+/// `expected`: a plan to time, not to check). Initial contents longer than `random_above`
+/// bytes are left to the replayer as `{kind: "random", dtype}` (uniform values in [-1, 1) of
+/// the case's dtype: q, k, v of a benchmark, whose values do not change the work).
+pub fn case_json(
+    name: &str,
+    plan: &Plan,
+    expected: Option<&AttentionOutput>,
+    random_above: Option<usize>,
+) -> Result<Value> {
+    let dtype = plan
+        .results
+        .iter()
+        .find(|r| r.name == "out")
+        .map(|r| r.dtype)
+        .ok_or_else(|| anyhow!("the plan has no `out`"))?;
     let buffers = plan
         .buffers
         .iter()
         .map(|b| {
             let contents = match &b.contents {
                 Contents::Zeros => json!({ "kind": "zeros" }),
+                Contents::Bytes(bytes) if random_above.is_some_and(|n| bytes.len() > n) => {
+                    json!({ "kind": "random", "dtype": dtype.name(), "bytes": bytes.len() })
+                }
                 Contents::Bytes(bytes) => json!({ "kind": "bytes", "base64": base64(bytes) }),
                 Contents::Fill(byte) => json!({ "kind": "fill", "byte": byte }),
             };
@@ -190,30 +219,33 @@ fn case_json(name: &str, plan: &Plan, expected: &AttentionOutput) -> Result<Valu
         .results
         .iter()
         .map(|r| {
-            let want = expected_tensor(expected, r.name)?;
-            let values: Vec<u8> = want
-                .to_f32_vec()
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect();
-            let (atol, rtol) = tolerance(want.dtype());
-            Ok(json!({
+            let mut result = json!({
                 "name": r.name,
                 "buffer": r.buffer,
                 "offset": r.offset,
                 "size": r.size,
                 "dtype": r.dtype.name(),
                 "shape": r.shape,
-                "expected": { "dtype": "f32", "base64": base64(&values) },
-                "atol": atol,
-                "rtol": rtol,
-            }))
+            });
+            if let Some(expected) = expected {
+                let want = expected_tensor(expected, r.name)?;
+                let values: Vec<u8> = want
+                    .to_f32_vec()
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect();
+                let (atol, rtol) = tolerance(want.dtype());
+                result["expected"] = json!({ "dtype": "f32", "base64": base64(&values) });
+                result["atol"] = json!(atol);
+                result["rtol"] = json!(rtol);
+            }
+            Ok(result)
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(json!({
         "name": name,
         "path": plan.path.name(),
-        "dtype": expected.out.dtype().name(),
+        "dtype": dtype.name(),
         "required_features": feature_names(plan.features),
         "buffers": buffers,
         "shaders": shaders,
