@@ -1,5 +1,5 @@
 //! The same kernels in a real browser: plans of small cases of every mask kind (staged and
-//! fused, f32 and f16, WebGPU's default limits, no optional features; and a subgroups plan)
+//! fused, f32, f16 and bf16, WebGPU's default limits, no optional features; and a subgroups plan)
 //! run by `web/` in headless Chromium (Debian's `chromium`: SwiftShader, no shader-f16,
 //! subgroup size 4), which POSTs its results to a small server here. And a shader with a
 //! construct Tint rejects (a constant infinity, which naga accepts) must come back as a
@@ -60,7 +60,11 @@ impl CaseFile {
                 .iter()
                 .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
                 .collect(),
-            _ => unreachable!("the browser cases are f32 or f16"),
+            Dtype::BF16 => values
+                .iter()
+                .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                .collect(),
+            _ => unreachable!("the browser cases are f32, f16 or bf16"),
         };
         self.tensors
             .push((name.into(), dtype, shape.to_vec(), bytes));
@@ -96,7 +100,11 @@ impl CaseFile {
 
 /// Small cases of every mask kind, in `dtype`: (name, file).
 fn cases(dtype: Dtype) -> Vec<(&'static str, CaseFile)> {
-    let mut rng = Rng(if dtype == Dtype::F32 { 1 } else { 2 });
+    let mut rng = Rng(match dtype {
+        Dtype::F32 => 1,
+        Dtype::F16 => 2,
+        _ => 3,
+    });
     let (b, h, l, d) = (2, 2, 7, 8);
     let qkv = |rng: &mut Rng, hq: usize, hkv: usize, lq: usize, lk: usize| {
         CaseFile::new()
@@ -313,13 +321,17 @@ fn tempfile_dir(what: &str) -> PathBuf {
     dir
 }
 
-/// The plan files: every mask kind, staged and fused, f32 and f16, under WebGPU's default
+/// The plan files: every mask kind, staged and fused, f32, f16 and bf16, under WebGPU's default
 /// limits; the staged f32 cases again with subgroups; and one case whose shader holds a
 /// constant infinity. Returns the directory and the `plan=` query.
 fn write_plans() -> (PathBuf, String) {
     let dir = tempfile_dir("plans");
     let mut files = Vec::new();
-    for (dtype, name) in [(Dtype::F32, "f32"), (Dtype::F16, "f16")] {
+    for (dtype, name) in [
+        (Dtype::F32, "f32"),
+        (Dtype::F16, "f16"),
+        (Dtype::BF16, "bf16"),
+    ] {
         for (case, file) in cases(dtype) {
             let path = dir.join(format!("{case}_{name}.safetensors"));
             file.write(&path);
@@ -417,8 +429,8 @@ fn every_mask_kind_passes_in_headless_chromium_and_tint_rejections_show() {
             failures.push(format!("{name} ({path}): {status}: {}", c["error"]));
         }
     }
-    // 9 kinds x 2 dtypes x 2 paths, plus the 9 f32 cases with subgroups.
-    let want = 9 * 2 * 2 + 9;
+    // 9 kinds x 3 dtypes x 2 paths, plus the 9 f32 cases with subgroups.
+    let want = 9 * 3 * 2 + 9;
     assert!(
         failures.is_empty(),
         "{} of {} cases failed in the browser:\n{}",
