@@ -34,7 +34,7 @@ fn out_element(e: u32) -> f32 {
         }
     }
     for (var j = 0u; j < params.k_len; j++) {
-        var vi: u32;
+        var vi = 0u;
         if (params.bshd == 1u) {
             vi = ((b * params.k_len + j) * params.kv_heads + hk) * dv + d;
         } else {

@@ -97,7 +97,7 @@ fn accumulate_tile(i_first: u32, b: u32, h: u32, bd: Bounds, j0: i32, j_end: i32
         if (jb >= my_end) {
             break;
         }
-        var s: array<vec4<f32>, R>;
+        var s = array<vec4<f32>, R>();
         for (var d4 = 0u; d4 < D4; d4++) {
             let k0 = k_tile[jj * D4 + d4];
             let k1 = k_tile[(jj + 1u) * D4 + d4];
@@ -108,7 +108,7 @@ fn accumulate_tile(i_first: u32, b: u32, h: u32, bd: Bounds, j0: i32, j_end: i32
                 s[r] += vec4<f32>(dot(qv, k0), dot(qv, k1), dot(qv, k2), dot(qv, k3));
             }
         }
-        var p: array<vec4<f32>, R>;
+        var p = array<vec4<f32>, R>();
         for (var r = 0u; r < R; r++) {
             let i = i_first + r;
             var bias = vec4<f32>(0.0);

@@ -2,7 +2,7 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::gpu::{present, submit_and_read, Wait};
+use crate::gpu::{present, submit_and_read, Held, Present, Recorded, Wait};
 use crate::output::AttentionOutput;
 use crate::problem::{AttentionInputs, AttentionOptions, AttentionProblem, ExecutionPath};
 use crate::{fused, split, staged};
@@ -78,9 +78,8 @@ pub(crate) async fn run_whole(
     wait: Wait,
 ) -> Result<AttentionOutput> {
     let present = present(p, inputs)?;
-    submit_and_read(ctx, p, present, wait, |held, present| match path {
-        ExecutionPath::Fused => fused::record(ctx, p, inputs, present, held),
-        _ => staged::record(ctx, p, inputs, held),
+    submit_and_read(ctx, p, present, wait, |held, present| {
+        record(ctx, p, inputs, path, present, held)
     })
     .await
 }
@@ -147,4 +146,20 @@ pub fn allowed_positions(
         .into_iter()
         .map(|l| l != f32::NEG_INFINITY)
         .collect())
+}
+
+/// Uploads the inputs of a problem that fits the limits and records `path` into one
+/// encoder, with the read-back (what [`run_whole`] submits and [`crate::plan`] captures).
+pub(crate) fn record(
+    ctx: &Context,
+    p: &AttentionProblem,
+    inputs: &AttentionInputs<'_>,
+    path: ExecutionPath,
+    present: &Present,
+    held: &mut Held<'_>,
+) -> Result<Recorded> {
+    match path {
+        ExecutionPath::Fused => fused::record(ctx, p, inputs, present, held),
+        _ => staged::record(ctx, p, inputs, held),
+    }
 }

@@ -190,7 +190,7 @@ impl Tables {
                         layout.k_tiles
                     )));
                 }
-                encoder.copy_buffer_to_buffer(&bm.buffer, 0, &self.buffer, at, bytes);
+                crate::gpu::copy(encoder, (&bm.buffer, 0), (&self.buffer, at), bytes);
             }
             None => {
                 let variant = Variant::new(Kernel::BlockMask, p.dtype, None).with_mods(flags);
@@ -320,6 +320,7 @@ pub(crate) fn dispatch_with(
         label: Some(label),
         timestamp_writes: None,
     });
+    crate::plan::trace::dispatched(label, pipeline, group, [x, y, 1]);
     pass.set_pipeline(pipeline);
     pass.set_bind_group(0, group, &[]);
     if let Some(aux) = aux {

@@ -110,19 +110,40 @@ impl Context {
 
     /// [`Context::new`] for callers with their own executor.
     pub async fn new_async() -> Result<Self> {
+        Self::on_environment_adapter(None).await
+    }
+
+    /// A context on the adapter [`Context::new`] picks whose device is created with exactly
+    /// `limits` and, of the features the engine uses, only those in `features` that the
+    /// adapter offers: the engine then plans as for a device with those limits, and wgpu
+    /// enforces them. `Context::with_limits(wgpu::Limits::default(), wgpu::Features::empty())`
+    /// is any WebGPU adapter (the WebGPU default limits, no optional features), which is what
+    /// `wgattn plan --webgpu-limits` captures for a browser. Fails with
+    /// [`Error::RequestDevice`] where the adapter falls short of `limits`.
+    pub fn with_limits(limits: wgpu::Limits, features: wgpu::Features) -> Result<Self> {
+        pollster::block_on(Self::on_environment_adapter(Some((limits, features))))
+    }
+
+    async fn on_environment_adapter(
+        wanted: Option<(wgpu::Limits, wgpu::Features)>,
+    ) -> Result<Self> {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = pick_adapter(&instance).await?;
-        let mut wanted = WANTED_FEATURES;
-        if shares_host_memory(adapter.get_info().device_type) {
-            wanted |= wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
-        }
+        let (limits, wanted) = match wanted {
+            Some((limits, features)) => (limits, features & WANTED_FEATURES),
+            None if shares_host_memory(adapter.get_info().device_type) => (
+                adapter.limits(),
+                WANTED_FEATURES | wgpu::Features::MAPPABLE_PRIMARY_BUFFERS,
+            ),
+            None => (adapter.limits(), WANTED_FEATURES),
+        };
         let features = adapter.features() & wanted;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("wgattn"),
                 required_features: features,
-                required_limits: adapter.limits(),
+                required_limits: limits,
                 ..Default::default()
             })
             .await
@@ -284,6 +305,18 @@ impl Context {
             Ok(Some(why)) => Err(Error::DeviceLost(why)),
             Err(_) => Err(Error::DeviceLost("device state poisoned".into())),
         }
+    }
+
+    /// The variant a cached pipeline was built for, and the user module it includes.
+    pub(crate) fn variant_of(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+    ) -> Option<(Variant, Option<Arc<str>>)> {
+        let cache = self.pipelines.lock().ok()?;
+        cache
+            .iter()
+            .find(|(_, p)| *p == pipeline)
+            .map(|(key, _)| key.clone())
     }
 
     /// The cached pipeline of a variant, built on first use inside an error scope.

@@ -277,7 +277,7 @@ pub(crate) fn record(
             label: Some("wgattn fused"),
         });
     encode(ctx, p, &cfg, &bindings, &io, held, &mut encoder)?;
-    encoder.copy_buffer_to_buffer(&out, 0, &readback, 0, bindings.out);
+    crate::gpu::copy(&mut encoder, (&out, 0), (&readback, 0), bindings.out);
     Ok(Recorded {
         encoder,
         readback,

@@ -10,6 +10,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kv_cache;
 use crate::output::AttentionOutput;
+use crate::plan::trace;
 use crate::problem::{AttentionInputs, AttentionProblem, Layout};
 use crate::tensor::Tensor;
 
@@ -264,6 +265,7 @@ impl<'c> Held<'c> {
         let engine_bytes = self.ctx.memory().live_bytes + self.bytes();
         let b = create_buffer(self.ctx.device(), desc, engine_bytes);
         let b = self.note(b)?;
+        trace::created(&b);
         self.buffers.push(b.clone());
         Ok(b)
     }
@@ -281,6 +283,7 @@ impl<'c> Held<'c> {
             view.slice(..bytes.len()).copy_from_slice(bytes);
         }
         b.unmap();
+        trace::written(&b, bytes);
         Ok(b)
     }
 
@@ -306,6 +309,7 @@ impl<'c> Held<'c> {
         );
         drop(pool);
         let b = self.note(b)?;
+        trace::created(&b);
         self.buffers.push(b.clone());
         Ok(b)
     }
@@ -323,10 +327,12 @@ impl<'c> Held<'c> {
             if !write_mapped(self.ctx, &b, bytes)? {
                 self.ctx.queue().write_buffer(&b, 0, bytes);
             }
+            trace::written(&b, bytes);
             return Ok(b);
         }
         let b = self.take(bytes.len() as u64, STORAGE)?;
         self.ctx.queue().write_buffer(&b, 0, bytes);
+        trace::written(&b, bytes);
         Ok(b)
     }
 
@@ -336,6 +342,7 @@ impl<'c> Held<'c> {
         if self.ctx.poison_outputs() {
             let n = size.max(4).next_multiple_of(4) as usize;
             self.ctx.queue().write_buffer(&b, 0, &vec![0xff; n]);
+            trace::filled(&b, 0xff);
         }
         Ok(b)
     }
@@ -353,6 +360,7 @@ impl<'c> Held<'c> {
         self.ctx
             .queue()
             .write_buffer(&b, 0, bytemuck::bytes_of(params));
+        trace::written(&b, bytemuck::bytes_of(params));
         Ok(b)
     }
 
@@ -464,11 +472,13 @@ pub(crate) fn bind_slices(
             }),
         })
         .collect();
-    ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+    let group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some(label),
         layout: &pipeline.get_bind_group_layout(0),
         entries: &entries,
-    })
+    });
+    trace::bound(&group, slices);
+    group
 }
 
 /// Records one compute pass with one dispatch.
@@ -486,6 +496,18 @@ pub(crate) fn dispatch(
     pass.set_pipeline(pipeline);
     pass.set_bind_group(0, group, &[]);
     pass.dispatch_workgroups(x, y, 1);
+    trace::dispatched(label, pipeline, group, [x, y, 1]);
+}
+
+/// Records a copy of `size` bytes between two buffers.
+pub(crate) fn copy(
+    encoder: &mut wgpu::CommandEncoder,
+    (src, src_offset): (&wgpu::Buffer, u64),
+    (dst, dst_offset): (&wgpu::Buffer, u64),
+    size: u64,
+) {
+    encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, size);
+    trace::copied((src, src_offset), (dst, dst_offset), size);
 }
 
 /// Where `out` and the intermediates lie in the read-back buffer.

@@ -33,6 +33,7 @@ mod kv_cache;
 pub mod masks;
 pub mod mods;
 mod output;
+pub mod plan;
 mod pool;
 mod problem;
 pub mod reference;

@@ -38,6 +38,13 @@ enum Command {
     /// Draw which positions a mask allows, per batch entry and head (PNG, or text with
     /// `--ascii`), from flags or a case file, without running attention.
     Mask(cli::mask::MaskArgs),
+    /// Write every specialized shader the engine can build as a standalone WGSL file, with a
+    /// manifest (kernel, dtype, mask, tile, features, workgroup size, bind group layout).
+    Shaders(cli::shaders::ShadersArgs),
+    /// Write the execution plan of case files as JSON: the buffers with their initial
+    /// contents, the shaders, the ordered dispatches and copies, where the results lie and
+    /// the CPU reference's expected values (`web/` replays it with WebGPU in a browser).
+    Plan(cli::plan::PlanArgs),
 }
 
 /// Exit status of a command-line mistake (clap's convention).
@@ -57,6 +64,8 @@ fn main() -> ExitCode {
         Some(Command::Bench(bench)) => cli::bench::bench(&bench),
         Some(Command::Heatmap(heatmap)) => cli::heatmap::heatmap(&heatmap),
         Some(Command::Mask(mask)) => cli::mask::mask(&mask),
+        Some(Command::Shaders(shaders)) => cli::shaders::shaders(&shaders),
+        Some(Command::Plan(plan)) => cli::plan::plan(&plan),
         None => {
             eprintln!("error: no command given; try `wgattn demo` first, or see `wgattn --help`");
             return ExitCode::from(USAGE_ERROR);

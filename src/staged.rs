@@ -188,10 +188,10 @@ pub(crate) fn record(
             grids[i],
         );
         if let Some(offset) = copies[i] {
-            encoder.copy_buffer_to_buffer(&work, 0, &readback, offset, score_bytes);
+            crate::gpu::copy(&mut encoder, (&work, 0), (&readback, offset), score_bytes);
         }
     }
-    encoder.copy_buffer_to_buffer(&out, 0, &readback, 0, out_bytes);
+    crate::gpu::copy(&mut encoder, (&out, 0), (&readback, 0), out_bytes);
     Ok(Recorded {
         encoder,
         readback,

@@ -10,6 +10,8 @@ pub mod info;
 pub mod mask;
 pub mod options;
 pub mod picture;
+pub mod plan;
 pub mod result_file;
 pub mod run;
+pub mod shaders;
 pub mod summary;

@@ -244,6 +244,18 @@ impl Prepared {
         inputs
     }
 
+    /// The execution plan of this request on `ctx` (`wgattn bench --suite --emit-plan`).
+    pub fn plan(&self, ctx: &Context) -> Result<wgattn::plan::Plan> {
+        let path = self
+            .gpu_path
+            .ok_or_else(|| anyhow!("the CPU reference has no execution plan"))?;
+        let options = AttentionOptions {
+            path,
+            ..self.options.clone()
+        };
+        Ok(wgattn::plan::plan(ctx, &self.inputs(), &options)?)
+    }
+
     /// Dense FLOPs of one call.
     pub fn flops(&self) -> f64 {
         self.problem.dense_flops()

@@ -154,6 +154,19 @@ pub struct BenchArgs {
         conflicts_with_all = NOT_SUITE
     )]
     pub report: Option<PathBuf>,
+    /// With `--suite`: write its GPU cases as one execution plan for `web/` instead of running
+    /// them; the page's timing mode (`mode=time`) runs it and offers the report in the format
+    /// `--compare` reads. Inputs over 64 KiB are left to the page to fill with random values.
+    #[arg(
+        long,
+        value_name = "PLAN.json",
+        requires = "suite",
+        conflicts_with = "report"
+    )]
+    pub emit_plan: Option<PathBuf>,
+    /// With `--emit-plan`: plan for WebGPU's default limits and no optional features.
+    #[arg(long, requires = "emit_plan")]
+    pub webgpu_limits: bool,
     /// Compare two reports case by case (times, GFLOP/s, B/A) as a Markdown table.
     #[arg(
         long,
@@ -287,6 +300,9 @@ struct Adapter {
 
 pub fn bench(args: &BenchArgs) -> Result<()> {
     if let Some(name) = args.suite {
+        if let Some(plan) = &args.emit_plan {
+            return suite::emit_plan(name, plan, args.webgpu_limits);
+        }
         let report = args
             .report
             .as_deref()

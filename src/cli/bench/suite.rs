@@ -399,6 +399,83 @@ pub fn run(suite: SuiteName, report_path: &Path, tuning: wgattn::Tuning) -> Resu
     Ok(())
 }
 
+/// Inputs larger than this are left to the page to fill (see `plan::case_json`).
+const PLAN_RANDOM_ABOVE: usize = 64 << 10;
+
+/// `wgattn bench --suite NAME --emit-plan PLAN.json`: the suite's GPU cases as one execution
+/// plan for `web/`'s timing mode, each with its report fields (`bench`); the cases the page
+/// cannot run (the reference, cases the suite skips, requests the engine refuses on the
+/// planning device) come along as finished report cases (`bench.unplanned`).
+pub fn emit_plan(suite: SuiteName, plan_path: &Path, webgpu_limits: bool) -> Result<()> {
+    result_file::check_output_dir(plan_path)?;
+    let ctx = crate::cli::plan::context(webgpu_limits, None)?;
+    let iterations = suite.iterations();
+    let mut cases = Vec::new();
+    let mut unplanned = Vec::new();
+    for cell in suite.cells() {
+        let request = RequestFields::new(&cell.request, cell.mask.into(), 0, 0);
+        let finished = |status, error: Option<String>, skipped: Option<String>| CaseRecord {
+            id: cell.id.clone(),
+            group: cell.group.into(),
+            request: request.clone(),
+            status,
+            figures: None,
+            error,
+            skipped,
+        };
+        if cell.request.path == BenchPath::Reference {
+            let why = "the browser times the GPU paths only".to_string();
+            unplanned.push(finished(Status::Skipped, None, Some(why)));
+            continue;
+        }
+        if let Some(reason) = cell.skip_reason(suite.caps()) {
+            unplanned.push(finished(Status::Skipped, None, Some(reason)));
+            continue;
+        }
+        let planned = Prepared::new(&cell.request).and_then(|p| Ok((p.flops(), p.plan(&ctx)?)));
+        match planned {
+            Ok((flops, plan)) => {
+                let mut case =
+                    crate::cli::plan::case_json(&cell.id, &plan, None, Some(PLAN_RANDOM_ABOVE))?;
+                case["bench"] = serde_json::json!({
+                    "id": cell.id,
+                    "group": cell.group,
+                    "request": request,
+                    "dense_flops": flops,
+                });
+                cases.push(case);
+            }
+            Err(e) => {
+                let why = one_line(&format!("{e:#}"));
+                unplanned.push(finished(Status::Error, Some(why), None));
+            }
+        }
+    }
+    let planned = cases.len();
+    let mut plan = crate::cli::plan::plan_json(&ctx, webgpu_limits, cases);
+    plan["bench"] = serde_json::json!({
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "wgattn_version": env!("CARGO_PKG_VERSION"),
+        "suite": suite.name(),
+        "iterations": IterationsRecord {
+            warmup: iterations.warmup,
+            min_iters: iterations.min_iters,
+            max_iters: iterations.max_iters,
+            budget_s: iterations.budget.as_secs_f64(),
+        },
+        "unplanned": unplanned,
+    });
+    let text = serde_json::to_string(&plan)?;
+    result_file::write_atomically(plan_path, text.as_bytes())?;
+    eprintln!(
+        "wrote {planned} planned cases (and {} the page cannot run) to {}",
+        plan["bench"]["unplanned"].as_array().map_or(0, Vec::len),
+        plan_path.display()
+    );
+    Ok(())
+}
+
 fn adapter_record(ctx: &Context) -> AdapterRecord {
     let info = ctx.adapter_info();
     let features = ctx.shader_features();
