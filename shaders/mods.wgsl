@@ -50,7 +50,7 @@ fn mod_allowed(bd: Bounds, b: u32, h: u32, i: u32, j: u32) -> bool {
 // The mods' additive bias of an allowed position (ALiBi), 0 without one.
 fn mod_bias(bd: Bounds, h: u32, i: u32, j: u32) -> f32 {
 #ifdef MOD_ALIBI
-    let slope = bitcast<f32>(tables[params.t_alibi + h + params.h_base]);
+    let slope = bitcast<f32>(tables[params.t_alibi + h]);
     let distance = f32(i32(i) + bd.offset - i32(j));
     if (params.alibi_symmetric == 1u) {
         return -slope * abs(distance);

@@ -102,6 +102,8 @@ impl Params {
             kv_bshd: if p.has_past { 0 } else { bshd },
             splits: 1,
             split_len: p.total_len() as u32,
+            b_base: p.mods.as_ref().map_or(0, |m| m.batch_offset as u32),
+            h_base: p.mods.as_ref().map_or(0, |m| m.head_offset as u32),
             ..Zeroable::zeroed()
         }
     }

@@ -313,6 +313,11 @@ pub struct ModsInfo {
     pub per_batch: bool,
     /// See `per_batch`.
     pub per_head: bool,
+    /// The first batch entry of this problem in the caller's request (0, except for a part
+    /// of a request split over the binding limits): added to `b` before a snippet sees it.
+    pub batch_offset: usize,
+    /// The first query head, likewise added to `h`.
+    pub head_offset: usize,
 }
 
 /// Sizes the mods are checked against.
@@ -495,7 +500,52 @@ pub(crate) fn validate(mods: &MaskMods, d: &Dims) -> Result<ModsInfo> {
             || flags.modality
             || user_reads("b"),
         per_head: user_reads("h"),
+        batch_offset: 0,
+        head_offset: 0,
     })
+}
+
+/// The mods of the batch entries `batches` and query heads `heads` of a request (a part of a
+/// split one): per-batch tables cut to those entries, ALiBi slopes to those heads (the
+/// default ones computed for all `q_heads` first); the snippets and aux tensors whole (they
+/// see the request's indices through the offsets in [`ModsInfo`]).
+pub(crate) fn slice(
+    mods: &MaskMods,
+    q_len: usize,
+    total_len: usize,
+    q_heads: usize,
+    batches: std::ops::Range<usize>,
+    heads: std::ops::Range<usize>,
+) -> MaskMods {
+    fn rows<T: Clone>(v: &[T], len: usize, b: &std::ops::Range<usize>) -> Vec<T> {
+        v.get(b.start * len..b.end * len)
+            .map(<[T]>::to_vec)
+            .unwrap_or_default()
+    }
+    let mut m = mods.clone();
+    if let Some(s) = &mut m.segments {
+        s.q = rows(&s.q, q_len, &batches);
+        s.kv = rows(&s.kv, total_len, &batches);
+    }
+    if let Some(p) = &mut m.prefix_lengths {
+        *p = rows(p, 1, &batches);
+    }
+    if let Some(a) = &mut m.alibi {
+        let all = a.slopes.clone().unwrap_or_else(|| alibi_slopes(q_heads));
+        a.slopes = Some(
+            all.get(heads.clone())
+                .map(<[f32]>::to_vec)
+                .unwrap_or_default(),
+        );
+    }
+    if let Some(t) = &mut m.token_filter {
+        t.kv_token_ids = rows(&t.kv_token_ids, total_len, &batches);
+    }
+    if let Some(md) = &mut m.modalities {
+        md.q = rows(&md.q, q_len, &batches);
+        md.kv = rows(&md.kv, total_len, &batches);
+    }
+    m
 }
 
 /// Whether identifier `name` occurs in WGSL `source` outside comments.

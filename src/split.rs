@@ -46,11 +46,6 @@ pub(crate) fn plan(
         ExecutionPath::Fused => fused::fits(ctx, sub),
         _ => staged::check_limits(ctx, sub).map(|_| ()),
     };
-    if p.mods.is_some() {
-        // The mods' tables and snippets index the whole problem: not split (yet); a request
-        // over the limits fails with the limit it exceeds.
-        return fits(p).map(|()| None);
-    }
     partition(p, mask_shape, fits)
 }
 
@@ -233,7 +228,12 @@ pub(crate) async fn run(
     for part in parts {
         let sliced = Sliced::new(p, inputs, part)?;
         let sub_inputs = sliced.inputs();
-        let sub = AttentionProblem::new(&sub_inputs, &options)?;
+        let mut sub = AttentionProblem::new(&sub_inputs, &options)?;
+        // The user's snippets see the whole request's batch entries and heads.
+        if let Some(m) = sub.mods.as_mut() {
+            m.batch_offset = part.batches.start;
+            m.head_offset = part.q_heads.start;
+        }
         let r = run_whole(ctx, &sub, &sub_inputs, path, wait).await?;
         let (b, kv, q) = (part.batches.start, part.kv_heads.start, part.q_heads.start);
         let out_at = match p.layout {
@@ -283,6 +283,7 @@ struct Sliced<'a> {
     past: Option<(Tensor, Tensor)>,
     kv_lengths: Option<&'a [i64]>,
     mask: Option<Mask>,
+    mods: Option<crate::MaskMods>,
 }
 
 impl<'a> Sliced<'a> {
@@ -342,6 +343,9 @@ impl<'a> Sliced<'a> {
                 })
                 .transpose()?,
             mask,
+            mods: inputs.mods.map(|m| {
+                crate::mods::slice(m, p.q_len, p.total_len(), p.q_heads, b.clone(), q.clone())
+            }),
         })
     }
 
@@ -354,7 +358,8 @@ impl<'a> Sliced<'a> {
             past_v: self.past.as_ref().map(|p| &p.1),
             kv_lengths: self.kv_lengths,
             mask: self.mask.as_ref(),
-            mods: None,
+            mods: self.mods.as_ref(),
+            // Each part classifies its own tiles.
             block_mask: None,
         }
     }

@@ -286,3 +286,64 @@ fn split_run_holds_one_part_of_gpu_memory() {
     assert!(split < unsplit, "split {split} >= unsplit {unsplit}");
     c.set_tuning(limit(None));
 }
+
+/// Every mod, split over batch entries and then over single query heads: per-batch tables
+/// cut to the part, ALiBi slopes to its heads, and the user's snippet seeing the request's
+/// batch and head indices (it reads both, and an aux tensor indexed by them).
+#[test]
+fn mods_split_over_batches_and_heads() {
+    let dims = Dims::new(4, 4, 7, 13, 12).heads(4, 2);
+    let mut rng = Rng::new(80);
+    let (b, lq, lt) = (4usize, 7usize, 13usize);
+    let kv_seg: Vec<i64> = (0..b * lt).map(|x| ((x % lt) / 5) as i64).collect();
+    let q_seg: Vec<i64> = (0..b * lq)
+        .map(|x| ((x % lq + lt - lq) / 5) as i64)
+        .collect();
+    let weights: Vec<f32> = (0..16).map(|_| rng.uniform()).collect();
+    let mods = wgattn::MaskMods {
+        segments: Some(wgattn::Segments {
+            q: q_seg,
+            kv: kv_seg,
+        }),
+        prefix_lengths: Some(vec![3, 0, 13, 5]),
+        alibi: Some(wgattn::Alibi::default()),
+        token_filter: Some(wgattn::TokenFilter {
+            kv_token_ids: (0..b * lt).map(|x| (x * 5 % 11) as i64).collect(),
+            blocked: wgattn::BlockedTokens::Ids(vec![2]),
+        }),
+        mask_mod: Some("return (k + b + h) % 5u != 1u;".into()),
+        score_mod: Some("return s + aux_w[b * 4u + h];".into()),
+        aux: vec![wgattn::Aux::f32("w", weights.clone())],
+        ..Default::default()
+    };
+    let base = Case {
+        mods: Some(mods),
+        ..case(81, dims, Layout::Bhsd)
+    };
+    let mask = |b: usize, h: usize, _q: usize, k: usize| (k + b + h) % 5 != 1;
+    let score =
+        move |s: f64, b: usize, h: usize, _q: usize, _k: usize| s + weights[b * 4 + h] as f64;
+    let rust = wgattn::reference::RustMods {
+        mask_mod: Some(&mask),
+        score_mod: Some(&score),
+    };
+    for path in PATHS {
+        let c = base.clone().path(path);
+        let want = wgattn::reference::masked_attention_with(&c.inputs(), &c.opts, rust).unwrap();
+        let whole = masked_attention(ctx(), &c.inputs(), &c.opts).unwrap();
+        for max in [1500, 700] {
+            let what = format!("mods {path:?} max {max}");
+            let _serial = serial();
+            split_ctx().set_tuning(limit(Some(max)));
+            let got = masked_attention(split_ctx(), &c.inputs(), &c.opts)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            split_ctx().set_tuning(limit(None));
+            let tols = Tols::for_dtype(DType::F32);
+            compare(&what, &got, &want, &c.opts.returns, tols);
+            match path {
+                ExecutionPath::Staged => assert_same_bits(&what, &got, &whole),
+                _ => compare(&what, &got, &whole, &c.opts.returns, tols),
+            }
+        }
+    }
+}
