@@ -424,7 +424,7 @@ pub fn block_mask(
     encoder.copy_buffer_to_buffer(&tables.buffer, at, &buffer, 0, bytes);
     encoder.copy_buffer_to_buffer(&buffer, 0, &readback, 0, bytes);
     let index = recorded.map(|()| ctx.queue().submit([encoder.finish()]));
-    if let Some(e) = pollster::block_on(scope.pop()) {
+    if let Some(e) = crate::gpu::scope_error(scope) {
         return Err(Error::Gpu(format!("block mask: {e}")));
     }
     let index = index?;

@@ -399,10 +399,10 @@ impl Context {
                 compilation_options: Default::default(),
                 cache: None,
             });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = crate::gpu::scope_error(scope) {
             return Err(Error::Gpu(format!("building {label}: {e}")));
         }
-        if let Some(e) = pollster::block_on(oom.pop()) {
+        if let Some(e) = crate::gpu::scope_error(oom) {
             return Err(Error::OutOfMemory {
                 what: format!("pipeline {label}"),
                 requested: 0,

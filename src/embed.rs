@@ -266,7 +266,7 @@ pub fn record_attention<'c>(
         &mut held,
         encoder,
     );
-    if let Some(err) = pollster::block_on(scope.pop()) {
+    if let Some(err) = crate::gpu::scope_error(scope) {
         return Err(Error::Gpu(format!("recording attention: {err}")));
     }
     recorded?;

@@ -186,7 +186,7 @@ pub(crate) fn create_buffer(
 ) -> Result<wgpu::Buffer> {
     let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let buffer = device.create_buffer(desc);
-    match pollster::block_on(scope.pop()) {
+    match scope_error(scope) {
         None => Ok(buffer),
         Some(e) => Err(Error::OutOfMemory {
             what: buffer_role(desc.usage).to_string(),
@@ -639,8 +639,12 @@ pub(crate) async fn submit_and_read(
             let index = ctx.queue().submit([rec.encoder.finish()]);
             (rec.readback, rec.layout, index)
         });
-        let validation = pollster::block_on(validation.pop());
-        let oom = pollster::block_on(oom.pop());
+        // Popped in order here (a scope belongs to the thread that pushed it), awaited after:
+        // natively they are ready at once, on the web the browser resolves them.
+        let validation = validation.pop();
+        let oom = oom.pop();
+        let validation = validation.await;
+        let oom = oom.await;
         let submitted = submitted?;
         if let Some(e) = validation {
             return Err(Error::Gpu(e.to_string()));
@@ -698,4 +702,22 @@ pub(crate) async fn submit_and_read(
     readback.unmap();
     ctx.check_alive()?;
     result
+}
+
+/// The error an inner error scope (around one buffer or pipeline creation, inside a call that
+/// records synchronously) caught. wgpu on native backends validates as each call is made, so
+/// the scope's future is ready when popped and this polls it once, without blocking; a future
+/// that is not ready (a backend that reports later) counts as no error here, and the call's
+/// outer scopes, which `submit_and_read` awaits, still fail the call.
+pub(crate) fn scope_error(scope: wgpu::ErrorScopeGuard) -> Option<wgpu::Error> {
+    use std::future::Future;
+    use std::task::{Context as TaskContext, Poll, Waker};
+    let mut future = std::pin::pin!(scope.pop());
+    match future
+        .as_mut()
+        .poll(&mut TaskContext::from_waker(Waker::noop()))
+    {
+        Poll::Ready(e) => e,
+        Poll::Pending => None,
+    }
 }

@@ -193,3 +193,59 @@ fn async_future_is_send() {
     assert_send(&future);
     pollster::block_on(future).unwrap();
 }
+
+/// The async entry point does not hold its executor's thread while the device works: on a
+/// single-threaded executor the future returns `Pending`, the thread runs other work, and
+/// the wake-up comes from the engine (no busy polling), with the result the reference gives.
+#[test]
+fn async_call_leaves_the_executor_thread_free() {
+    use std::future::Future;
+    use std::sync::{Condvar, Mutex};
+    use std::task::{Context as TaskContext, Poll, Wake, Waker};
+
+    #[derive(Default)]
+    struct Signal {
+        woken: Mutex<bool>,
+        cond: Condvar,
+    }
+    impl Wake for Signal {
+        fn wake(self: Arc<Self>) {
+            *self.woken.lock().unwrap() = true;
+            self.cond.notify_all();
+        }
+    }
+
+    let ctx = new_context();
+    let mut rng = Rng::new(4100);
+    // Large enough that the device is busy for a while after the first poll.
+    let dims = Dims::new(1, 8, 256, 256, 64);
+    let case = Case::random(&mut rng, dims, DType::F32, wgattn::Layout::Bhsd);
+    let inputs = case.inputs();
+    let signal = Arc::new(Signal::default());
+    let waker = Waker::from(signal.clone());
+    let mut future = std::pin::pin!(wgattn::masked_attention_async(&ctx, &inputs, &case.opts));
+    let (mut pending, mut other_work) = (0, 0u64);
+    let out = loop {
+        match future.as_mut().poll(&mut TaskContext::from_waker(&waker)) {
+            Poll::Ready(r) => break r.unwrap(),
+            Poll::Pending => {
+                pending += 1;
+                // The thread is free: other tasks of the executor run here.
+                other_work += (0..1000u64).sum::<u64>();
+                let mut woken = signal.woken.lock().unwrap();
+                while !*woken {
+                    woken = signal.cond.wait(woken).unwrap();
+                }
+                *woken = false;
+            }
+        }
+    };
+    assert!(pending >= 1, "the future never yielded to its executor");
+    assert!(other_work > 0);
+    assert!(
+        pending < 100,
+        "woken {pending} times: polling, not waiting for a wake-up"
+    );
+    let want = case.reference();
+    assert_close("async out", &out.out, &want.out, Tol::for_dtype(DType::F32));
+}
