@@ -514,5 +514,15 @@ fn the_timing_mode_writes_a_report_bench_compare_reads() {
     ]);
     let id = ran[0]["id"].as_str().unwrap();
     assert!(table.contains(id), "the comparison lists {id}:\n{table}");
+    // The page drew its heatmap case (checked against the reference too): 48 x 48 positions
+    // under causal, a window of 16 and two documents (positions 0-29 and 30-47).
+    let heat = &report["heatmap"];
+    assert_eq!(heat["status"], "pass", "heatmap case: {heat}");
+    let allowed = (0..48i64)
+        .flat_map(|i| (0..48i64).map(move |j| (i, j)))
+        .filter(|&(i, j)| j <= i && j >= i - 16 && (i >= 30) == (j >= 30))
+        .count() as u64;
+    assert_eq!(heat["masked"].as_u64(), Some(48 * 48 - allowed), "{heat}");
+    assert!(heat["max"].as_f64().unwrap() > 0.0);
     let _ = std::fs::remove_dir_all(&dir);
 }

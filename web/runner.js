@@ -288,6 +288,10 @@ export async function runCase(device, c) {
     }
     const bytes = await readRange(device, buffers[r.buffer], r.offset, r.size);
     const got = decode(bytes, r.dtype);
+    if (r.name === "probs" || r.name === "logits") {
+      summary.intermediates = summary.intermediates || {};
+      summary.intermediates[r.name] = { shape: r.shape, values: got };
+    }
     const want = decode(fromBase64(r.expected.base64), r.expected.dtype);
     const check = compare(got, want, r.atol, r.rtol);
     summary.results.push({ name: r.name, ...check });
@@ -373,4 +377,48 @@ export function benchReport(plan, timed, adapter, clock) {
     iterations: bench.iterations,
     cases: [...cases, ...bench.unplanned],
   };
+}
+
+/** viridis, as a polynomial fit (the same as examples/embed.rs's colormap pass). */
+export function viridis(t) {
+  const c = [
+    [0.2777, 0.0054, 0.3341], [0.1051, 1.4046, 1.3846], [-0.3309, 0.2148, 0.0951],
+    [-4.6342, -5.7991, -19.3324], [6.2283, 14.1799, 56.6906], [4.7764, -13.7451, -65.3530],
+    [-5.4355, 4.6459, 26.3124],
+  ];
+  return [0, 1, 2].map((ch) => {
+    let x = c[6][ch];
+    for (let k = 5; k >= 0; k--) x = c[k][ch] + t * x;
+    return Math.round(Math.min(1, Math.max(0, x)) * 255);
+  });
+}
+
+/**
+ * Draws batch entry 0, head 0 of a case's probabilities (`intermediates.probs`, shape
+ * `[B, H, Lq, Lt]`) on a canvas: keys across, queries down, viridis scaled to the largest
+ * probability, masked positions (logit -inf, where the case returned logits) grey.
+ * Returns `{canvas, masked, max}`.
+ */
+export function heatmap(intermediates, px = 6) {
+  const probs = intermediates.probs;
+  const [, , lq, lt] = probs.shape;
+  const logits = intermediates.logits;
+  const canvas = document.createElement("canvas");
+  canvas.width = lt * px;
+  canvas.height = lq * px;
+  const g = canvas.getContext("2d");
+  let max = 0;
+  for (let i = 0; i < lq * lt; i++) max = Math.max(max, probs.values[i]);
+  let masked = 0;
+  for (let i = 0; i < lq; i++) {
+    for (let j = 0; j < lt; j++) {
+      const at = i * lt + j;
+      const isMasked = logits && logits.values[at] === -Infinity;
+      if (isMasked) masked++;
+      const [r, gr, b] = isMasked ? [128, 128, 128] : viridis(max > 0 ? probs.values[at] / max : 0);
+      g.fillStyle = `rgb(${r},${gr},${b})`;
+      g.fillRect(j * px, i * px, px, px);
+    }
+  }
+  return { canvas, masked, max };
 }

@@ -466,6 +466,7 @@ pub fn emit_plan(suite: SuiteName, plan_path: &Path, webgpu_limits: bool) -> Res
         },
         "unplanned": unplanned,
     });
+    plan["heatmap"] = heatmap_case(&ctx)?;
     let text = serde_json::to_string(&plan)?;
     result_file::write_atomically(plan_path, text.as_bytes())?;
     eprintln!(
@@ -474,6 +475,47 @@ pub fn emit_plan(suite: SuiteName, plan_path: &Path, webgpu_limits: bool) -> Res
         plan_path.display()
     );
     Ok(())
+}
+
+/// The case whose attention probabilities the page draws after timing: small, staged, causal
+/// with a window and two documents, returning `probs` and `logits` (masked positions are the
+/// `-inf` logits).
+fn heatmap_case(ctx: &Context) -> Result<serde_json::Value> {
+    let (l, d) = (48usize, 16usize);
+    let data =
+        |seed: f32| -> Vec<f32> { (0..l * d).map(|i| (i as f32 * 0.61 + seed).sin()).collect() };
+    let q = wgattn::Tensor::from_f32([1, 1, l, d], data(0.3))?;
+    let k = wgattn::Tensor::from_f32([1, 1, l, d], data(1.7))?;
+    let v = wgattn::Tensor::from_f32([1, 1, l, d], data(2.2))?;
+    let docs: Vec<i64> = (0..l).map(|j| i64::from(j >= 30)).collect();
+    let mods = wgattn::MaskMods {
+        segments: Some(wgattn::Segments {
+            q: docs.clone(),
+            kv: docs,
+        }),
+        ..Default::default()
+    };
+    let inputs = wgattn::AttentionInputs::new(&q, &k, &v).with_mods(&mods);
+    let options = wgattn::AttentionOptions {
+        causal: true,
+        window_left: 16,
+        scale: Some(0.5),
+        returns: wgattn::Returns {
+            probs: true,
+            logits: true,
+            ..Default::default()
+        },
+        path: wgattn::ExecutionPath::Staged,
+        ..Default::default()
+    };
+    let plan = wgattn::plan::plan(ctx, &inputs, &options)?;
+    let expected = wgattn::reference::masked_attention(&inputs, &options)?;
+    crate::cli::plan::case_json(
+        "heatmap: causal, window 16, two documents",
+        &plan,
+        Some(&expected),
+        None,
+    )
 }
 
 fn adapter_record(ctx: &Context) -> AdapterRecord {
