@@ -501,7 +501,7 @@ mod tests {
         return s + aux_bias[k];\n}\n";
 
     /// Every kernel that reads mods, with every mod and the user's snippets, validates and
-    /// translates.
+    /// translates to every backend.
     #[test]
     fn variants_with_user_snippets_validate_and_translate() {
         let all = ModFlags {
@@ -525,13 +525,7 @@ mod tests {
                         let v = v.with_mods(flags);
                         let source = v.source_with(Some(USER)).unwrap();
                         let (module, info) = parse_validate(&v, &source);
-                        naga::back::spv::write_vec(
-                            &module,
-                            &info,
-                            &naga::back::spv::Options::default(),
-                            None,
-                        )
-                        .unwrap_or_else(|e| panic!("{}: SPIR-V: {e}", v.label()));
+                        translate(&v, &module, &info);
                     }
                 }
             }
@@ -568,61 +562,60 @@ mod tests {
     /// machine lacks shows up here.
     #[test]
     fn every_variant_translates_to_every_backend() {
-        use naga::back::{glsl, hlsl, msl, spv};
         for variant in Variant::all() {
-            let label = variant.label();
             let (module, info) = validated(&variant);
+            translate(&variant, &module, &info);
+        }
+    }
 
-            spv::write_vec(&module, &info, &spv::Options::default(), None)
-                .unwrap_or_else(|e| panic!("{label}: SPIR-V: {e}"));
+    /// SPIR-V, MSL, HLSL and (without optional features) GLSL of one validated variant.
+    fn translate(variant: &Variant, module: &naga::Module, info: &naga::valid::ModuleInfo) {
+        use naga::back::{glsl, hlsl, msl, spv};
+        let label = variant.label();
+        spv::write_vec(module, info, &spv::Options::default(), None)
+            .unwrap_or_else(|e| panic!("{label}: SPIR-V: {e}"));
 
-            let msl_options = msl::Options {
-                lang_version: (2, 4),
-                ..Default::default()
-            };
-            msl::write_string(
-                &module,
-                &info,
-                &msl_options,
-                &msl::PipelineOptions::default(),
-            )
+        let msl_options = msl::Options {
+            lang_version: (2, 4),
+            ..Default::default()
+        };
+        msl::write_string(module, info, &msl_options, &msl::PipelineOptions::default())
             .unwrap_or_else(|e| panic!("{label}: MSL: {e}"));
 
-            let hlsl_options = hlsl::Options {
-                shader_model: hlsl::ShaderModel::V6_2,
+        let hlsl_options = hlsl::Options {
+            shader_model: hlsl::ShaderModel::V6_2,
+            ..Default::default()
+        };
+        let pipeline = hlsl::PipelineOptions { entry_point: None };
+        let mut text = String::new();
+        hlsl::Writer::new(&mut text, &hlsl_options, &pipeline)
+            .write(module, info, None)
+            .unwrap_or_else(|e| panic!("{label}: HLSL: {e}"));
+
+        if variant.features == ShaderFeatures::default() {
+            let glsl_options = glsl::Options {
+                version: glsl::Version::Embedded {
+                    version: 310,
+                    is_webgl: false,
+                },
                 ..Default::default()
             };
-            let pipeline = hlsl::PipelineOptions { entry_point: None };
+            let pipeline = glsl::PipelineOptions {
+                shader_stage: naga::ShaderStage::Compute,
+                entry_point: "main".into(),
+                multiview: None,
+            };
             let mut text = String::new();
-            hlsl::Writer::new(&mut text, &hlsl_options, &pipeline)
-                .write(&module, &info, None)
-                .unwrap_or_else(|e| panic!("{label}: HLSL: {e}"));
-
-            if variant.features == ShaderFeatures::default() {
-                let glsl_options = glsl::Options {
-                    version: glsl::Version::Embedded {
-                        version: 310,
-                        is_webgl: false,
-                    },
-                    ..Default::default()
-                };
-                let pipeline = glsl::PipelineOptions {
-                    shader_stage: naga::ShaderStage::Compute,
-                    entry_point: "main".into(),
-                    multiview: None,
-                };
-                let mut text = String::new();
-                glsl::Writer::new(
-                    &mut text,
-                    &module,
-                    &info,
-                    &glsl_options,
-                    &pipeline,
-                    naga::proc::BoundsCheckPolicies::default(),
-                )
-                .and_then(|mut w| w.write().map(|_| ()))
-                .unwrap_or_else(|e| panic!("{label}: GLSL: {e}"));
-            }
+            glsl::Writer::new(
+                &mut text,
+                module,
+                info,
+                &glsl_options,
+                &pipeline,
+                naga::proc::BoundsCheckPolicies::default(),
+            )
+            .and_then(|mut w| w.write().map(|_| ()))
+            .unwrap_or_else(|e| panic!("{label}: GLSL: {e}"));
         }
     }
 
