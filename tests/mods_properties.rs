@@ -136,7 +136,7 @@ fn check(s: &Spec) {
             _ => Vec::new(),
         })
         .unwrap_or_default();
-    let mask = |b: usize, h: usize, q: usize, k: usize| (q * 3 + k + h + b * 5) % 4 != 0;
+    let mask = |b: usize, h: usize, q: usize, k: usize| !(q * 3 + k + h + b * 5).is_multiple_of(4);
     let score = move |s: f64, _b: usize, _h: usize, _q: usize, k: usize| {
         if k % 5 == 3 {
             f64::NEG_INFINITY
