@@ -9,9 +9,7 @@
 @group(0) @binding(2) var<storage, read> mask: array<u32>;
 
 #import masking
-#ifdef MODS
 #import mods
-#endif
 @group(0) @binding(3) var<storage, read_write> work: array<f32>;
 @group(0) @binding(4) var<storage, read_write> row_alive: array<u32>;
 
@@ -52,11 +50,7 @@ fn main(
 #endif
             let s = work[base + j];
             if (bias != params.neg_inf) {
-#ifdef MODS
                 any_alive = any_alive || !score_removed(s);
-#else
-                any_alive = true;
-#endif
                 logit = s + bias;
             }
         }

@@ -36,9 +36,7 @@ var<private> l: array<f32, R>;
 var<private> alive: array<bool, R>;
 
 #import fused_io
-#ifdef MODS
 #import mods
-#endif
 
 // The bias of keys jb..jb+3 for query i: 0 or the additive mask (plus the mods' bias) where
 // allowed, -inf where not. `full`: the block mask says the mods allow the whole tile.

@@ -25,28 +25,9 @@ var<private> acc: array<vec4<f32>, DV4>;
 var<private> sc: array<f32, PER>;
 
 #import fused_io
-#ifdef MODS
 #import mods
-#endif
 
 #import reduce
-
-// The score after the user's score_mod, and whether that removes its key (-inf).
-fn mod_score_of(s: f32, b: u32, h: u32, i: u32, j: u32) -> f32 {
-#ifdef MODS
-    return mod_score(s, b, h, i, j);
-#else
-    return s;
-#endif
-}
-
-fn removed_score(s: f32) -> bool {
-#ifdef MODS
-    return score_removed(s);
-#else
-    return false;
-#endif
-}
 
 @compute @workgroup_size(WG)
 fn main(
@@ -106,8 +87,8 @@ fn main(
                 for (var d4 = 0u; d4 < D4; d4++) {
                     a += qr[d4] * k4(ko, d4);
                 }
-                let sm = mod_score_of(capped(params.scale * dot(a, vec4<f32>(1.0))), b, h, i, u32(j));
-                if (!removed_score(sm)) {
+                let sm = mod_score(capped(params.scale * dot(a, vec4<f32>(1.0))), b, h, i, u32(j));
+                if (!score_removed(sm)) {
                     local_alive = 1.0;
                     x = sm + bias;
                 }

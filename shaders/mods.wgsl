@@ -1,6 +1,7 @@
 // The mods of src/mods.rs: structured masks computed from small index tables, and the user's
 // mask_mod / score_mod (the generated `user` module). The importing kernel declares
 // `tables: array<u32>` and imports masking first; the offsets of each table are in params.
+// Without any define every function is the identity (allows all, adds 0, keeps the score).
 //
 // Defines: MOD_SEGMENTS, MOD_PREFIX, MOD_ALIBI, MOD_TOKENS, MOD_MODALITY, MOD_USER_MASK,
 // MOD_USER_SCORE (MOD_USER: either of the last two), MOD_MASKS (any mod that can disallow).

@@ -7,7 +7,9 @@ use std::hash::{Hash, Hasher};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::gpu::{bind_slices, check_binding, grid, Held, Params, Slice, STORAGE};
+use crate::gpu::{
+    bind_slices, bind_slices_at, check_binding, dispatch_with, grid, Held, Params, Slice, STORAGE,
+};
 use crate::kernels::{Kernel, Variant};
 use crate::mods::{self, MaskMods, ModFlags, TableOffsets};
 use crate::problem::{AttentionInputs, AttentionOptions, AttentionProblem};
@@ -248,7 +250,12 @@ impl AuxGroup {
             return Ok(None);
         };
         let limits = ctx.limits();
-        let used = 7u32;
+        // The most storage buffers a kernel that reads the snippets binds in group 0.
+        let used = Kernel::Fused
+            .bindings()
+            .iter()
+            .filter(|b| **b != crate::kernels::Binding::Uniform)
+            .count() as u32;
         let max = limits.max_storage_buffers_per_shader_stage;
         if used + m.aux.len() as u32 > max || limits.max_bind_groups < 2 {
             return Err(Error::ExceedsLimit {
@@ -271,26 +278,18 @@ impl AuxGroup {
         Ok(Some(AuxGroup { buffers }))
     }
 
-    /// Group 1 of `pipeline`.
+    /// Group 1 of `pipeline`: each tensor bound exactly (so `arrayLength` is its length).
     pub(crate) fn bind(&self, ctx: &Context, pipeline: &wgpu::ComputePipeline) -> wgpu::BindGroup {
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = self
+        let slices: Vec<Slice<'_>> = self
             .buffers
             .iter()
-            .enumerate()
-            .map(|(i, (b, bytes))| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: b,
-                    offset: 0,
-                    size: std::num::NonZeroU64::new(bytes.max(&4).next_multiple_of(4)),
-                }),
+            .map(|(buffer, bytes)| Slice {
+                buffer,
+                offset: 0,
+                size: (*bytes).max(4).next_multiple_of(4),
             })
             .collect();
-        ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("wgattn aux tensors"),
-            layout: &pipeline.get_bind_group_layout(1),
-            entries: &entries,
-        })
+        bind_slices_at(ctx, pipeline, 1, "wgattn aux tensors", &slices)
     }
 
     /// Group 1 for `variant` (none where the variant does not include the snippets).
@@ -305,28 +304,6 @@ impl AuxGroup {
             _ => None,
         }
     }
-}
-
-/// Records one compute pass with one dispatch, with group 1 where given.
-pub(crate) fn dispatch_with(
-    encoder: &mut wgpu::CommandEncoder,
-    label: &str,
-    pipeline: &wgpu::ComputePipeline,
-    group: &wgpu::BindGroup,
-    aux: Option<&wgpu::BindGroup>,
-    (x, y): (u32, u32),
-) {
-    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-        label: Some(label),
-        timestamp_writes: None,
-    });
-    crate::plan::trace::dispatched(label, pipeline, group, [x, y, 1]);
-    pass.set_pipeline(pipeline);
-    pass.set_bind_group(0, group, &[]);
-    if let Some(aux) = aux {
-        pass.set_bind_group(1, aux, &[]);
-    }
-    pass.dispatch_workgroups(x, y, 1);
 }
 
 /// The mask mods of one problem classified per tile of the fused kernel (empty tiles are

@@ -2,11 +2,12 @@
 //! memory) or `fused_decode` (short query blocks, keys split across workgroups), then
 //! `fused_combine` when keys were split. Memory is linear in the sequence lengths.
 
-use crate::blocks::{self, dispatch_with, AuxGroup, BlockLayout, BlockMask, Tables};
+use crate::blocks::{self, AuxGroup, BlockLayout, BlockMask, Tables};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::gpu::{
-    bind_slices, check_binding, dispatch, grid, Held, Params, Present, Readback, Recorded, Slice,
+    bind_slices, check_binding, dispatch, dispatch_with, grid, Held, Params, Present, Readback,
+    Recorded, Slice,
 };
 use crate::kernels::{Kernel, Tile, Variant};
 use crate::mods::{MaskMods, ModFlags};
@@ -148,9 +149,7 @@ impl Config {
             combine,
         })
     }
-}
 
-impl Config {
     /// The block mask's layout for this configuration: one block per prefill tile, or per
     /// (query row, key split) of the decode kernel; `None` without mask mods.
     pub(crate) fn blocks(&self, p: &AttentionProblem) -> Option<BlockLayout> {

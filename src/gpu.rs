@@ -462,6 +462,17 @@ pub(crate) fn bind_slices(
     label: &str,
     slices: &[Slice<'_>],
 ) -> wgpu::BindGroup {
+    bind_slices_at(ctx, pipeline, 0, label, slices)
+}
+
+/// [`bind_slices`] for bind group `index` of the pipeline (1: the user's aux tensors).
+pub(crate) fn bind_slices_at(
+    ctx: &Context,
+    pipeline: &wgpu::ComputePipeline,
+    index: u32,
+    label: &str,
+    slices: &[Slice<'_>],
+) -> wgpu::BindGroup {
     let entries: Vec<wgpu::BindGroupEntry<'_>> = slices
         .iter()
         .enumerate()
@@ -476,7 +487,7 @@ pub(crate) fn bind_slices(
         .collect();
     let group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some(label),
-        layout: &pipeline.get_bind_group_layout(0),
+        layout: &pipeline.get_bind_group_layout(index),
         entries: &entries,
     });
     trace::bound(&group, slices);
@@ -489,6 +500,18 @@ pub(crate) fn dispatch(
     label: &str,
     pipeline: &wgpu::ComputePipeline,
     group: &wgpu::BindGroup,
+    grid: (u32, u32),
+) {
+    dispatch_with(encoder, label, pipeline, group, None, grid);
+}
+
+/// [`dispatch`] with bind group 1 (the user's aux tensors) where given.
+pub(crate) fn dispatch_with(
+    encoder: &mut wgpu::CommandEncoder,
+    label: &str,
+    pipeline: &wgpu::ComputePipeline,
+    group: &wgpu::BindGroup,
+    aux: Option<&wgpu::BindGroup>,
     (x, y): (u32, u32),
 ) {
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -497,6 +520,9 @@ pub(crate) fn dispatch(
     });
     pass.set_pipeline(pipeline);
     pass.set_bind_group(0, group, &[]);
+    if let Some(aux) = aux {
+        pass.set_bind_group(1, aux, &[]);
+    }
     pass.dispatch_workgroups(x, y, 1);
     trace::dispatched(label, pipeline, group, [x, y, 1]);
 }

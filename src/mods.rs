@@ -477,8 +477,8 @@ pub(crate) fn validate(mods: &MaskMods, d: &Dims) -> Result<ModsInfo> {
         ));
     }
     let user = if flags.user_mask || flags.user_score {
-        let (text, _) = user_module(mods);
-        check_snippets(mods)?;
+        let (text, starts) = user_module(mods);
+        check_snippets(mods, &text, starts)?;
         Some(Arc::from(text))
     } else {
         None
@@ -627,8 +627,8 @@ fn user_module(mods: &MaskMods) -> (String, [usize; 2]) {
 
 /// Compiles the snippets in a module of their own (the aux bindings, the two functions and
 /// an entry point calling them) and reports naga's first error at its line in the snippet.
-fn check_snippets(mods: &MaskMods) -> Result<()> {
-    let (mut text, starts) = user_module(mods);
+fn check_snippets(mods: &MaskMods, user: &str, starts: [usize; 2]) -> Result<()> {
+    let mut text = user.to_string();
     // What the kernels give the snippets besides their arguments (after them, so the lines of
     // the snippets keep their numbers).
     text.push_str("fn minus_infinity() -> f32 {\n    return 0.0;\n}\n");

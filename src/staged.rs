@@ -2,10 +2,12 @@
 //! recorded into one encoder, with one read-back. It materializes `[B, Hq, Lq, Lt]` and is
 //! the path that can return the intermediates.
 
-use crate::blocks::{self, dispatch_with, AuxGroup, Tables};
+use crate::blocks::{self, AuxGroup, Tables};
 use crate::context::Context;
 use crate::error::Result;
-use crate::gpu::{bind_group, check_binding, grid, Held, Params, Readback, Recorded, Slice};
+use crate::gpu::{
+    bind_group, check_binding, dispatch_with, grid, Held, Params, Readback, Recorded, Slice,
+};
 use crate::kernels::{Kernel, Variant};
 use crate::problem::{AttentionInputs, AttentionProblem};
 use crate::tensor::{DType, Mask, Tensor};

@@ -7,6 +7,12 @@
 //!
 //! Without Chromium this fails, saying how to install it, unless `WGATTN_SKIP_BROWSER=1`.
 //! `WGATTN_CHROMIUM=/path/to/chrome` picks another Chromium-based browser.
+//!
+//! Needs the binary: `cargo test --features cli --test browser` (without the feature this file
+//! is empty).
+#![cfg(feature = "cli")]
+
+mod common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -20,6 +26,9 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use serde_json::Value;
 
+use common::cli::run_ok as wgattn;
+use common::Rng;
+
 /// How long the page may take for all cases (SwiftShader needs a few seconds).
 const PAGE_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -27,20 +36,6 @@ const PAGE_TIMEOUT: Duration = Duration::from_secs(180);
 struct CaseFile {
     tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
     metadata: HashMap<String, String>,
-}
-
-/// SplitMix64, seeded.
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
 }
 
 impl CaseFile {
@@ -100,7 +95,7 @@ impl CaseFile {
 
 /// Small cases of every mask kind, in `dtype`: (name, file).
 fn cases(dtype: Dtype) -> Vec<(&'static str, CaseFile)> {
-    let mut rng = Rng(match dtype {
+    let mut rng = Rng::new(match dtype {
         Dtype::F32 => 1,
         Dtype::F16 => 2,
         _ => 3,
@@ -153,19 +148,6 @@ fn cases(dtype: Dtype) -> Vec<(&'static str, CaseFile)> {
             qkv(&mut rng, 4, 2, 1, 40).meta("window_left", "20"),
         ),
     ]
-}
-
-fn wgattn(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_wgattn"))
-        .args(args)
-        .output()
-        .expect("the wgattn binary runs");
-    assert!(
-        out.status.success(),
-        "wgattn {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The Chromium to run, or `None` with the skip variable set; fails saying how to install

@@ -177,16 +177,8 @@ fn kv_lengths(view: &TensorView<'_>) -> Result<Vec<i64>> {
             view.shape()
         );
     }
-    let bytes = view.data();
-    Ok(match view.dtype() {
-        Dtype::I64 => bytes
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(std::array::from_fn(|i| c[i])))
-            .collect(),
-        Dtype::I32 => bytes
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes(std::array::from_fn(|i| c[i])) as i64)
-            .collect(),
+    match view.dtype() {
+        Dtype::I64 | Dtype::I32 => super::case_mods::ints("kv_lengths", view, Some(1)),
         other => bail!("tensor `kv_lengths` has dtype {other}; it must be I64 or I32"),
-    })
+    }
 }

@@ -163,7 +163,7 @@ fn check_rank(name: &str, view: &TensorView<'_>, rank: Option<usize>) -> Result<
 }
 
 /// An integer tensor (I64, I32, U32, U8) as i64.
-fn ints(name: &str, view: &TensorView<'_>, rank: Option<usize>) -> Result<Vec<i64>> {
+pub fn ints(name: &str, view: &TensorView<'_>, rank: Option<usize>) -> Result<Vec<i64>> {
     check_rank(name, view, rank)?;
     let b = view.data();
     Ok(match view.dtype() {

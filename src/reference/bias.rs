@@ -60,7 +60,7 @@ impl<'a> Bias<'a> {
         }
     }
 
-    /// Whether a score_mod is given (its `-inf` removes a key).
+    /// The score after the user's score_mod closure (`s` itself without one).
     pub(crate) fn score_mod(&self, s: f64, b: usize, h: usize, i: usize, j: usize) -> f64 {
         match self.rust.score_mod {
             Some(f) => f(s, b, h, i, j),
