@@ -206,3 +206,16 @@ fn encode(lo: f32, hi: f32) -> u32 {
     return bf16_bits(lo) | (bf16_bits(hi) << 16u);
 #endif
 }
+
+// A loop's constant trip count. With OPAQUE_LOOPS it passes through the uniforms, so the
+// driver's compiler cannot unroll the loop (Mesa's GLSL compiler unrolls every loop with a
+// constant count of up to 32 trips, nested loops multiply, and llvmpipe then took up to a
+// minute per fused pipeline; on GL the engine sets it). `batch` is never 0: problems with an
+// empty axis are refused before anything is dispatched.
+fn trips(n: u32) -> u32 {
+#ifdef OPAQUE_LOOPS
+    return select(n, 0u, params.batch == 0u);
+#else
+    return n;
+#endif
+}

@@ -90,24 +90,24 @@ fn accumulate_tile(i_first: u32, b: u32, h: u32, bd: Bounds, j0: i32, j_end: i32
     // Keys past this invocation's last row's upper bound are disallowed for all its rows
     // (the causal / right-window frontier): stop there, not at the workgroup's end.
     let my_end = min(j_end, i_hi + bd.hi + 1);
-    for (var jj = 0u; jj < BK; jj += 4u) {
+    for (var jj = 0u; jj < trips(BK); jj += 4u) {
         let jb = j0 + i32(jj);
         if (jb >= my_end) {
             break;
         }
         var s = array<vec4<f32>, R>();
-        for (var d4 = 0u; d4 < D4; d4++) {
+        for (var d4 = 0u; d4 < trips(D4); d4++) {
             let k0 = k_tile[jj * D4 + d4];
             let k1 = k_tile[(jj + 1u) * D4 + d4];
             let k2 = k_tile[(jj + 2u) * D4 + d4];
             let k3 = k_tile[(jj + 3u) * D4 + d4];
-            for (var r = 0u; r < R; r++) {
+            for (var r = 0u; r < trips(R); r++) {
                 let qv = qr[r][d4];
                 s[r] += vec4<f32>(dot(qv, k0), dot(qv, k1), dot(qv, k2), dot(qv, k3));
             }
         }
         var p = array<vec4<f32>, R>();
-        for (var r = 0u; r < R; r++) {
+        for (var r = 0u; r < trips(R); r++) {
             let i = i_first + r;
             var bias = vec4<f32>(0.0);
             if (i >= params.q_len) {
@@ -130,7 +130,7 @@ fn accumulate_tile(i_first: u32, b: u32, h: u32, bd: Bounds, j0: i32, j_end: i32
                 if (gmax > m[r]) {
                     let corr = exp(m[r] - gmax);
                     l[r] = l[r] * corr;
-                    for (var d4 = 0u; d4 < DV4; d4++) {
+                    for (var d4 = 0u; d4 < trips(DV4); d4++) {
                         acc[r][d4] = acc[r][d4] * corr;
                     }
                     m[r] = gmax;
@@ -139,12 +139,12 @@ fn accumulate_tile(i_first: u32, b: u32, h: u32, bd: Bounds, j0: i32, j_end: i32
                 l[r] += dot(p[r], one);
             }
         }
-        for (var d4 = 0u; d4 < DV4; d4++) {
+        for (var d4 = 0u; d4 < trips(DV4); d4++) {
             let v0 = v_tile[jj * DV4 + d4];
             let v1 = v_tile[(jj + 1u) * DV4 + d4];
             let v2 = v_tile[(jj + 2u) * DV4 + d4];
             let v3 = v_tile[(jj + 3u) * DV4 + d4];
-            for (var r = 0u; r < R; r++) {
+            for (var r = 0u; r < trips(R); r++) {
                 let pr = p[r];
                 // Keys with p = 0 (disallowed) add nothing, even where v holds NaN; a NaN p
                 // (a NaN score at an allowed key) does, as in the reference.
@@ -194,11 +194,11 @@ fn main(
     let j_begin = j_first + i32(split * params.split_len);
     let j_end = min(range.y, j_begin + i32(params.split_len));
 
-    for (var r = 0u; r < R; r++) {
+    for (var r = 0u; r < trips(R); r++) {
         let i = i_first + r;
         if (i < params.q_len) {
             let qo = q_offset(b, h, i);
-            for (var d4 = 0u; d4 < D4; d4++) {
+            for (var d4 = 0u; d4 < trips(D4); d4++) {
                 qr[r][d4] = q4(qo, d4);
             }
         }
@@ -240,7 +240,7 @@ fn main(
         }
     }
 
-    for (var r = 0u; r < R; r++) {
+    for (var r = 0u; r < trips(R); r++) {
         let i = i_first + r;
         if (i >= params.q_len) {
             break;
@@ -256,7 +256,7 @@ fn write_row(b: u32, h: u32, i: u32, split: u32, r: u32) {
     let slot = split * params.rows + row;
     partials[slot] = vec4<f32>(m[r], l[r], select(0.0, 1.0, alive[r]), 0.0);
     let base = params.splits * params.rows + slot * DV4;
-    for (var d4 = 0u; d4 < DV4; d4++) {
+    for (var d4 = 0u; d4 < trips(DV4); d4++) {
         partials[base + d4] = acc[r][d4];
     }
 #else

@@ -64,13 +64,13 @@ fn main(
 #endif
 
     let qo = q_offset(b, h, i);
-    for (var d4 = 0u; d4 < D4; d4++) {
+    for (var d4 = 0u; d4 < trips(D4); d4++) {
         qr[d4] = q4(qo, d4);
     }
 
     var local_max = params.neg_inf;
     var local_alive = 0.0;
-    for (var t = 0u; t < PER; t++) {
+    for (var t = 0u; t < trips(PER); t++) {
         let j = j_begin + i32(t * WG + lid);
         var x = params.neg_inf;
         if (j < j_end && structurally_allowed(bd, i, u32(j))) {
@@ -84,7 +84,7 @@ fn main(
             if (bias != params.neg_inf) {
                 let ko = kv_offset(b, hk, u32(j), params.head_dim);
                 var a = vec4<f32>(0.0);
-                for (var d4 = 0u; d4 < D4; d4++) {
+                for (var d4 = 0u; d4 < trips(D4); d4++) {
                     a += qr[d4] * k4(ko, d4);
                 }
                 let sm = mod_score(capped(params.scale * dot(a, vec4<f32>(1.0))), b, h, i, u32(j));
@@ -102,14 +102,14 @@ fn main(
     // Every score but -inf takes part, NaN included (it makes the row NaN, as in the
     // reference; max may pass over NaN, so m alone cannot tell).
     var local_sum = 0.0;
-    for (var t = 0u; t < PER; t++) {
+    for (var t = 0u; t < trips(PER); t++) {
         let x = sc[t];
         if (bitcast<u32>(x) != bitcast<u32>(params.neg_inf)) {
             let p = exp(x - m);
             local_sum += p;
             if (contributes(p)) {
                 let vo = kv_offset(b, hk, u32(j_begin + i32(t * WG + lid)), params.v_dim);
-                for (var d4 = 0u; d4 < DV4; d4++) {
+                for (var d4 = 0u; d4 < trips(DV4); d4++) {
                     acc[d4] += p * v4(vo, d4);
                 }
             }
@@ -122,12 +122,12 @@ fn main(
     // invocation stores that (the others store zeros; see reduce.wgsl).
 #ifdef SUBGROUPS
     let leader = lid == subgroupBroadcastFirst(lid);
-    for (var d4 = 0u; d4 < DV4; d4++) {
+    for (var d4 = 0u; d4 < trips(DV4); d4++) {
         let total = subgroupAdd(acc[d4]);
         accs[lid * DV4 + d4] = select(vec4<f32>(0.0), total, leader);
     }
 #else
-    for (var d4 = 0u; d4 < DV4; d4++) {
+    for (var d4 = 0u; d4 < trips(DV4); d4++) {
         accs[lid * DV4 + d4] = acc[d4];
     }
 #endif
@@ -137,9 +137,9 @@ fn main(
         partials[slot] = vec4<f32>(m, l, alive, 0.0);
     }
     let base = params.splits * params.rows + slot * DV4;
-    for (var d4 = lid; d4 < DV4; d4 += WG) {
+    for (var d4 = lid; d4 < trips(DV4); d4 += WG) {
         var total = vec4<f32>(0.0);
-        for (var t = 0u; t < WG; t++) {
+        for (var t = 0u; t < trips(WG); t++) {
             total += accs[t * DV4 + d4];
         }
         partials[base + d4] = total;

@@ -21,7 +21,7 @@ fn reduce(lid: u32, value: f32, op: u32) -> f32 {
     red[lid] = select(identity, part, lid == subgroupBroadcastFirst(lid));
     workgroupBarrier();
     var result = identity;
-    for (var t = 0u; t < WG; t++) {
+    for (var t = 0u; t < trips(WG); t++) {
         if (op == 0u) {
             result = max(result, red[t]);
         } else {

@@ -64,6 +64,10 @@ pub struct Tuning {
     /// Use subgroup operations where the adapter offers them (default); `Some(false)` forces
     /// the fallback (reductions in workgroup memory only).
     pub subgroups: Option<bool>,
+    /// Hide loop trip counts from the driver's shader compiler so it does not unroll them
+    /// (default: on the GL backend, where unrolling made fused pipelines take up to a minute
+    /// to compile on llvmpipe; off elsewhere). Same results either way.
+    pub opaque_loops: Option<bool>,
     /// The most bytes the engine binds at once; default and upper bound: the device's limit
     /// (`max_storage_buffer_binding_size`, `max_buffer_size`). Every binding and the read-back
     /// are checked against the smaller of the two. A request over it is split over batch
@@ -82,6 +86,7 @@ impl Tuning {
         mapped_uploads: None,
         shader_f16: None,
         subgroups: None,
+        opaque_loops: None,
         max_binding_bytes: None,
     };
 }
@@ -271,6 +276,9 @@ impl Context {
         ShaderFeatures {
             f16: have.f16 && t.shader_f16.unwrap_or(true),
             subgroups: have.subgroups && t.subgroups.unwrap_or(true),
+            opaque_loops: t
+                .opaque_loops
+                .unwrap_or(self.info.backend == wgpu::Backend::Gl),
         }
     }
 
@@ -396,7 +404,14 @@ impl Context {
                 layout: Some(&layout),
                 module: &module,
                 entry_point: Some("main"),
-                compilation_options: Default::default(),
+                // Every kernel writes its workgroup memory before reading it (audited in
+                // shaders/; WebGPU in a browser zeroes it anyway). Zeroing costs a pass per
+                // workgroup, and on GL naga spells it as one array constructor of every
+                // element, which llvmpipe took a minute to compile for a fused tile.
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    zero_initialize_workgroup_memory: false,
+                    ..Default::default()
+                },
                 cache: None,
             });
         if let Some(e) = crate::gpu::scope_error(scope) {

@@ -12,8 +12,9 @@ use wgattn::{
 
 /// Kernel configurations every case runs under: the adapter's defaults (on lavapipe with
 /// shader-f16 and subgroups), one row per invocation with 4-key tiles (the GPU configuration,
-/// many tiles) without the optional features, two rows with 8-key tiles, every query length
-/// on the decode kernel without the optional features, and eight rows with 12-key tiles.
+/// many tiles) without the optional features and with GL's opaque loops, two rows with 8-key
+/// tiles, every query length on the decode kernel without the optional features (opaque
+/// loops), and eight rows with 12-key tiles.
 const TUNINGS: [Tuning; 5] = [
     Tuning::AUTO,
     Tuning {
@@ -22,6 +23,7 @@ const TUNINGS: [Tuning; 5] = [
         decode_max_q: Some(0),
         shader_f16: Some(false),
         subgroups: Some(false),
+        opaque_loops: Some(true),
         ..Tuning::AUTO
     },
     Tuning {
@@ -36,6 +38,7 @@ const TUNINGS: [Tuning; 5] = [
         decode_max_q: Some(1 << 20),
         shader_f16: Some(false),
         subgroups: Some(false),
+        opaque_loops: Some(true),
         ..Tuning::AUTO
     },
     Tuning {
@@ -237,12 +240,19 @@ fn fused_prefill_plain_and_odd_sizes() {
 #[test]
 fn fused_f16_with_and_without_optional_features() {
     let offered = ShaderFeatures::of_device(tuned(0).features());
-    assert_eq!(tuned(0).shader_features(), offered);
+    let used = tuned(0).shader_features();
+    assert_eq!((used.f16, used.subgroups), (offered.f16, offered.subgroups));
+    let gl = tuned(0).adapter_info().backend == wgpu::Backend::Gl;
+    assert_eq!(used.opaque_loops, gl, "opaque loops are the GL default");
     for t in [1, 3] {
         assert_eq!(
             tuned(t).shader_features(),
-            ShaderFeatures::default(),
-            "tuning {t} forces the fallbacks"
+            ShaderFeatures {
+                f16: false,
+                subgroups: false,
+                opaque_loops: true,
+            },
+            "tuning {t} forces the fallbacks and GL's opaque loops"
         );
     }
     for (lq, seed) in [(1, 20), (3, 22), (40, 24), (129, 26)] {

@@ -50,6 +50,15 @@ pub fn info() -> Result<()> {
             .into(),
         ),
         (
+            "loops (fused, fused_decode, softmax)",
+            if sf.opaque_loops {
+                "trip counts opaque to the driver (not unrolled)"
+            } else {
+                "constant trip counts (the driver may unroll)"
+            }
+            .into(),
+        ),
+        (
             "uploads",
             if mapped {
                 "mapped storage buffers (unified memory)"

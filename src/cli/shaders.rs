@@ -122,6 +122,7 @@ pub fn describe(variant: &Variant) -> Value {
             "vec4": t.vec4,
         },
         "features": feature_names(variant.features),
+        "opaque_loops": variant.features.opaque_loops,
         "entry_point": "main",
         "bindings": bindings(variant.kernel.bindings()),
     })

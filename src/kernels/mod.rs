@@ -208,6 +208,11 @@ pub struct ShaderFeatures {
     /// Subgroup operations: workgroup reductions (`fused_decode`, `softmax`) reduce inside each
     /// subgroup first (else: a tree in workgroup memory).
     pub subgroups: bool,
+    /// Loop trip counts hidden from the driver's compiler (`fused`, `fused_decode`,
+    /// `softmax`), so it does not unroll them: the engine's choice on GL, whose GLSL
+    /// compilers unroll constant loops (Mesa's llvmpipe took up to a minute per fused
+    /// pipeline). Not a device feature: the results are the same either way.
+    pub opaque_loops: bool,
 }
 
 impl ShaderFeatures {
@@ -216,6 +221,7 @@ impl ShaderFeatures {
         ShaderFeatures {
             f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
+            opaque_loops: false,
         }
     }
 }
@@ -253,6 +259,11 @@ impl Variant {
                 && matches!(self.kernel, Kernel::Fused | Kernel::FusedDecode),
             subgroups: available.subgroups
                 && matches!(self.kernel, Kernel::FusedDecode | Kernel::Softmax),
+            opaque_loops: available.opaque_loops
+                && matches!(
+                    self.kernel,
+                    Kernel::Fused | Kernel::FusedDecode | Kernel::Softmax
+                ),
         };
         self
     }
@@ -287,12 +298,13 @@ impl Variant {
         };
         let f = self.features;
         format!(
-            "wgattn {} {} {}{tile}{}{}{}",
+            "wgattn {} {} {}{tile}{}{}{}{}",
             self.kernel.name(),
             self.dtype,
             mask,
             if f.f16 { " shader-f16" } else { "" },
             if f.subgroups { " subgroups" } else { "" },
+            if f.opaque_loops { " opaque-loops" } else { "" },
             self.mods.label()
         )
     }
@@ -322,6 +334,9 @@ impl Variant {
         }
         if self.features.subgroups {
             d.push("SUBGROUPS");
+        }
+        if self.features.opaque_loops {
+            d.push("OPAQUE_LOOPS");
         }
         d.extend(self.mods.defines());
         if self.mods.masks() {
@@ -381,10 +396,13 @@ impl Variant {
         ];
         let mut all = Vec::new();
         let mut push = |v: Variant| {
-            for f in [false, true] {
+            // Without optional features (as on GL, with and without opaque loops), and with
+            // both device features.
+            for (f, opaque_loops) in [(false, false), (false, true), (true, false)] {
                 let v = v.with_features(ShaderFeatures {
                     f16: f,
                     subgroups: f,
+                    opaque_loops,
                 });
                 if !all.contains(&v) {
                     all.push(v);
@@ -592,7 +610,7 @@ mod tests {
             .write(module, info, None)
             .unwrap_or_else(|e| panic!("{label}: HLSL: {e}"));
 
-        if variant.features == ShaderFeatures::default() {
+        if !variant.features.f16 && !variant.features.subgroups {
             let glsl_options = glsl::Options {
                 version: glsl::Version::Embedded {
                     version: 310,

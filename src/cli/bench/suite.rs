@@ -524,6 +524,7 @@ fn adapter_record(ctx: &Context) -> AdapterRecord {
     let features_used = [
         (features.f16, "shader-f16"),
         (features.subgroups, "subgroups"),
+        (features.opaque_loops, "opaque-loops"),
         (ctx.uses_mapped_uploads(), "mapped-uploads"),
     ]
     .iter()
