@@ -21,6 +21,7 @@ pub struct Context {
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     pub(crate) pool: Mutex<BufferPool>,
     poison: AtomicBool,
+    gpu_timing: AtomicBool,
     tuning: Mutex<Tuning>,
     lost: Arc<Mutex<Option<String>>>,
     /// The device shares memory with the host and maps storage buffers.
@@ -197,6 +198,7 @@ impl Context {
             pipelines: Mutex::new(HashMap::new()),
             pool: Mutex::new(BufferPool::default()),
             poison: AtomicBool::new(false),
+            gpu_timing: AtomicBool::new(false),
             tuning: Mutex::new(Tuning::default()),
             lost,
         }
@@ -231,6 +233,24 @@ impl Context {
     /// see any element a kernel forgot to write.
     pub fn set_poison_outputs(&self, on: bool) {
         self.poison.store(on, Ordering::Relaxed);
+    }
+
+    /// When set (and the adapter offers `TIMESTAMP_QUERY`), every call times its kernels on
+    /// the device with timestamp queries and reports it in [`AttentionOutput::gpu_time`]: the
+    /// kernels alone, without the uploads and read-back the wall time includes (on a CPU
+    /// adapter those are host memory copies as long as the kernels). Off by default: it adds
+    /// a query resolution and a small read-back to each call.
+    ///
+    /// [`AttentionOutput::gpu_time`]: crate::AttentionOutput::gpu_time
+    pub fn set_gpu_timing(&self, on: bool) {
+        self.gpu_timing.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether calls time their kernels: [`Context::set_gpu_timing`] and an adapter with
+    /// timestamp queries.
+    pub fn gpu_timing(&self) -> bool {
+        self.gpu_timing.load(Ordering::Relaxed)
+            && self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
     /// Overrides the engine's per-adapter kernel choices (for tests and tuning); `None`

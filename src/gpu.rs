@@ -514,9 +514,16 @@ pub(crate) fn dispatch_with(
     aux: Option<&wgpu::BindGroup>,
     (x, y): (u32, u32),
 ) {
+    let timer = crate::timing::next_pass();
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some(label),
-        timestamp_writes: None,
+        timestamp_writes: timer
+            .as_ref()
+            .map(|(set, at)| wgpu::ComputePassTimestampWrites {
+                query_set: set,
+                beginning_of_pass_write_index: Some(*at),
+                end_of_pass_write_index: Some(*at + 1),
+            }),
     });
     pass.set_pipeline(pipeline);
     pass.set_bind_group(0, group, &[]);
@@ -611,6 +618,7 @@ impl Readback {
             scores: inter(self.offsets[1])?,
             logits: inter(self.offsets[2])?,
             probs: inter(self.offsets[3])?,
+            gpu_time: None,
         })
     }
 }
@@ -656,14 +664,18 @@ pub(crate) async fn submit_and_read(
 ) -> Result<AttentionOutput> {
     // Dropped last: every buffer (read-back included) goes back to the pool on any exit.
     let mut held = Held::new(ctx);
-    let (readback, layout, index) = {
+    let (readback, layout, index, timestamps) = {
         let oom = ctx
             .device()
             .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = ctx.device().push_error_scope(wgpu::ErrorFilter::Validation);
-        let submitted = record(&mut held, &present).map(|rec| {
+        crate::timing::start(ctx);
+        let recorded = record(&mut held, &present);
+        let timer = crate::timing::finish();
+        let submitted = recorded.map(|mut rec| {
+            let timestamps = timer.map(|t| crate::timing::resolve(ctx, &mut rec.encoder, t));
             let index = ctx.queue().submit([rec.encoder.finish()]);
-            (rec.readback, rec.layout, index)
+            (rec.readback, rec.layout, index, timestamps)
         });
         // Popped in order here (a scope belongs to the thread that pushed it), awaited after:
         // natively they are ready at once, on the web the browser resolves them.
@@ -690,6 +702,7 @@ pub(crate) async fn submit_and_read(
     readback.map_async(wgpu::MapMode::Read, .., move |r| {
         let _ = tx.send(r);
     });
+    let timestamps_mapped = timestamps.as_ref().map(|t| t.map());
     let device = ctx.device().clone();
     let poll = move || {
         device.poll(wgpu::PollType::Wait {
@@ -719,13 +732,19 @@ pub(crate) async fn submit_and_read(
         let _ = ctx.device().poll(wgpu::PollType::Poll);
         ctx.check_alive().err().unwrap_or(Error::Gpu(e))
     };
-    let result = match (mapped, poll_result) {
+    let mut result = match (mapped, poll_result) {
         (_, Some(Err(e))) => Err(lost(e.to_string())),
         (Some(Ok(())), _) => layout.read(p, present, &readback),
         (Some(Err(e)), _) => Err(lost(e.to_string())),
         (None, _) => Err(Error::Gpu("read-back was cancelled".into())),
     };
     readback.unmap();
+    // Mapped by the same poll as the results (they come after them in the submission).
+    if let (Some(t), Some(rx), Ok(out)) = (&timestamps, timestamps_mapped, result.as_mut()) {
+        if let Some(Ok(())) = rx.receive().await {
+            out.gpu_time = t.span(ctx);
+        }
+    }
     ctx.check_alive()?;
     result
 }

@@ -41,6 +41,7 @@ mod shader;
 mod split;
 mod staged;
 mod tensor;
+mod timing;
 
 pub use attention::{allowed_positions, masked_attention, masked_attention_async, resolve_path};
 pub use blocks::{block_mask, BlockCounts, BlockMask};

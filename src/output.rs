@@ -17,4 +17,9 @@ pub struct AttentionOutput {
     pub logits: Option<Tensor>,
     /// `[B, Hq, Lq, Lt]` probabilities, when asked for.
     pub probs: Option<Tensor>,
+    /// The device time of the call's kernels, from the first pass's begin timestamp to the
+    /// last one's end (summed over the parts of a split request): only with
+    /// [`crate::Context::set_gpu_timing`] on an adapter that offers timestamp queries, else
+    /// `None`. Excludes the uploads and the read-back that the call's wall time includes.
+    pub gpu_time: Option<std::time::Duration>,
 }

@@ -225,6 +225,8 @@ pub(crate) async fn run(
         ..options.clone()
     };
 
+    // Known only when every part reports its own.
+    let mut gpu_time = Some(std::time::Duration::ZERO);
     for part in parts {
         let sliced = Sliced::new(p, inputs, part)?;
         let sub_inputs = sliced.inputs();
@@ -235,6 +237,7 @@ pub(crate) async fn run(
             m.head_offset = part.q_heads.start;
         }
         let r = run_whole(ctx, &sub, &sub_inputs, path, wait).await?;
+        gpu_time = gpu_time.zip(r.gpu_time).map(|(a, b)| a + b);
         let (b, kv, q) = (part.batches.start, part.kv_heads.start, part.q_heads.start);
         let out_at = match p.layout {
             Layout::Bhsd => [b, q, 0, 0],
@@ -261,6 +264,7 @@ pub(crate) async fn run(
         scores: finish(scores)?,
         logits: finish(logits)?,
         probs: finish(probs)?,
+        gpu_time: gpu_time.filter(|_| !parts.is_empty()),
     })
 }
 

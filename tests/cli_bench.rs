@@ -291,6 +291,7 @@ fn plain_output_names_every_field() {
         "mask",
         "none",
         "median ms",
+        "GPU median ms",
         "min ms",
         "max ms",
         "GFLOP/s",
@@ -304,12 +305,17 @@ fn plain_output_names_every_field() {
 fn json_reference_path_uses_no_gpu_memory() {
     let o = bench_json("reference", &[]);
     assert_eq!(o["gpu_bytes"], Json::Num(0.0));
+    assert!(o.get("gpu_median_ms").is_none(), "{o:?}");
 }
 
 #[test]
 fn json_staged_path_reports_peak_gpu_memory() {
     let o = bench_json("staged", &[]);
     assert!(o["gpu_bytes"].num() > 0.0);
+    // lavapipe and llvmpipe's GL offer timestamp queries: the kernels' device time, within
+    // the call's.
+    let gpu = o["gpu_median_ms"].num();
+    assert!(gpu > 0.0 && gpu <= o["max_ms"].num(), "{o:?}");
     assert!(
         matches!(&o["backend"], Json::Str(b) if !b.is_empty() && b != "none"),
         "{o:?}"
@@ -320,6 +326,8 @@ fn json_staged_path_reports_peak_gpu_memory() {
 fn json_fused_path_reports_peak_gpu_memory() {
     let o = bench_json("fused", &[]);
     assert!(o["gpu_bytes"].num() > 0.0);
+    let gpu = o["gpu_median_ms"].num();
+    assert!(gpu > 0.0 && gpu <= o["max_ms"].num(), "{o:?}");
 }
 
 #[test]

@@ -151,3 +151,73 @@ fn staged_softmax_with_and_without_subgroups() {
         assert_close("probs", &g, &w, tol);
     }
 }
+
+/// With GPU timing on, every GPU path reports its kernels' device time (timestamp queries:
+/// lavapipe and llvmpipe's GL both offer them), summed over the parts of a split request, no
+/// longer than the call and growing with the work; off, and on the reference, none.
+#[test]
+fn gpu_timing_reports_the_kernels_device_time() {
+    let ctx = Context::new().expect("an adapter (install mesa-vulkan-drivers)");
+    let offered = ctx.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+    let mut rng = Rng::new(41);
+    let q = random(&mut rng, &[2, 4, 16, 32], DType::F32, 1.0);
+    let k_small = random(&mut rng, &[2, 2, 8, 32], DType::F32, 1.0);
+    let k_big = random(&mut rng, &[2, 2, 4096, 32], DType::F32, 1.0);
+    let small = AttentionInputs::new(&q, &k_small, &k_small);
+    let big = AttentionInputs::new(&q, &k_big, &k_big);
+    let run = |inputs: &AttentionInputs<'_>, path| {
+        let options = AttentionOptions {
+            path,
+            ..Default::default()
+        };
+        let start = std::time::Instant::now();
+        let got = masked_attention(&ctx, inputs, &options).unwrap();
+        let wall = start.elapsed();
+        let want = reference::masked_attention(inputs, &options).unwrap();
+        assert_close("out", &got.out, &want.out, Tol::for_dtype(DType::F32));
+        assert_eq!(want.gpu_time, None, "the reference has no GPU time");
+        (got.gpu_time, wall)
+    };
+    for path in [ExecutionPath::Staged, ExecutionPath::Fused] {
+        assert_eq!(
+            run(&small, path).0,
+            None,
+            "{path:?}: timing is off by default"
+        );
+    }
+    ctx.set_gpu_timing(true);
+    assert_eq!(ctx.gpu_timing(), offered);
+    for path in [ExecutionPath::Staged, ExecutionPath::Fused] {
+        // Warm: the first call compiles the pipelines.
+        run(&small, path);
+        run(&big, path);
+        let (small_time, small_wall) = run(&small, path);
+        let (big_time, big_wall) = run(&big, path);
+        if !offered {
+            assert_eq!((small_time, big_time), (None, None));
+            continue;
+        }
+        let (s, b) = (small_time.unwrap(), big_time.unwrap());
+        assert!(s > std::time::Duration::ZERO, "{path:?}: {s:?}");
+        assert!(
+            s <= small_wall && b <= big_wall,
+            "{path:?}: longer than the call"
+        );
+        assert!(
+            b > s * 4,
+            "{path:?}: 512x the keys took {b:?} against {s:?}"
+        );
+    }
+    // A request split over the binding limit: each part's time, summed.
+    ctx.set_tuning(wgattn::Tuning {
+        max_binding_bytes: Some(k_big.len() as u64 * 4 / 4),
+        ..wgattn::Tuning::AUTO
+    });
+    let (split_time, split_wall) = run(&big, ExecutionPath::Fused);
+    if offered {
+        let t = split_time.expect("a split request sums its parts' GPU time");
+        assert!(t > std::time::Duration::ZERO && t <= split_wall);
+    }
+    ctx.set_gpu_timing(false);
+    assert_eq!(run(&big, ExecutionPath::Fused).0, None, "off again");
+}

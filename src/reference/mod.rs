@@ -172,6 +172,7 @@ fn finish(
         scores: inter(p.returns.scores, scores)?,
         logits: inter(p.returns.logits, logits)?,
         probs: inter(p.returns.probs, probs)?,
+        gpu_time: None,
     })
 }
 

@@ -153,17 +153,15 @@ pub struct Measured {
     pub times: Vec<Duration>,
     /// The engine's peak GPU allocation over the calls (0 for the reference).
     pub gpu_bytes: u64,
+    /// The device time of each timed call's kernels, sorted: timestamp queries, where the
+    /// adapter offers them and every call reported one (empty otherwise).
+    pub gpu_times: Vec<Duration>,
 }
 
 impl Measured {
     /// The middle time (the mean of the two middle ones for an even count).
     pub fn median(&self) -> Duration {
-        let n = self.times.len();
-        if n % 2 == 1 {
-            self.times[n / 2]
-        } else {
-            (self.times[n / 2 - 1] + self.times[n / 2]) / 2
-        }
+        median(&self.times).unwrap_or_default()
     }
 
     pub fn min(&self) -> Duration {
@@ -174,9 +172,24 @@ impl Measured {
         self.times[self.times.len() - 1]
     }
 
+    /// The middle device time of the kernels, where measured.
+    pub fn gpu_median(&self) -> Option<Duration> {
+        median(&self.gpu_times)
+    }
+
     /// Dense GFLOP/s over the median.
     pub fn gflops(&self) -> f64 {
         self.flops / self.median().as_secs_f64() / 1e9
+    }
+}
+
+/// The middle of sorted `times` (the mean of the two middle ones for an even count).
+fn median(times: &[Duration]) -> Option<Duration> {
+    let n = times.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(times[n / 2]),
+        _ => Some((times[n / 2 - 1] + times[n / 2]) / 2),
     }
 }
 
@@ -268,13 +281,16 @@ impl Prepared {
         let inputs = self.inputs();
         let flops = self.flops();
         if self.gpu_path.is_none() {
-            let times = timed(iterations, || {
-                wgattn::reference::masked_attention(&inputs, &self.options)
-            })?;
+            let (times, _) = timed(
+                iterations,
+                || wgattn::reference::masked_attention(&inputs, &self.options),
+                |_| None,
+            )?;
             return Ok(Measured {
                 flops,
                 times,
                 gpu_bytes: 0,
+                gpu_times: Vec::new(),
             });
         }
         let ctx = ctx.ok_or_else(|| anyhow!("internal error: a GPU path without a context"))?;
@@ -291,13 +307,25 @@ impl Prepared {
             Some(bm) => inputs.with_block_mask(bm),
             None => inputs,
         };
-        let times = timed(iterations, || {
-            wgattn::masked_attention(ctx, &inputs, &self.options)
-        })?;
+        // Device time beside the wall time (a resolve and a 1 KiB read-back per call).
+        ctx.set_gpu_timing(true);
+        let timed_calls = timed(
+            iterations,
+            || wgattn::masked_attention(ctx, &inputs, &self.options),
+            |out| out.gpu_time,
+        );
+        ctx.set_gpu_timing(false);
+        let (times, gpu_times) = timed_calls?;
+        let mut gpu_times: Vec<Duration> = gpu_times.into_iter().flatten().collect();
+        if gpu_times.len() != times.len() {
+            gpu_times.clear();
+        }
+        gpu_times.sort();
         Ok(Measured {
             flops,
             times,
             gpu_bytes: ctx.memory().peak_bytes,
+            gpu_times,
         })
     }
 }
@@ -323,16 +351,18 @@ fn inputs(s: &Shape, dtype: DType) -> Result<(Tensor, Tensor, Tensor)> {
     ))
 }
 
-/// The warm-up calls, then the timed ones; the time of each, sorted. The output is dropped
-/// outside the timed region.
+/// The warm-up calls, then the timed ones: the wall time of each, sorted, and each one's GPU
+/// time in call order. Outputs are dropped outside the timed region.
 fn timed<T>(
     iterations: &Iterations,
     mut f: impl FnMut() -> wgattn::Result<T>,
-) -> Result<Vec<Duration>> {
+    gpu_time: impl Fn(&T) -> Option<Duration>,
+) -> Result<(Vec<Duration>, Vec<Option<Duration>>)> {
     for _ in 0..iterations.warmup {
         f()?;
     }
     let mut times = Vec::with_capacity(iterations.min_iters);
+    let mut gpu_times = Vec::with_capacity(iterations.min_iters);
     let mut total = Duration::ZERO;
     while times.len() < iterations.max_iters.max(1)
         && (times.len() < iterations.min_iters || total < iterations.budget)
@@ -340,12 +370,13 @@ fn timed<T>(
         let start = Instant::now();
         let out = f()?;
         let elapsed = start.elapsed();
+        gpu_times.push(gpu_time(&out));
         drop(out);
         times.push(elapsed);
         total += elapsed;
     }
     times.sort();
-    Ok(times)
+    Ok((times, gpu_times))
 }
 
 /// SplitMix64, so every run times the same numbers.
@@ -384,11 +415,15 @@ mod tests {
 
     fn count_calls(iterations: Iterations, call: Duration) -> (usize, usize) {
         let mut calls = 0;
-        let times = timed(&iterations, || {
-            calls += 1;
-            std::thread::sleep(call);
-            Ok(())
-        })
+        let (times, _) = timed(
+            &iterations,
+            || {
+                calls += 1;
+                std::thread::sleep(call);
+                Ok(())
+            },
+            |_| None,
+        )
         .unwrap();
         (calls, times.len())
     }

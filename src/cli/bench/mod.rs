@@ -427,6 +427,14 @@ fn print_table(args: &BenchArgs, request: &Request, adapter: &Adapter, m: &Measu
             format!("{} timed after {} warm-up", args.iters, args.warmup),
         ),
         ("median ms", format!("{:.3}", ms(m.median()))),
+        (
+            "GPU median ms",
+            match m.gpu_median() {
+                Some(t) => format!("{:.3} (the kernels alone: timestamp queries)", ms(t)),
+                None if request.path.gpu_path().is_some() => "- (no timestamp queries)".into(),
+                None => "- (CPU)".into(),
+            },
+        ),
         ("min ms", format!("{:.3}", ms(m.min()))),
         ("max ms", format!("{:.3}", ms(m.max()))),
         (

@@ -65,6 +65,10 @@ pub struct Figures {
     pub gflops: f64,
     /// The engine's peak GPU allocation (0 for the CPU reference).
     pub gpu_bytes: u64,
+    /// The median device time of the kernels (timestamp queries), where the adapter offers
+    /// them: without the uploads and read-back `median_ms` includes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_median_ms: Option<f64>,
 }
 
 impl Figures {
@@ -76,6 +80,7 @@ impl Figures {
             dense_flops: m.flops,
             gflops: m.gflops(),
             gpu_bytes: m.gpu_bytes,
+            gpu_median_ms: m.gpu_median().map(ms),
         }
     }
 }

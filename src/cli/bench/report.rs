@@ -244,6 +244,7 @@ mod tests {
                         dense_flops: 16384.0,
                         gflops: 0.01,
                         gpu_bytes: 4096,
+                        gpu_median_ms: None,
                     }),
                     error: None,
                     skipped: None,
