@@ -19,7 +19,7 @@ use wgattn::{reference, AttentionInputs};
 
 const FRAMES: u64 = 20;
 
-/// The example's binary, built by Cargo with this test's features (so with
+/// The example's binary, built by Cargo with this test's features and profile (so with
 /// `cargo test --all-features` it is already built and fresh).
 fn example_binary() -> PathBuf {
     let mut features = vec!["window"];
@@ -27,12 +27,15 @@ fn example_binary() -> PathBuf {
         features.push("cli");
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
+    let mut build = Command::new(cargo);
+    build
         .args(["build", "--example", "live_window", "--message-format=json"])
         .args(["--features", &features.join(",")])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo runs");
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
+    }
+    let out = build.output().expect("cargo runs");
     assert!(
         out.status.success(),
         "building the example failed: {}",
@@ -46,7 +49,11 @@ fn example_binary() -> PathBuf {
         .expect("cargo names the example's executable")
 }
 
-/// `xvfb-run`, or a failure saying how to get it.
+/// How long the example may run (a few seconds here; a first frame with a cold shader cache
+/// takes longer) before it is taken for hung and killed with its X server.
+const TIMEOUT_S: u32 = 300;
+
+/// `xvfb-run` under `timeout`, or a failure saying how to get it.
 fn xvfb_run() -> Command {
     let found = Command::new("sh")
         .args([
@@ -62,7 +69,9 @@ fn xvfb_run() -> Command {
          libxkbcommon-x11-0` (Xvfb and the X client libraries winit loads; `.ci/run` \
          installs them), or build without the `window` feature"
     );
-    let mut c = Command::new("xvfb-run");
+    // coreutils' timeout signals its whole process group: the example, Xvfb and xvfb-run.
+    let mut c = Command::new("timeout");
+    c.args(["-k", "10", &TIMEOUT_S.to_string(), "xvfb-run"]);
     // Any free display; a 24-bit screen, said rather than left to xvfb-run's default (at
     // depth 16 lavapipe's surface offers no formats at all).
     c.args(["-a", "-s", "-screen 0 1024x768x24 -nolisten tcp"]);
@@ -87,6 +96,11 @@ fn live_window_presents_the_attention_of_its_last_frame() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "the example ran over {TIMEOUT_S} s:\n{stdout}\n{stderr}"
+    );
     assert!(
         out.status.success(),
         "the example failed ({}):\n{stdout}\n{stderr}",
