@@ -29,8 +29,9 @@
 //! (`tests/example_window.rs` runs it there and checks the screenshot against the CPU
 //! reference), and llvmpipe through wgpu's GL backend (`WGPU_BACKEND=gl`): an `Rgba8Unorm`
 //! surface without copies, so the screenshot is the colormap texture. The first frame compiles
-//! the pipelines: about 3 s on lavapipe and 40 s on llvmpipe's GL with Mesa's shader cache
-//! cold, well under a second with it warm; then a few hundred frames a second on either. Not
+//! the pipelines: about 3 s on lavapipe and on llvmpipe's GL with Mesa's shader cache cold
+//! (GL took 40 s before the engine's opaque loops), well under a second with it warm; then a
+//! few hundred frames a second on either. Not
 //! run on a GPU, nor on Wayland (not built).
 
 #[path = "common/app.rs"]
