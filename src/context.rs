@@ -55,6 +55,9 @@ pub struct Tuning {
     pub keys_per_tile: Option<u32>,
     /// Longest query block that takes the split-key decode kernel (default 4).
     pub decode_max_q: Option<usize>,
+    /// Keys per split of the decode kernel, rounded up to a multiple of its workgroup size
+    /// (default 512).
+    pub decode_keys_per_split: Option<u32>,
     /// Write inputs straight into mappable storage buffers instead of through wgpu's staging
     /// copy (default: on where the device shares memory with the host, a CPU or integrated
     /// adapter offering `MAPPABLE_PRIMARY_BUFFERS`; `Some(true)` cannot turn it on elsewhere).
@@ -84,6 +87,7 @@ impl Tuning {
         rows_per_invocation: None,
         keys_per_tile: None,
         decode_max_q: None,
+        decode_keys_per_split: None,
         mapped_uploads: None,
         shader_f16: None,
         subgroups: None,

@@ -19,7 +19,8 @@ use crate::tensor::{DType, Tensor};
 const MAX_HEAD_DIM: usize = 512;
 /// Query blocks up to this length take the decode kernel.
 const DECODE_MAX_Q: usize = 4;
-/// Keys per split of the decode kernel.
+/// Keys per split of the decode kernel (`Tuning::decode_keys_per_split` overrides it; on
+/// lavapipe 512 to 4096 measured the same within the run-to-run spread, BENCHMARKS.md).
 const DECODE_CHUNK: u32 = 512;
 /// Fewer workgroups than this leave a device idle: split the keys.
 const TARGET_WORKGROUPS: u64 = 64;
@@ -78,7 +79,11 @@ impl Config {
             if decode_memory(wg, dv4) > wg_mem {
                 return Err(too_big(decode_memory(wg, dv4), wg_mem));
             }
-            let chunk = DECODE_CHUNK.next_multiple_of(wg);
+            let chunk = tuning
+                .decode_keys_per_split
+                .unwrap_or(DECODE_CHUNK)
+                .clamp(1, 1 << 16)
+                .next_multiple_of(wg);
             let splits = lt.div_ceil(chunk as u64).max(1);
             return Ok(Config {
                 kernel: Kernel::FusedDecode,

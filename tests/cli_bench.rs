@@ -305,7 +305,7 @@ fn plain_output_names_every_field() {
 fn json_reference_path_uses_no_gpu_memory() {
     let o = bench_json("reference", &[]);
     assert_eq!(o["gpu_bytes"], Json::Num(0.0));
-    assert!(o.get("gpu_median_ms").is_none(), "{o:?}");
+    assert!(!o.contains_key("gpu_median_ms"), "{o:?}");
 }
 
 #[test]

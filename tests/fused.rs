@@ -14,7 +14,8 @@ use wgattn::{
 /// shader-f16 and subgroups), one row per invocation with 4-key tiles (the GPU configuration,
 /// many tiles) without the optional features and with GL's opaque loops, two rows with 8-key
 /// tiles, every query length on the decode kernel without the optional features (opaque
-/// loops), and eight rows with 12-key tiles.
+/// loops) and with short splits (40 keys, rounded up to 48), and eight rows with 12-key
+/// tiles.
 const TUNINGS: [Tuning; 5] = [
     Tuning::AUTO,
     Tuning {
@@ -36,6 +37,7 @@ const TUNINGS: [Tuning; 5] = [
         rows_per_invocation: None,
         keys_per_tile: None,
         decode_max_q: Some(1 << 20),
+        decode_keys_per_split: Some(40),
         shader_f16: Some(false),
         subgroups: Some(false),
         opaque_loops: Some(true),
