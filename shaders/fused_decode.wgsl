@@ -3,7 +3,7 @@
 // in private memory, then its share of P·V in a private accumulator; the workgroup then
 // reduces max, sum and accumulators, and writes the split's partial (m, l, alive, acc) for
 // fused_combine. Splits start at the row's first allowed key, so masked key ranges cost
-// nothing.
+// nothing but the empty splits' one write each.
 //
 // Template values: WG (invocations), CHUNK (keys per split, a multiple of WG), D4, DV4.
 #ifdef NATIVE_F16
@@ -62,6 +62,15 @@ fn main(
     let j_end = min(range.y, j_begin + i32(params.split_len));
     let full = false;
 #endif
+
+    // A split with no keys left (masked, or past the row's range) says so in its partial and
+    // stops: no loads, no reductions (the condition is uniform across the workgroup).
+    if (j_end <= j_begin) {
+        if (lid == 0u) {
+            partials[split * params.rows + row] = vec4<f32>(params.neg_inf, 0.0, 0.0, 0.0);
+        }
+        return;
+    }
 
     let qo = q_offset(b, h, i);
     for (var d4 = 0u; d4 < trips(D4); d4++) {
