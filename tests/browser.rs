@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -22,75 +21,24 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use serde_json::Value;
+use wgattn::{DType, Tensor};
 
-use common::cli::run_ok as wgattn;
-use common::Rng;
+use common::cli::{run_ok as wgattn, CaseFile};
+use common::{random, Rng};
 
 /// How long the page may take for all cases (SwiftShader needs a few seconds).
 const PAGE_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// A case file: name, tensors (name, dtype, shape, bytes) and metadata.
-struct CaseFile {
-    tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
-    metadata: HashMap<String, String>,
-}
-
-impl CaseFile {
-    fn new() -> Self {
-        CaseFile {
-            tensors: Vec::new(),
-            metadata: HashMap::new(),
-        }
-    }
-
-    fn float(mut self, rng: &mut Rng, name: &str, shape: &[usize], dtype: Dtype) -> Self {
-        let n: usize = shape.iter().product();
-        let values: Vec<f32> = (0..n).map(|_| rng.uniform()).collect();
-        let bytes = match dtype {
-            Dtype::F32 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Dtype::F16 => values
-                .iter()
-                .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
-                .collect(),
-            Dtype::BF16 => values
-                .iter()
-                .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
-                .collect(),
-            _ => unreachable!("the browser cases are f32, f16 or bf16"),
-        };
-        self.tensors
-            .push((name.into(), dtype, shape.to_vec(), bytes));
-        self
-    }
-
-    fn raw(mut self, name: &str, dtype: Dtype, shape: &[usize], bytes: Vec<u8>) -> Self {
-        self.tensors
-            .push((name.into(), dtype, shape.to_vec(), bytes));
-        self
-    }
-
-    fn meta(mut self, key: &str, value: &str) -> Self {
-        self.metadata.insert(key.into(), value.into());
-        self
-    }
-
-    fn write(&self, path: &Path) {
-        let views: Vec<(&str, TensorView<'_>)> = self
-            .tensors
-            .iter()
-            .map(|(name, dtype, shape, bytes)| {
-                (
-                    name.as_str(),
-                    TensorView::new(*dtype, shape.clone(), bytes).unwrap(),
-                )
-            })
-            .collect();
-        let metadata = (!self.metadata.is_empty()).then(|| self.metadata.clone());
-        std::fs::write(path, safetensors::serialize(views, metadata).unwrap()).unwrap();
-    }
+/// A tensor of uniform values in `dtype` (f32, f16 or bf16).
+fn float(rng: &mut Rng, shape: &[usize], dtype: Dtype) -> Tensor {
+    let dtype = match dtype {
+        Dtype::F32 => DType::F32,
+        Dtype::F16 => DType::F16,
+        _ => DType::BF16,
+    };
+    random(rng, shape, dtype, 1.0)
 }
 
 /// Small cases of every mask kind, in `dtype`: (name, file).
@@ -102,10 +50,11 @@ fn cases(dtype: Dtype) -> Vec<(&'static str, CaseFile)> {
     });
     let (b, h, l, d) = (2, 2, 7, 8);
     let qkv = |rng: &mut Rng, hq: usize, hkv: usize, lq: usize, lk: usize| {
-        CaseFile::new()
-            .float(rng, "q", &[b, hq, lq, d], dtype)
-            .float(rng, "k", &[b, hkv, lk, d], dtype)
-            .float(rng, "v", &[b, hkv, lk, d], dtype)
+        CaseFile::new(
+            &float(rng, &[b, hq, lq, d], dtype),
+            &float(rng, &[b, hkv, lk, d], dtype),
+            &float(rng, &[b, hkv, lk, d], dtype),
+        )
     };
     let bools: Vec<u8> = (0..b * l * l).map(|i| (i % 3 != 1) as u8).collect();
     vec![
@@ -116,7 +65,7 @@ fn cases(dtype: Dtype) -> Vec<(&'static str, CaseFile)> {
         ),
         ("additive", {
             let c = qkv(&mut rng, h, h, l, l);
-            c.float(&mut rng, "mask", &[1, h, l, l], dtype)
+            c.tensor("mask", &float(&mut rng, &[1, h, l, l], dtype))
         }),
         ("causal", qkv(&mut rng, h, h, l, l).meta("causal", "true")),
         (
@@ -137,8 +86,8 @@ fn cases(dtype: Dtype) -> Vec<(&'static str, CaseFile)> {
         (
             "kv_cache",
             qkv(&mut rng, h, h, 3, 3)
-                .float(&mut rng, "past_k", &[b, h, 5, d], dtype)
-                .float(&mut rng, "past_v", &[b, h, 5, d], dtype)
+                .tensor("past_k", &float(&mut rng, &[b, h, 5, d], dtype))
+                .tensor("past_v", &float(&mut rng, &[b, h, 5, d], dtype))
                 .meta("causal", "true"),
         ),
         ("gqa", qkv(&mut rng, 4, 2, l, l).meta("causal", "true")),

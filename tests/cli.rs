@@ -13,95 +13,13 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::cli::{self, assert_fails, text, wgattn, Scratch};
+use common::cli::{self, assert_fails, text, wgattn, CaseFile, Scratch};
 use common::{assert_close, random, Rng, Tol};
-use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use wgattn::{reference, AttentionInputs, AttentionOptions, BoolMask, DType, Layout, Mask, Tensor};
 
 // ---------------------------------------------------------------------------------------------
-// Helpers: case files, running the binary, reading results.
-
-/// A case file under construction: named raw tensors and string metadata.
-#[derive(Default)]
-struct CaseFile {
-    tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
-    metadata: HashMap<String, String>,
-}
-
-fn st_dtype(dtype: DType) -> Dtype {
-    match dtype {
-        DType::F32 => Dtype::F32,
-        DType::F16 => Dtype::F16,
-        DType::BF16 => Dtype::BF16,
-    }
-}
-
-impl CaseFile {
-    fn new(q: &Tensor, k: &Tensor, v: &Tensor) -> CaseFile {
-        CaseFile::default()
-            .tensor("q", q)
-            .tensor("k", k)
-            .tensor("v", v)
-    }
-
-    fn raw(mut self, name: &str, dtype: Dtype, shape: &[usize], bytes: Vec<u8>) -> CaseFile {
-        self.tensors
-            .push((name.into(), dtype, shape.to_vec(), bytes));
-        self
-    }
-
-    fn tensor(self, name: &str, t: &Tensor) -> CaseFile {
-        self.raw(name, st_dtype(t.dtype()), t.shape(), t.to_le_bytes())
-    }
-
-    fn mask(self, mask: &Mask) -> CaseFile {
-        match mask {
-            Mask::Bool(m) => {
-                let bytes = m.data().iter().map(|&b| b as u8).collect();
-                self.raw("mask", Dtype::BOOL, m.shape(), bytes)
-            }
-            Mask::Additive(t) => self.tensor("mask", t),
-        }
-    }
-
-    fn kv_lengths_i64(self, lengths: &[i64]) -> CaseFile {
-        let bytes = lengths.iter().flat_map(|x| x.to_le_bytes()).collect();
-        self.raw("kv_lengths", Dtype::I64, &[lengths.len()], bytes)
-    }
-
-    fn kv_lengths_i32(self, lengths: &[i32]) -> CaseFile {
-        let bytes = lengths.iter().flat_map(|x| x.to_le_bytes()).collect();
-        self.raw("kv_lengths", Dtype::I32, &[lengths.len()], bytes)
-    }
-
-    fn meta(mut self, key: &str, value: &str) -> CaseFile {
-        self.metadata.insert(key.into(), value.into());
-        self
-    }
-
-    fn without(mut self, name: &str) -> CaseFile {
-        self.tensors.retain(|(n, ..)| n != name);
-        self
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        let views: Vec<(&str, TensorView<'_>)> = self
-            .tensors
-            .iter()
-            .map(|(name, dtype, shape, bytes)| {
-                let view = TensorView::new(*dtype, shape.clone(), bytes).unwrap();
-                (name.as_str(), view)
-            })
-            .collect();
-        let metadata = (!self.metadata.is_empty()).then(|| self.metadata.clone());
-        safetensors::serialize(views, metadata).unwrap()
-    }
-
-    fn write(&self, path: &Path) {
-        std::fs::write(path, self.bytes()).unwrap();
-    }
-}
+// Helpers: running the binary, reading results (case files: `common::cli::CaseFile`).
 
 /// `wgattn run CASE -o OUT EXTRA...`, asserting success; the result file's tensors by name.
 fn run_ok(case: &Path, out: &Path, extra: &[&str]) -> HashMap<String, Tensor> {

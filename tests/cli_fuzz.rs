@@ -10,13 +10,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use common::cli::{command, Scratch};
+use common::cli::{command, CaseFile, Scratch};
 use common::Rng;
 
-use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
 /// Runs `wgattn run INPUT -o OUTPUT`: exit code and the stderr lines that are not Mesa's
@@ -55,27 +53,17 @@ fn base_case() -> Vec<u8> {
     let v = f32s(2 * 2 * 5 * 4, 3);
     let mask: Vec<u8> = (0..2 * 5).map(|i| (i % 4 != 3) as u8).collect();
     let lengths: Vec<u8> = [5i64, 4].iter().flat_map(|x| x.to_le_bytes()).collect();
-    let tensors = [
-        ("q", Dtype::F32, vec![2, 2, 3, 4], q),
-        ("k", Dtype::F32, vec![2, 2, 5, 4], k),
-        ("v", Dtype::F32, vec![2, 2, 5, 4], v),
-        ("mask", Dtype::BOOL, vec![2, 1, 1, 5], mask),
-        ("kv_lengths", Dtype::I64, vec![2], lengths),
-    ];
-    let views: Vec<(&str, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(n, d, s, b)| (*n, TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    let metadata: HashMap<String, String> = [
-        ("causal", "true"),
-        ("scale", "0.5"),
-        ("window_left", "3"),
-        ("softcap", "0"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    safetensors::serialize(views, Some(metadata)).unwrap()
+    CaseFile::default()
+        .raw("q", Dtype::F32, &[2, 2, 3, 4], q)
+        .raw("k", Dtype::F32, &[2, 2, 5, 4], k)
+        .raw("v", Dtype::F32, &[2, 2, 5, 4], v)
+        .raw("mask", Dtype::BOOL, &[2, 1, 1, 5], mask)
+        .raw("kv_lengths", Dtype::I64, &[2], lengths)
+        .meta("causal", "true")
+        .meta("scale", "0.5")
+        .meta("window_left", "3")
+        .meta("softcap", "0")
+        .bytes()
 }
 
 /// One mutant of `base`, chosen by `rng`.

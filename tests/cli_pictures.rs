@@ -14,10 +14,8 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::cli::{self, run_ok, text, wgattn, Scratch};
+use common::cli::{self, run_ok, text, wgattn, CaseFile, Scratch};
 use common::{random, Rng};
-use safetensors::tensor::TensorView;
-use safetensors::Dtype;
 use wgattn::{DType, Tensor};
 
 /// Masked positions: neutral mid grey.
@@ -33,46 +31,22 @@ const BOTTOM: [u8; 3] = [68, 1, 84];
 /// Writes a case file: f32 `q`, `k`, `v`, optionally a BOOL mask and I64 key lengths.
 fn write_case(
     path: &Path,
-    qkv: [&Tensor; 3],
+    [q, k, v]: [&Tensor; 3],
     mask: Option<(&[usize], &[bool])>,
     kv_lengths: Option<&[i64]>,
     metadata: &[(&str, &str)],
 ) {
-    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = ["q", "k", "v"]
-        .iter()
-        .zip(qkv)
-        .map(|(name, t)| {
-            (
-                name.to_string(),
-                Dtype::F32,
-                t.shape().to_vec(),
-                t.to_le_bytes(),
-            )
-        })
-        .collect();
+    let mut case = CaseFile::new(q, k, v);
     if let Some((shape, data)) = mask {
-        let bytes = data.iter().map(|&b| b as u8).collect();
-        tensors.push(("mask".into(), Dtype::BOOL, shape.to_vec(), bytes));
+        case = case.bool_mask(shape, data);
     }
     if let Some(lengths) = kv_lengths {
-        let bytes = lengths.iter().flat_map(|x| x.to_le_bytes()).collect();
-        tensors.push(("kv_lengths".into(), Dtype::I64, vec![lengths.len()], bytes));
+        case = case.kv_lengths_i64(lengths);
     }
-    let views: Vec<(&str, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, dtype, shape, bytes)| {
-            (
-                name.as_str(),
-                TensorView::new(*dtype, shape.clone(), bytes).unwrap(),
-            )
-        })
-        .collect();
-    let meta: HashMap<String, String> = metadata
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let bytes = safetensors::serialize(views, (!meta.is_empty()).then_some(meta)).unwrap();
-    std::fs::write(path, bytes).unwrap();
+    for (key, value) in metadata {
+        case = case.meta(key, value);
+    }
+    case.write(path);
 }
 
 /// Random `q [B, H, Lq, D]`, `k`, `v [B, H, Lk, D]`.
