@@ -233,6 +233,18 @@ fn markdown_table_has_a_row_per_case() {
         assert!(row.starts_with(&format!("| {id} |")), "{row} is not {id}");
         let status = c["status"].as_str().unwrap();
         assert!(row.contains(&format!("| {status}")), "{row}");
+        // The GPU paths' device time (timestamp queries on lavapipe and llvmpipe's GL) in
+        // the column after the wall median; none for the CPU reference.
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let gpu = c["gpu_median_ms"].as_f64();
+        match (c["path"].as_str(), c["status"].as_str()) {
+            (Some("reference"), _) => assert_eq!(cells[8], "-", "{row}"),
+            (_, Some("ok")) => {
+                let g = gpu.unwrap_or_else(|| panic!("no gpu_median_ms: {c}"));
+                assert_eq!(cells[8], format!("{g:.3}"), "{row}");
+            }
+            _ => {}
+        }
     }
     assert!(s.stdout.contains("|---|"), "{}", s.stdout);
     let adapter = s.report["adapter"]["name"].as_str().unwrap();

@@ -571,9 +571,9 @@ pub fn markdown(report: &Report) -> String {
         report.cases.len()
     );
     out.push_str(
-        "| case | path | dtype | B Hq/Hkv Lq Lt D | mask | calls | median ms | min ms | max ms | GFLOP/s | peak GPU MiB | status |\n",
+        "| case | path | dtype | B Hq/Hkv Lq Lt D | mask | calls | median ms | GPU ms | min ms | max ms | GFLOP/s | peak GPU MiB | status |\n",
     );
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for case in &report.cases {
         let r = &case.request;
         let shape = format!(
@@ -583,6 +583,8 @@ pub fn markdown(report: &Report) -> String {
         let figures = match case.ran() {
             Some(f) => [
                 format!("{:.3}", f.median_ms),
+                f.gpu_median_ms
+                    .map_or_else(|| "-".into(), |ms| format!("{ms:.3}")),
                 format!("{:.3}", f.min_ms),
                 format!("{:.3}", f.max_ms),
                 format!("{:.3}", f.gflops),
@@ -594,6 +596,7 @@ pub fn markdown(report: &Report) -> String {
             ],
             None => [
                 "-".to_string(),
+                "-".into(),
                 "-".into(),
                 "-".into(),
                 "-".into(),
