@@ -672,10 +672,12 @@ pub(crate) async fn submit_and_read(
         crate::timing::start(ctx);
         let recorded = record(&mut held, &present);
         let timer = crate::timing::finish();
-        let submitted = recorded.map(|mut rec| {
-            let timestamps = timer.map(|t| crate::timing::resolve(ctx, &mut rec.encoder, t));
+        let submitted = recorded.and_then(|mut rec| {
+            let timestamps = timer
+                .map(|t| crate::timing::resolve(ctx, &mut rec.encoder, t))
+                .transpose()?;
             let index = ctx.queue().submit([rec.encoder.finish()]);
-            (rec.readback, rec.layout, index, timestamps)
+            Ok((rec.readback, rec.layout, index, timestamps))
         });
         // Popped in order here (a scope belongs to the thread that pushed it), awaited after:
         // natively they are ready at once, on the web the browser resolves them.

@@ -264,7 +264,7 @@ pub(crate) async fn run(
         scores: finish(scores)?,
         logits: finish(logits)?,
         probs: finish(probs)?,
-        gpu_time: gpu_time.filter(|_| !parts.is_empty()),
+        gpu_time,
     })
 }
 

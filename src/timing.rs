@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use crate::context::Context;
+use crate::error::Result;
 
 /// Passes one call may time; a call with more reports no GPU time rather than part of it.
 const MAX_PASSES: u32 = 64;
@@ -78,27 +79,28 @@ pub(crate) fn resolve(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     (set, count): (wgpu::QuerySet, u32),
-) -> Pending {
+) -> Result<Pending> {
     let bytes = count as u64 * 8;
     let buffer = |label, usage| {
-        ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        let desc = wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes,
             usage,
             mapped_at_creation: false,
-        })
+        };
+        crate::gpu::create_buffer(ctx.device(), &desc, ctx.memory().live_bytes)
     };
     let resolved = buffer(
         "wgattn timestamps",
         wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-    );
+    )?;
     let readback = buffer(
         "wgattn timestamps read-back",
         wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-    );
+    )?;
     encoder.resolve_query_set(&set, 0..count, &resolved, 0);
     encoder.copy_buffer_to_buffer(&resolved, 0, &readback, 0, bytes);
-    Pending { readback, count }
+    Ok(Pending { readback, count })
 }
 
 impl Pending {

@@ -316,10 +316,11 @@ impl Prepared {
         );
         ctx.set_gpu_timing(false);
         let (times, gpu_times) = timed_calls?;
-        let mut gpu_times: Vec<Duration> = gpu_times.into_iter().flatten().collect();
-        if gpu_times.len() != times.len() {
-            gpu_times.clear();
-        }
+        // Every call's, or none.
+        let mut gpu_times: Vec<Duration> = gpu_times
+            .into_iter()
+            .collect::<Option<_>>()
+            .unwrap_or_default();
         gpu_times.sort();
         Ok(Measured {
             flops,
