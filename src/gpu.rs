@@ -8,6 +8,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::host_copy;
 use crate::kv_cache;
 use crate::output::AttentionOutput;
 use crate::plan::trace;
@@ -281,10 +282,9 @@ impl<'c> Held<'c> {
             usage,
             mapped_at_creation: true,
         })?;
-        if let Ok(mut view) = b.get_mapped_range_mut(..) {
-            view.slice(..bytes.len()).copy_from_slice(bytes);
-        }
+        let copied = host_copy::copy_to_mapped(&b, bytes);
         b.unmap();
+        copied.map_err(|e| Error::Gpu(format!("writing a recorded buffer: {e}")))?;
         trace::written(&b, bytes);
         Ok(b)
     }
@@ -411,13 +411,9 @@ fn write_mapped(ctx: &Context, buffer: &wgpu::Buffer, bytes: &[u8]) -> Result<bo
         buffer.unmap();
         return Ok(false);
     }
-    {
-        let mut view = buffer
-            .get_mapped_range_mut(..)
-            .map_err(|e| Error::Gpu(format!("mapping an upload buffer: {e}")))?;
-        view.slice(..bytes.len()).copy_from_slice(bytes);
-    }
+    let copied = host_copy::copy_to_mapped(buffer, bytes);
     buffer.unmap();
+    copied.map_err(|e| Error::Gpu(format!("writing an upload buffer: {e}")))?;
     Ok(true)
 }
 

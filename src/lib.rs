@@ -28,6 +28,7 @@ mod embed;
 mod error;
 mod fused;
 mod gpu;
+mod host_copy;
 pub mod kernels;
 mod kv_cache;
 pub mod masks;

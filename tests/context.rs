@@ -119,6 +119,51 @@ fn mapped_and_queued_uploads_agree() {
     }
 }
 
+/// Inputs of 8 MiB and more are copied into their mapped buffers by several host threads, each
+/// through its own view of one piece: every byte arrives, the odd tail past the last whole word
+/// included. Here k and v are 17.3 MB each of f16 (a length 2 bytes past a word, not a multiple
+/// of the piece size), so a host with two cores copies each in two pieces; the result equals the
+/// queued upload's bit for bit and the reference, and a second k through the same pooled buffers
+/// replaces the first entirely.
+#[test]
+fn large_uploads_copied_in_pieces_arrive_whole() {
+    let ctx = Context::new().expect("an adapter (install mesa-vulkan-drivers)");
+    let mut rng = Rng::new(10);
+    let (b, hq, hkv, lq, lk, d) = (1, 2, 1, 2, 133_121, 65);
+    assert_eq!((lk * d * 2) % 4, 2, "a tail past the last whole word");
+    let q = random(&mut rng, &[b, hq, lq, d], DType::F16, 1.0);
+    let k = random(&mut rng, &[b, hkv, lk, d], DType::F16, 1.0);
+    let v = random(&mut rng, &[b, hkv, lk, d], DType::F16, 1.0);
+    let k2 = random(&mut rng, &[b, hkv, lk, d], DType::F16, 1.0);
+    let options = AttentionOptions {
+        path: ExecutionPath::Fused,
+        ..Default::default()
+    };
+    let mut outs = Vec::new();
+    for mapped in [None, Some(false)] {
+        ctx.set_tuning(wgattn::Tuning {
+            mapped_uploads: mapped,
+            ..Default::default()
+        });
+        for k in [&k, &k2] {
+            let inputs = AttentionInputs::new(&q, k, &v);
+            outs.push(masked_attention(&ctx, &inputs, &options).unwrap().out);
+        }
+    }
+    ctx.set_tuning(Default::default());
+    for (i, k) in [&k, &k2].into_iter().enumerate() {
+        let want = reference::masked_attention(&AttentionInputs::new(&q, k, &v), &options)
+            .unwrap()
+            .out;
+        assert_close("out", &outs[i], &want, Tol::for_dtype(DType::F16));
+        assert_eq!(
+            outs[i],
+            outs[i + 2],
+            "mapped and queued uploads differ (k {i})"
+        );
+    }
+}
+
 /// The staged softmax reduces rows with subgroup operations where offered, else in workgroup
 /// memory only; both agree with the reference, rows longer than a workgroup included.
 #[test]
