@@ -14,17 +14,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use safetensors::Dtype;
 use serde_json::Value;
 use wgattn::{DType, Tensor};
 
+use common::browser::{chromium, run_page, scratch_dir, Site};
 use common::cli::{run_ok as wgattn, CaseFile};
 use common::{random, Rng};
 
@@ -99,164 +96,11 @@ fn cases(dtype: Dtype) -> Vec<(&'static str, CaseFile)> {
     ]
 }
 
-/// The Chromium to run, or `None` with the skip variable set; fails saying how to install
-/// it otherwise.
-fn chromium() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("WGATTN_CHROMIUM") {
-        return Some(PathBuf::from(path));
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
-        .find(|p| p.is_file());
-    if found.is_none() && std::env::var("WGATTN_SKIP_BROWSER").is_ok_and(|v| v == "1") {
-        eprintln!("WGATTN_SKIP_BROWSER=1: the browser test did not run");
-        return None;
-    }
-    Some(found.unwrap_or_else(|| {
-        panic!(
-            "the browser test needs Chromium and found none on PATH: install it \
-             (apt-get install -y chromium), point WGATTN_CHROMIUM at a Chromium-based browser, \
-             or set WGATTN_SKIP_BROWSER=1 to skip this test explicitly"
-        )
-    }))
-}
-
-/// Serves `web/` at `/`, `plans` at `/plans/`, and sends each body POSTed to `/report`.
-fn serve(listener: TcpListener, plans: PathBuf, reports: mpsc::Sender<String>) {
-    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
-    for stream in listener.incoming().flatten() {
-        let (web, plans, reports) = (web.clone(), plans.clone(), reports.clone());
-        std::thread::spawn(move || {
-            let _ = handle(stream, &web, &plans, &reports);
-        });
-    }
-}
-
-fn handle(
-    stream: TcpStream,
-    web: &Path,
-    plans: &Path,
-    reports: &mpsc::Sender<String>,
-) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let mut length = 0;
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut stream = stream;
-    let path = target.split('?').next().unwrap_or("");
-    if method == "POST" && path == "/report" {
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
-        let _ = reports.send(String::from_utf8_lossy(&body).into_owned());
-        return respond(&mut stream, "204 No Content", "text/plain", b"");
-    }
-    let file = match path {
-        "/" => Some(web.join("index.html")),
-        p if p.contains("..") => None,
-        p => match p.strip_prefix("/plans/") {
-            Some(name) => Some(plans.join(name)),
-            None => Some(web.join(p.trim_start_matches('/'))),
-        },
-    };
-    match file.and_then(|f| std::fs::read(&f).ok().map(|b| (f, b))) {
-        Some((f, body)) => {
-            let kind = match f.extension().and_then(|e| e.to_str()) {
-                Some("html") => "text/html",
-                Some("js") => "text/javascript",
-                Some("json") => "application/json",
-                _ => "application/octet-stream",
-            };
-            respond(&mut stream, "200 OK", kind, &body)
-        }
-        None => respond(&mut stream, "404 Not Found", "text/plain", b"not found"),
-    }
-}
-
-fn respond(stream: &mut TcpStream, status: &str, kind: &str, body: &[u8]) -> std::io::Result<()> {
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    stream.write_all(body)?;
-    stream.flush()
-}
-
-/// Loads `page` in headless Chromium and returns the first report it POSTs.
-fn run_page(browser: &Path, plans: &Path, query: &str) -> Value {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = mpsc::channel();
-    let plans = plans.to_path_buf();
-    std::thread::spawn(move || serve(listener, plans, tx));
-    let profile = tempfile_dir(&format!("chromium-profile-{port}"));
-    let url = format!("http://127.0.0.1:{port}/?{query}&report=/report");
-    let mut child = Command::new(browser)
-        .args([
-            "--headless=new",
-            "--enable-unsafe-webgpu",
-            "--no-sandbox",
-            "--no-first-run",
-            "--disable-extensions",
-            &format!("--user-data-dir={}", profile.display()),
-            &url,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", browser.display()));
-    let started = Instant::now();
-    let report = rx.recv_timeout(PAGE_TIMEOUT);
-    // SIGTERM lets Chromium end its helper processes; SIGKILL if it does not exit.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&profile);
-    let report = report.unwrap_or_else(|_| {
-        panic!(
-            "the page posted no results within {PAGE_TIMEOUT:?} ({url}); does {} run WebGPU \
-             with --enable-unsafe-webgpu?",
-            browser.display()
-        )
-    });
-    eprintln!("page ran in {:.1?}", started.elapsed());
-    serde_json::from_str(&report).unwrap_or_else(|e| panic!("the report is not JSON: {e}"))
-}
-
-fn tempfile_dir(what: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgattn-browser-{what}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// The plan files: every mask kind, staged and fused, f32, f16 and bf16, under WebGPU's default
 /// limits; the staged f32 cases again with subgroups; and one case whose shader holds a
 /// constant infinity. Returns the directory and the `plan=` query.
 fn write_plans() -> (PathBuf, String) {
-    let dir = tempfile_dir("plans");
+    let dir = scratch_dir("plans");
     let mut files = Vec::new();
     for (dtype, name) in [
         (Dtype::F32, "f32"),
@@ -336,7 +180,12 @@ fn every_mask_kind_passes_in_headless_chromium_and_tint_rejections_show() {
         return;
     };
     let (dir, query) = write_plans();
-    let report = run_page(&browser, &dir, &query);
+    let report = run_page(
+        &browser,
+        Site::web("index.html", &[("/plans/", &dir)]),
+        &query,
+        PAGE_TIMEOUT,
+    );
     let _ = std::fs::remove_dir_all(&dir);
     if let Some(fatal) = report.get("fatal") {
         panic!("the page failed before running the cases: {fatal}");
@@ -389,7 +238,7 @@ fn the_timing_mode_writes_a_report_bench_compare_reads() {
     let Some(browser) = chromium() else {
         return;
     };
-    let dir = tempfile_dir("bench");
+    let dir = scratch_dir("bench");
     let plan_path = dir.join("bench.json");
     wgattn(&[
         "bench",
@@ -402,7 +251,12 @@ fn the_timing_mode_writes_a_report_bench_compare_reads() {
     let plan: Value = serde_json::from_slice(&std::fs::read(&plan_path).unwrap()).unwrap();
     let planned = plan["cases"].as_array().unwrap().len();
     assert!(planned > 0, "the smoke plan has cases");
-    let report = run_page(&browser, &dir, "plan=/plans/bench.json&mode=time");
+    let report = run_page(
+        &browser,
+        Site::web("index.html", &[("/plans/", &dir)]),
+        "plan=/plans/bench.json&mode=time",
+        PAGE_TIMEOUT,
+    );
     if let Some(fatal) = report.get("fatal") {
         panic!("the page failed before timing the cases: {fatal}");
     }

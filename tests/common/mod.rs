@@ -1,8 +1,9 @@
 //! Shared test helpers: the one GPU context, seeded random inputs, the tolerance check, and
-//! cases run on both paths and compared; with the `cli` feature, [`cli`] for the tests of the
-//! binary.
+//! cases run on both paths and compared; [`browser`] for the tests in headless Chromium; with
+//! the `cli` feature, [`cli`] for the tests of the binary.
 #![allow(dead_code)]
 
+pub mod browser;
 #[cfg(feature = "cli")]
 pub mod cli;
 
