@@ -4,6 +4,7 @@ mod common;
 use common::*;
 use wgattn::{
     masked_attention, reference, AttentionInputs, AttentionOptions, Context, DType, ExecutionPath,
+    Tensor,
 };
 
 /// An app that already has a device hands it to the engine and keeps using it.
@@ -72,6 +73,31 @@ fn repeated_calls_reuse_buffers() {
     assert_eq!(ctx.memory().live_bytes, 0, "trim frees every pooled buffer");
 }
 
+/// The outputs of `q` against each of `ks` (with `v`), for each upload setting in turn
+/// (`Tuning::mapped_uploads`; `None` = the adapter's default); the tuning is reset after.
+fn outputs_by_upload<const N: usize>(
+    ctx: &Context,
+    uploads: [Option<bool>; N],
+    q: &Tensor,
+    ks: [&Tensor; 2],
+    v: &Tensor,
+    options: &AttentionOptions,
+) -> Vec<Tensor> {
+    let mut outs = Vec::new();
+    for mapped in uploads {
+        ctx.set_tuning(wgattn::Tuning {
+            mapped_uploads: mapped,
+            ..Default::default()
+        });
+        for k in ks {
+            let inputs = AttentionInputs::new(q, k, v);
+            outs.push(masked_attention(ctx, &inputs, options).unwrap().out);
+        }
+    }
+    ctx.set_tuning(Default::default());
+    outs
+}
+
 /// Inputs written through a mapped storage buffer (unified-memory adapters, the default on
 /// lavapipe) and through the queue's staging copy give the same bits, on both paths, also
 /// when the pooled buffers are reused with other contents.
@@ -91,17 +117,14 @@ fn mapped_and_queued_uploads_agree() {
             path,
             ..Default::default()
         };
-        let mut outs = Vec::new();
-        for mapped in [Some(false), None, Some(false), None] {
-            ctx.set_tuning(wgattn::Tuning {
-                mapped_uploads: mapped,
-                ..Default::default()
-            });
-            for k in [&k, &k2] {
-                let inputs = AttentionInputs::new(&q, k, &v);
-                outs.push(masked_attention(&ctx, &inputs, &options).unwrap().out);
-            }
-        }
+        let outs = outputs_by_upload(
+            &ctx,
+            [Some(false), None, Some(false), None],
+            &q,
+            [&k, &k2],
+            &v,
+            &options,
+        );
         for (i, k) in [&k, &k2].into_iter().enumerate() {
             let want = reference::masked_attention(&AttentionInputs::new(&q, k, &v), &options)
                 .unwrap()
@@ -139,18 +162,7 @@ fn large_uploads_copied_in_pieces_arrive_whole() {
         path: ExecutionPath::Fused,
         ..Default::default()
     };
-    let mut outs = Vec::new();
-    for mapped in [None, Some(false)] {
-        ctx.set_tuning(wgattn::Tuning {
-            mapped_uploads: mapped,
-            ..Default::default()
-        });
-        for k in [&k, &k2] {
-            let inputs = AttentionInputs::new(&q, k, &v);
-            outs.push(masked_attention(&ctx, &inputs, &options).unwrap().out);
-        }
-    }
-    ctx.set_tuning(Default::default());
+    let outs = outputs_by_upload(&ctx, [None, Some(false)], &q, [&k, &k2], &v, &options);
     for (i, k) in [&k, &k2].into_iter().enumerate() {
         let want = reference::masked_attention(&AttentionInputs::new(&q, k, &v), &options)
             .unwrap()
