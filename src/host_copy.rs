@@ -68,6 +68,10 @@ fn copy_threaded(buffer: &wgpu::Buffer, src: &[u8], threads: usize) -> Result<()
 /// Copies `src` to `offset` of the mapped `buffer` through a view of its own. The view runs to
 /// the next multiple of 4 (views are whole words; the padding is the buffer's).
 fn copy_piece(buffer: &wgpu::Buffer, offset: u64, src: &[u8]) -> Result<(), String> {
+    // Nothing to write (an empty tensor): a view must hold at least one word.
+    if src.is_empty() {
+        return Ok(());
+    }
     let end = (offset + src.len() as u64)
         .next_multiple_of(4)
         .min(buffer.size());
