@@ -210,8 +210,10 @@ fn staged_softmax_with_and_without_subgroups() {
 }
 
 /// With GPU timing on, every GPU path reports its kernels' device time (timestamp queries:
-/// lavapipe and llvmpipe's GL both offer them), summed over the parts of a split request, no
-/// longer than the call and growing with the work; off, and on the reference, none.
+/// lavapipe and llvmpipe's GL both offer them), summed over the parts of a split request and
+/// no longer than the call; off, and on the reference, none. How the time grows with the work
+/// is a benchmark's question, not this test's: on a loaded CI machine a small call's kernels
+/// were once timed at 150 ms against 79 ms for 512x the keys.
 #[test]
 fn gpu_timing_reports_the_kernels_device_time() {
     let ctx = Context::new().expect("an adapter (install mesa-vulkan-drivers)");
@@ -255,14 +257,13 @@ fn gpu_timing_reports_the_kernels_device_time() {
             continue;
         }
         let (s, b) = (small_time.unwrap(), big_time.unwrap());
-        assert!(s > std::time::Duration::ZERO, "{path:?}: {s:?}");
+        assert!(
+            s > std::time::Duration::ZERO && b > std::time::Duration::ZERO,
+            "{path:?}: {s:?}, {b:?}"
+        );
         assert!(
             s <= small_wall && b <= big_wall,
             "{path:?}: longer than the call"
-        );
-        assert!(
-            b > s * 4,
-            "{path:?}: 512x the keys took {b:?} against {s:?}"
         );
     }
     // A request split over the binding limit (a quarter of k's f32 bytes): each part's
