@@ -218,6 +218,27 @@ fn main(
         full = kind == 1u;
 #endif
         workgroupBarrier();
+#ifdef VEC8
+        // Eight elements per load: tile entries 2t and 2t + 1.
+        for (var t = lid; t < BK * D4 / 2u; t += WG) {
+            let j = j0 + i32(t / (D4 / 2u));
+            var x = mat2x4<f32>(vec4<f32>(0.0), vec4<f32>(0.0));
+            if (j < j_end) {
+                x = k8(kv_offset(b, hk, u32(j), params.head_dim), t % (D4 / 2u));
+            }
+            k_tile[2u * t] = x[0];
+            k_tile[2u * t + 1u] = x[1];
+        }
+        for (var t = lid; t < BK * DV4 / 2u; t += WG) {
+            let j = j0 + i32(t / (DV4 / 2u));
+            var x = mat2x4<f32>(vec4<f32>(0.0), vec4<f32>(0.0));
+            if (j < j_end) {
+                x = v8(kv_offset(b, hk, u32(j), params.v_dim), t % (DV4 / 2u));
+            }
+            v_tile[2u * t] = x[0];
+            v_tile[2u * t + 1u] = x[1];
+        }
+#else
         for (var t = lid; t < BK * D4; t += WG) {
             let j = j0 + i32(t / D4);
             var x = vec4<f32>(0.0);
@@ -234,6 +255,7 @@ fn main(
             }
             v_tile[t] = x;
         }
+#endif
         workgroupBarrier();
         if (i_first < params.q_len) {
             accumulate_tile(i_first, b, h, bd, j0, j_end, full);

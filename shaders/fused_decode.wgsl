@@ -5,7 +5,8 @@
 // fused_combine. Splits start at the row's first allowed key, so masked key ranges cost
 // nothing but the empty splits' one write each.
 //
-// Template values: WG (invocations), CHUNK (keys per split, a multiple of WG), D4, DV4.
+// Template values: WG (invocations), CHUNK (keys per split, a multiple of WG), D4, DV4
+// (even with VEC8: its loops take eight elements per load).
 #ifdef NATIVE_F16
 enable f16;
 #endif
@@ -93,9 +94,16 @@ fn main(
             if (bias != params.neg_inf) {
                 let ko = kv_offset(b, hk, u32(j), params.head_dim);
                 var a = vec4<f32>(0.0);
+#ifdef VEC8
+                for (var d8 = 0u; d8 < trips(D4 / 2u); d8++) {
+                    let kk = k8(ko, d8);
+                    a += qr[2u * d8] * kk[0] + qr[2u * d8 + 1u] * kk[1];
+                }
+#else
                 for (var d4 = 0u; d4 < trips(D4); d4++) {
                     a += qr[d4] * k4(ko, d4);
                 }
+#endif
                 let sm = mod_score(capped(params.scale * dot(a, vec4<f32>(1.0))), b, h, i, u32(j));
                 if (!score_removed(sm)) {
                     local_alive = 1.0;
@@ -118,9 +126,17 @@ fn main(
             local_sum += p;
             if (contributes(p)) {
                 let vo = kv_offset(b, hk, u32(j_begin + i32(t * WG + lid)), params.v_dim);
+#ifdef VEC8
+                for (var d8 = 0u; d8 < trips(DV4 / 2u); d8++) {
+                    let vv = v8(vo, d8);
+                    acc[2u * d8] += p * vv[0];
+                    acc[2u * d8 + 1u] += p * vv[1];
+                }
+#else
                 for (var d4 = 0u; d4 < trips(DV4); d4++) {
                     acc[d4] += p * v4(vo, d4);
                 }
+#endif
             }
         }
     }

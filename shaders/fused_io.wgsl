@@ -4,7 +4,10 @@
 //
 // With NATIVE_F16 (f16 inputs on an adapter with shader-f16) q, k and v are bound as f16
 // arrays and converted by the hardware; otherwise as u32 words (two f16/bf16 to a word)
-// decoded with integer code. (naga 30 cannot bitcast a u32 to vec2<f16>, which would keep
+// decoded with integer code. With VEC8 (f16/bf16, D and Dv multiples of 8) they are bound
+// as vec4<u32>, eight elements a load, and NATIVE_F16 converts with unpack2x16float: on
+// lavapipe vec4<f16> loads took 278 ms of a decode step that vec4<u32> words take 168 ms
+// for (BENCHMARKS.md, 2026-12-04). (naga 30 cannot bitcast a u32 to vec2<f16>, which would keep
 // the word loads and convert in hardware.)
 //
 // `k` and `v` hold all Lt keys: the caller's k/v when there is no cache (in the problem's
@@ -19,6 +22,34 @@
 @group(0) @binding(6) var<storage, read_write> out: array<u32>;
 @group(0) @binding(7) var<storage, read_write> partials: array<vec4<f32>>;
 
+#ifdef VEC8
+// f16/bf16 with D and Dv multiples of 8: eight elements per 16-byte load (four packed words;
+// half the loads of VEC4, which is what bounds decode where every key is loaded once).
+alias Unit = vec4<u32>;
+
+#ifdef DTYPE_F16
+#ifdef NATIVE_F16
+// The adapter converts f16 in hardware (unpack2x16float: exact, every f16 is an f32).
+fn pair(w: u32) -> vec2<f32> {
+    return unpack2x16float(w);
+}
+#else
+fn pair(w: u32) -> vec2<f32> {
+    return vec2<f32>(f16_value(w & 0xffffu), f16_value(w >> 16u));
+}
+#endif
+#endif
+#ifdef DTYPE_BF16
+fn pair(w: u32) -> vec2<f32> {
+    return bitcast<vec2<f32>>(vec2<u32>(w << 16u, w & 0xffff0000u));
+}
+#endif
+
+// Elements 0..3 in column 0, 4..7 in column 1.
+fn unit8(u: vec4<u32>) -> mat2x4<f32> {
+    return mat2x4<f32>(vec4<f32>(pair(u.x), pair(u.y)), vec4<f32>(pair(u.z), pair(u.w)));
+}
+#else
 #ifdef VEC4
 // Four elements per load: f32 as vec4<u32>, f16/bf16 as two packed words.
 #ifdef DTYPE_F32
@@ -75,6 +106,7 @@ fn index_of(i: u32) -> u32 {
 }
 #endif
 #endif
+#endif
 
 // Offset of element 0 of q[b, h, i, :].
 fn q_offset(b: u32, h: u32, i: u32) -> u32 {
@@ -102,6 +134,30 @@ fn out_offset(b: u32, h: u32, i: u32) -> u32 {
 }
 
 // Elements base + 4*d4 .. base + 4*d4 + 3 of q, k or v (zero past the row's length).
+#ifdef VEC8
+// Every row starts on a load unit. Kernels whose loops take the eight elements of one load
+// at a time use k8 / v8; q4, k4 and v4 load eight and keep half.
+fn q4(base: u32, d4: u32) -> vec4<f32> {
+    return unit8(q[base / 8u + d4 / 2u])[d4 % 2u];
+}
+
+fn k4(base: u32, d4: u32) -> vec4<f32> {
+    return unit8(k[base / 8u + d4 / 2u])[d4 % 2u];
+}
+
+fn v4(base: u32, d4: u32) -> vec4<f32> {
+    return unit8(v[base / 8u + d4 / 2u])[d4 % 2u];
+}
+
+// Elements base + 8*d8 .. base + 8*d8 + 7 of k or v.
+fn k8(base: u32, d8: u32) -> mat2x4<f32> {
+    return unit8(k[base / 8u + d8]);
+}
+
+fn v8(base: u32, d8: u32) -> mat2x4<f32> {
+    return unit8(v[base / 8u + d8]);
+}
+#else
 #ifdef VEC4
 // D and Dv are multiples of 4: every row starts on a load unit, one load per 4 elements.
 fn q4(base: u32, d4: u32) -> vec4<f32> {
@@ -149,6 +205,7 @@ fn v4(base: u32, d4: u32) -> vec4<f32> {
     return r;
 }
 
+#endif
 #endif
 
 // Softcap: c * tanh(s / c) when c > 0.

@@ -64,6 +64,8 @@ impl Config {
         let lt = p.total_len() as u64;
         let wg_mem = limits.max_compute_workgroup_storage_size as u64;
         let vec4 = p.head_dim.is_multiple_of(4) && p.v_dim.is_multiple_of(4);
+        let vec8 =
+            p.dtype != DType::F32 && p.head_dim.is_multiple_of(8) && p.v_dim.is_multiple_of(8);
         let packed_odd = p.dtype != DType::F32 && p.v_dim % 2 == 1;
         let tuning = ctx.tuning();
         let cpu = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
@@ -95,6 +97,7 @@ impl Config {
                     dv4,
                     split: true,
                     vec4,
+                    vec8,
                 },
                 splits: splits as u32,
                 split_len: chunk,
@@ -147,6 +150,7 @@ impl Config {
                 dv4,
                 split: combine,
                 vec4,
+                vec8,
             },
             splits: splits as u32,
             split_len: split_len as u32,

@@ -81,6 +81,10 @@ struct Case {
     kv_lengths: Option<Vec<i64>>,
     mask: Option<&'static str>,
     amp: f32,
+    /// Amplitude of v (q and k take `amp`).
+    v_amp: f32,
+    /// Tolerance of `out` in place of the dtype's.
+    tol: Option<Tol>,
 }
 
 impl Default for Case {
@@ -100,6 +104,8 @@ impl Default for Case {
             kv_lengths: None,
             mask: None,
             amp: 1.0,
+            v_amp: 1.0,
+            tol: None,
         }
     }
 }
@@ -130,10 +136,10 @@ fn check(name: &str, c: Case, seed: u64) {
         &mut rng,
         &shape(c.layout, c.b, c.hkv, c.lk, c.dv),
         c.dtype,
-        1.0,
+        c.v_amp,
     );
     let pk = random(&mut rng, &[c.b, c.hkv, c.past, c.d], c.dtype, c.amp);
-    let pv = random(&mut rng, &[c.b, c.hkv, c.past, c.dv], c.dtype, 1.0);
+    let pv = random(&mut rng, &[c.b, c.hkv, c.past, c.dv], c.dtype, c.v_amp);
     let lt = c.past + c.lk;
     let mask = c.mask.map(|kind| match kind {
         "bool" => {
@@ -172,7 +178,9 @@ fn check(name: &str, c: Case, seed: u64) {
     };
     let want = reference::masked_attention(&inputs, &options).unwrap();
     // Large logits: the f32 dot products carry an error relative to their magnitude.
-    let tol = Tol::for_dtype(c.dtype).scaled(if c.amp > 4.0 { 10.0 } else { 1.0 });
+    let tol = c
+        .tol
+        .unwrap_or_else(|| Tol::for_dtype(c.dtype).scaled(if c.amp > 4.0 { 10.0 } else { 1.0 }));
     // One case at a time: several software devices submitting at once oversubscribe the
     // two cores badly (measured: 264 s in parallel against 15 s in sequence).
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -275,6 +283,42 @@ fn fused_f16_with_and_without_optional_features() {
                     dtype: DType::F16,
                     options: causal,
                     mask: if lq > 3 { Some("additive") } else { None },
+                    ..Case::default()
+                },
+                seed,
+            );
+        }
+    }
+}
+
+/// f16 subnormals (v in ±3e-5, below the smallest normal 6.1e-5; q, k in ±2e-4) through
+/// every load width: eight elements per load (D, Dv multiples of 8), four, and one; on the
+/// prefill and decode kernels, each with shader-f16 (hardware conversion) and without it
+/// (integer decoding). Outputs are subnormal too: to one f16 ulp there (2^-24), so a
+/// decoder that flushed subnormals to zero would miss by ~1e-5.
+#[test]
+fn fused_f16_subnormal_inputs() {
+    let tol = Tol {
+        atol: 2f64.powi(-24),
+        rtol: 2f64.powi(-10),
+    };
+    // Seeds: 40 and 44 also run tuning 1 (prefill, fallbacks), 42 and 46 tuning 3 (decode
+    // kernel for every query length, fallbacks).
+    for (d, dv, seed) in [(16, 8, 40), (16, 8, 42), (12, 20, 44), (7, 5, 46)] {
+        for lq in [1, 9] {
+            check(
+                &format!("f16 subnormal lq{lq} d{d} dv{dv}"),
+                Case {
+                    hq: 2,
+                    hkv: 1,
+                    lq,
+                    lk: 70,
+                    d,
+                    dv,
+                    dtype: DType::F16,
+                    amp: 2e-4,
+                    v_amp: 3e-5,
+                    tol: Some(tol),
                     ..Case::default()
                 },
                 seed,

@@ -83,13 +83,7 @@ fn file_stem(label: &str) -> String {
 pub fn validate(variant: &Variant, source: &str) -> Result<[u32; 3]> {
     let module = naga::front::wgsl::parse_str(source)
         .map_err(|e| anyhow!("naga cannot parse it: {}", e.emit_to_string(source)))?;
-    let mut caps = naga::valid::Capabilities::empty();
-    if variant.features.f16 {
-        caps |= naga::valid::Capabilities::SHADER_FLOAT16;
-    }
-    if variant.features.subgroups {
-        caps |= naga::valid::Capabilities::SUBGROUP;
-    }
+    let caps = variant.features.naga_capabilities();
     naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
         .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
         .subgroup_operations(naga::valid::SubgroupOperationSet::all())
@@ -120,6 +114,7 @@ pub fn describe(variant: &Variant) -> Value {
             "dv4": t.dv4,
             "split": t.split,
             "vec4": t.vec4,
+            "vec8": t.vec8,
         },
         "features": feature_names(variant.features),
         "opaque_loops": variant.features.opaque_loops,

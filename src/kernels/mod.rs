@@ -179,6 +179,9 @@ pub struct Tile {
     pub split: bool,
     /// D and Dv are multiples of 4: q, k, v load four elements at a time.
     pub vec4: bool,
+    /// f16/bf16 with D and Dv multiples of 8: q, k, v load eight elements (16 bytes) at a
+    /// time, in place of `vec4`'s four.
+    pub vec8: bool,
 }
 
 /// One specialization of a kernel: what its pipeline is cached under.
@@ -202,8 +205,9 @@ pub struct Variant {
 /// has a fallback with the same results.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ShaderFeatures {
-    /// `shader-f16`: the fused kernels bind f16 `q`, `k`, `v` as `f16` arrays and convert in
-    /// hardware (else: u32 words decoded with integer code).
+    /// `shader-f16`: the fused kernels convert f16 `q`, `k`, `v` in hardware (bound as `f16`
+    /// arrays, or with eight-element loads as u32 words converted by `unpack2x16float`, which
+    /// wgpu allows wherever it offers shader-f16); else u32 words decoded with integer code.
     pub f16: bool,
     /// Subgroup operations: workgroup reductions (`fused_decode`, `softmax`) reduce inside each
     /// subgroup first (else: a tree in workgroup memory).
@@ -223,6 +227,22 @@ impl ShaderFeatures {
             subgroups: features.contains(wgpu::Features::SUBGROUP),
             opaque_loops: false,
         }
+    }
+
+    /// The naga capabilities the kernels' WGSL needs with these features (to validate it
+    /// outside wgpu, which derives them from the device).
+    pub fn naga_capabilities(self) -> naga::valid::Capabilities {
+        use naga::valid::Capabilities as Caps;
+        let mut caps = Caps::empty();
+        if self.f16 {
+            // unpack2x16float (eight-element f16 loads): wgpu grants it wherever it offers
+            // shader-f16 (the SHADER_F16_IN_F32 downlevel flag).
+            caps |= Caps::SHADER_FLOAT16 | Caps::SHADER_FLOAT16_IN_FLOAT32;
+        }
+        if self.subgroups {
+            caps |= Caps::SUBGROUP;
+        }
+        caps
     }
 }
 
@@ -293,7 +313,13 @@ impl Variant {
                 t.d4 * 4,
                 t.dv4 * 4,
                 if t.split { " split" } else { "" },
-                if t.vec4 { " vec4" } else { "" }
+                if t.vec8 {
+                    " vec8"
+                } else if t.vec4 {
+                    " vec4"
+                } else {
+                    ""
+                }
             )
         };
         let f = self.features;
@@ -326,7 +352,9 @@ impl Variant {
         if self.tile.split {
             d.push("SPLIT");
         }
-        if self.tile.vec4 {
+        if self.tile.vec8 {
+            d.push("VEC8");
+        } else if self.tile.vec4 {
             d.push("VEC4");
         }
         if self.features.f16 {
@@ -425,6 +453,7 @@ impl Variant {
                 ] {
                     let (d4, dv4) = (u32::div_ceil(d, 4), u32::div_ceil(dv, 4));
                     let vec4 = d % 4 == 0 && dv % 4 == 0;
+                    let vec8 = dtype != DType::F32 && d % 8 == 0 && dv % 8 == 0;
                     for (split, per_invocation) in [(false, 1), (true, 1), (false, 4)] {
                         let tile = Tile {
                             rows: 64,
@@ -434,6 +463,7 @@ impl Variant {
                             dv4,
                             split,
                             vec4,
+                            vec8,
                         };
                         push(Variant::new(Kernel::Fused, dtype, mask).with_tile(tile));
                     }
@@ -445,6 +475,7 @@ impl Variant {
                         dv4,
                         split: true,
                         vec4,
+                        vec8,
                     };
                     push(Variant::new(Kernel::FusedDecode, dtype, mask).with_tile(tile));
                     let tile = Tile {
@@ -485,6 +516,7 @@ impl Variant {
             dv4: 16,
             split,
             vec4: true,
+            vec8: dtype != DType::F32,
         };
         vec![
             Variant::new(Kernel::QkScores, dtype, mask),
@@ -560,13 +592,7 @@ mod tests {
         let source = source.to_string();
         let module = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{}: {}", variant.label(), e.emit_to_string(&source)));
-        let mut caps = naga::valid::Capabilities::empty();
-        if variant.features.f16 {
-            caps |= naga::valid::Capabilities::SHADER_FLOAT16;
-        }
-        if variant.features.subgroups {
-            caps |= naga::valid::Capabilities::SUBGROUP;
-        }
+        let caps = variant.features.naga_capabilities();
         let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
             .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
             .subgroup_operations(naga::valid::SubgroupOperationSet::all())
