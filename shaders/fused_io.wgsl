@@ -149,13 +149,21 @@ fn v4(base: u32, d4: u32) -> vec4<f32> {
     return unit8(v[base / 8u + d4 / 2u])[d4 % 2u];
 }
 
-// Elements base + 8*d8 .. base + 8*d8 + 7 of k or v.
+// Elements base + 8*d8 .. base + 8*d8 + 7 of k or v, as loaded (four words) and converted.
+fn k_words(base: u32, d8: u32) -> vec4<u32> {
+    return k[base / 8u + d8];
+}
+
+fn v_words(base: u32, d8: u32) -> vec4<u32> {
+    return v[base / 8u + d8];
+}
+
 fn k8(base: u32, d8: u32) -> mat2x4<f32> {
-    return unit8(k[base / 8u + d8]);
+    return unit8(k_words(base, d8));
 }
 
 fn v8(base: u32, d8: u32) -> mat2x4<f32> {
-    return unit8(v[base / 8u + d8]);
+    return unit8(v_words(base, d8));
 }
 #else
 #ifdef VEC4

@@ -106,8 +106,8 @@ impl Config {
             });
         }
         // Keys per tile: the most (a power of two from 4 to 64) whose key and value rows fit
-        // in workgroup memory.
-        let per_key = (d4 + dv4) as u64 * 16;
+        // in workgroup memory (f32 rows, or with vec8 the f16/bf16 words as loaded).
+        let per_key = (d4 + dv4) as u64 * if vec8 { 8 } else { 16 };
         let mut keys = tuning
             .keys_per_tile
             .map_or(64, |k| (k as u64).next_multiple_of(4).max(4));

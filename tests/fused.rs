@@ -331,9 +331,20 @@ fn fused_f16_subnormal_inputs() {
 fn fused_prefill_head_dims() {
     // Seeds pick the second configuration (1 + seed % 4): eight rows per invocation only
     // for the small head dims, whose pipelines compile quickly.
-    for (d, seed) in [(32, 11), (64, 10), (80, 13), (96, 14), (128, 17), (256, 12)] {
+    // f16 rows of 128 and 256 take the packed tiles (half the workgroup memory of f32 ones,
+    // so twice the keys per tile where memory bounds them: 32 of them at D=256 on lavapipe).
+    for (d, dtype, seed) in [
+        (32, DType::F32, 11),
+        (64, DType::F32, 10),
+        (80, DType::F32, 13),
+        (96, DType::F32, 14),
+        (128, DType::F32, 17),
+        (256, DType::F32, 12),
+        (128, DType::F16, 21),
+        (256, DType::F16, 20),
+    ] {
         check(
-            &format!("d{d}"),
+            &format!("d{d} {dtype:?}"),
             Case {
                 b: 1,
                 hq: 1,
@@ -341,6 +352,7 @@ fn fused_prefill_head_dims() {
                 lk: 50,
                 d,
                 dv: d,
+                dtype,
                 ..Case::default()
             },
             seed,
