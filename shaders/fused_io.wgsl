@@ -2,12 +2,12 @@
 // bindings, in the order of Kernel::bindings). The importing kernel declares the D4 / DV4
 // constants.
 //
-// With NATIVE_F16 (f16 inputs on an adapter with shader-f16) q, k and v are bound as f16
-// arrays and converted by the hardware; otherwise as u32 words (two f16/bf16 to a word)
-// decoded with integer code. With VEC8 (f16/bf16, D and Dv multiples of 8) they are bound
-// as vec4<u32>, eight elements a load, and NATIVE_F16 converts with unpack2x16float: on
-// lavapipe vec4<f16> loads took 278 ms of a decode step that vec4<u32> words take 168 ms
-// for (BENCHMARKS.md, 2026-12-04). (naga 30 cannot bitcast a u32 to vec2<f16>, which would keep
+// f16/bf16 q, k and v are bound as u32 words (two elements to a word): four words a load
+// with VEC8 (D and Dv multiples of 8), two with VEC4, and one element at a time otherwise.
+// With NATIVE_F16 (f16 on an adapter with shader-f16) the hardware converts them
+// (unpack2x16float; without VEC4 or VEC8, f16 arrays); otherwise integer code decodes them.
+// Words rather than vec4<f16>: on lavapipe vec4<f16> loads took 278 ms of a decode step that
+// vec4<u32> words take 168 ms for (BENCHMARKS.md, 2026-12-04). (naga 30 cannot bitcast a u32 to vec2<f16>, which would keep
 // the word loads and convert in hardware.)
 //
 // `k` and `v` hold all Lt keys: the caller's k/v when there is no cache (in the problem's
@@ -61,11 +61,11 @@ fn unit4(u: vec4<u32>) -> vec4<f32> {
 #endif
 #ifdef DTYPE_F16
 #ifdef NATIVE_F16
-// shader-f16: f16 elements, converted by the hardware.
-alias Unit = vec4<f16>;
+// shader-f16: two words, converted by the hardware.
+alias Unit = vec2<u32>;
 
-fn unit4(u: vec4<f16>) -> vec4<f32> {
-    return vec4<f32>(u);
+fn unit4(u: vec2<u32>) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(u.x), unpack2x16float(u.y));
 }
 #else
 alias Unit = vec2<u32>;

@@ -205,9 +205,9 @@ pub struct Variant {
 /// has a fallback with the same results.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ShaderFeatures {
-    /// `shader-f16`: the fused kernels convert f16 `q`, `k`, `v` in hardware (bound as `f16`
-    /// arrays, or with eight-element loads as u32 words converted by `unpack2x16float`, which
-    /// wgpu allows wherever it offers shader-f16); else u32 words decoded with integer code.
+    /// `shader-f16`: the fused kernels convert f16 `q`, `k`, `v` in hardware (u32 words
+    /// converted by `unpack2x16float`, which wgpu allows wherever it offers shader-f16; `f16`
+    /// arrays where D or Dv is not a multiple of 4); else u32 words decoded with integer code.
     pub f16: bool,
     /// Subgroup operations: workgroup reductions (`fused_decode`, `softmax`) reduce inside each
     /// subgroup first (else: a tree in workgroup memory).
