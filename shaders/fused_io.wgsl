@@ -135,18 +135,10 @@ fn out_offset(b: u32, h: u32, i: u32) -> u32 {
 
 // Elements base + 4*d4 .. base + 4*d4 + 3 of q, k or v (zero past the row's length).
 #ifdef VEC8
-// Every row starts on a load unit. Kernels whose loops take the eight elements of one load
-// at a time use k8 / v8; q4, k4 and v4 load eight and keep half.
+// Every row starts on a load unit. The kernels take k and v eight elements at a time
+// (k8 / v8, or the words themselves for fused's tiles); q4 loads eight and keeps half.
 fn q4(base: u32, d4: u32) -> vec4<f32> {
     return unit8(q[base / 8u + d4 / 2u])[d4 % 2u];
-}
-
-fn k4(base: u32, d4: u32) -> vec4<f32> {
-    return unit8(k[base / 8u + d4 / 2u])[d4 % 2u];
-}
-
-fn v4(base: u32, d4: u32) -> vec4<f32> {
-    return unit8(v[base / 8u + d4 / 2u])[d4 % 2u];
 }
 
 // Elements base + 8*d8 .. base + 8*d8 + 7 of k or v, as loaded (four words) and converted.

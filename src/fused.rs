@@ -64,8 +64,6 @@ impl Config {
         let lt = p.total_len() as u64;
         let wg_mem = limits.max_compute_workgroup_storage_size as u64;
         let vec4 = p.head_dim.is_multiple_of(4) && p.v_dim.is_multiple_of(4);
-        let vec8 =
-            p.dtype != DType::F32 && p.head_dim.is_multiple_of(8) && p.v_dim.is_multiple_of(8);
         let packed_odd = p.dtype != DType::F32 && p.v_dim % 2 == 1;
         let tuning = ctx.tuning();
         let cpu = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
@@ -97,7 +95,6 @@ impl Config {
                     dv4,
                     split: true,
                     vec4,
-                    vec8,
                 },
                 splits: splits as u32,
                 split_len: chunk,
@@ -106,8 +103,14 @@ impl Config {
             });
         }
         // Keys per tile: the most (a power of two from 4 to 64) whose key and value rows fit
-        // in workgroup memory (f32 rows, or with vec8 the f16/bf16 words as loaded).
-        let per_key = (d4 + dv4) as u64 * if vec8 { 8 } else { 16 };
+        // in workgroup memory.
+        let per_key = Tile {
+            d4,
+            dv4,
+            vec4,
+            ..Tile::default()
+        }
+        .bytes_per_key(p.dtype);
         let mut keys = tuning
             .keys_per_tile
             .map_or(64, |k| (k as u64).next_multiple_of(4).max(4));
@@ -150,7 +153,6 @@ impl Config {
                 dv4,
                 split: combine,
                 vec4,
-                vec8,
             },
             splits: splits as u32,
             split_len: split_len as u32,

@@ -114,7 +114,7 @@ pub fn describe(variant: &Variant) -> Value {
             "dv4": t.dv4,
             "split": t.split,
             "vec4": t.vec4,
-            "vec8": t.vec8,
+            "vec8": t.vec8(variant.dtype),
         },
         "features": feature_names(variant.features),
         "opaque_loops": variant.features.opaque_loops,

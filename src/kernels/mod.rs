@@ -179,9 +179,20 @@ pub struct Tile {
     pub split: bool,
     /// D and Dv are multiples of 4: q, k, v load four elements at a time.
     pub vec4: bool,
-    /// f16/bf16 with D and Dv multiples of 8: q, k, v load eight elements (16 bytes) at a
-    /// time, in place of `vec4`'s four.
-    pub vec8: bool,
+}
+
+impl Tile {
+    /// f16/bf16 rows whose D and Dv are multiples of 8: q, k, v load eight elements (16
+    /// bytes) at a time, in place of `vec4`'s four, and `fused` keeps its tiles as those words.
+    pub fn vec8(&self, dtype: DType) -> bool {
+        dtype != DType::F32 && self.vec4 && self.d4.is_multiple_of(2) && self.dv4.is_multiple_of(2)
+    }
+
+    /// Workgroup memory of one key and its value row in `fused`'s tiles: f32 rows, or with
+    /// `vec8` the words as loaded.
+    pub fn bytes_per_key(&self, dtype: DType) -> u64 {
+        (self.d4 + self.dv4) as u64 * if self.vec8(dtype) { 8 } else { 16 }
+    }
 }
 
 /// One specialization of a kernel: what its pipeline is cached under.
@@ -313,7 +324,7 @@ impl Variant {
                 t.d4 * 4,
                 t.dv4 * 4,
                 if t.split { " split" } else { "" },
-                if t.vec8 {
+                if t.vec8(self.dtype) {
                     " vec8"
                 } else if t.vec4 {
                     " vec4"
@@ -352,7 +363,7 @@ impl Variant {
         if self.tile.split {
             d.push("SPLIT");
         }
-        if self.tile.vec8 {
+        if self.tile.vec8(self.dtype) {
             d.push("VEC8");
         } else if self.tile.vec4 {
             d.push("VEC4");
@@ -453,7 +464,6 @@ impl Variant {
                 ] {
                     let (d4, dv4) = (u32::div_ceil(d, 4), u32::div_ceil(dv, 4));
                     let vec4 = d % 4 == 0 && dv % 4 == 0;
-                    let vec8 = dtype != DType::F32 && d % 8 == 0 && dv % 8 == 0;
                     for (split, per_invocation) in [(false, 1), (true, 1), (false, 4)] {
                         let tile = Tile {
                             rows: 64,
@@ -463,7 +473,6 @@ impl Variant {
                             dv4,
                             split,
                             vec4,
-                            vec8,
                         };
                         push(Variant::new(Kernel::Fused, dtype, mask).with_tile(tile));
                     }
@@ -475,7 +484,6 @@ impl Variant {
                         dv4,
                         split: true,
                         vec4,
-                        vec8,
                     };
                     push(Variant::new(Kernel::FusedDecode, dtype, mask).with_tile(tile));
                     let tile = Tile {
@@ -516,7 +524,6 @@ impl Variant {
             dv4: 16,
             split,
             vec4: true,
-            vec8: dtype != DType::F32,
         };
         vec![
             Variant::new(Kernel::QkScores, dtype, mask),
