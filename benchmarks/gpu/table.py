@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""The issue-3 bench table on a real GPU, beside PyTorch's scaled_dot_product_attention.
+
+Made for the device machine (python3 there has torch and safetensors; see
+benchmarks/gpu/README.md for the one `run` call), and runnable here without torch
+(`--no-torch --quick`) to check the wgattn half on lavapipe before spending device time.
+
+What it does, in one process:
+  1. `wgattn info`, and the card as nvidia-smi names it.
+  2. The FP32 ceiling: an 8192^3 float32 matmul through torch with TF32 off (the "card's FP32
+     rate" the issue's 40% goal is measured against), median of CUDA-event timings.
+  3. Each case of the issue-3 table through `wgattn bench --json` on the paths given (wall
+     median and device median from timestamp queries), and through torch SDPA on the same
+     shapes and dtype with inputs already on the GPU (median of CUDA-event timings).
+  4. A cross-runtime check: seeded inputs written as a case file, run by `wgattn run --path
+     fused`, compared with numpy and (with torch) SDPA, both in float64.
+Every JSON line goes to OUT/table.jsonl; the Markdown table is printed last.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+# name, wgattn bench arguments, paths, torch mask kind
+CASES = [
+    ("prefill L=2048 f32", "--q-heads 8 --q-len 2048 --head-dim 64", ["staged", "fused"], "none"),
+    ("prefill L=2048 f16", "--q-heads 8 --q-len 2048 --head-dim 64 --dtype f16", ["staged", "fused"], "none"),
+    ("prefill L=4096 f32", "--q-heads 8 --q-len 4096 --head-dim 64", ["fused"], "none"),
+    ("prefill L=4096 causal f32", "--q-heads 8 --q-len 4096 --head-dim 64 --causal", ["fused"], "causal"),
+    ("window 256 L=65536 f16", "--q-heads 1 --q-len 65536 --head-dim 64 --causal --window-left 256 --dtype f16", ["staged", "fused"], "window256"),
+    ("decode Lt=8192 f32", "--q-heads 32 --kv-heads 32 --q-len 1 --kv-len 8192 --head-dim 128", ["staged", "fused"], "none"),
+    ("decode Lt=8192 f16", "--q-heads 32 --kv-heads 32 --q-len 1 --kv-len 8192 --head-dim 128 --dtype f16", ["staged", "fused"], "none"),
+]
+# Small shapes for a check on a CPU adapter.
+QUICK = [
+    ("prefill L=256 f32", "--q-heads 2 --q-len 256 --head-dim 64", ["staged", "fused"], "none"),
+    ("prefill L=256 causal f16", "--q-heads 2 --q-len 256 --head-dim 64 --causal --dtype f16", ["fused"], "causal"),
+    ("window 16 L=1024 f16", "--q-heads 1 --q-len 1024 --head-dim 64 --causal --window-left 16 --dtype f16", ["fused"], "window16"),
+    ("decode Lt=1024 f32", "--q-heads 4 --kv-heads 4 --q-len 1 --kv-len 1024 --head-dim 128", ["staged", "fused"], "none"),
+]
+
+
+def shape_of(args):
+    """B, Hq, Hkv, Lq, Lt, D, dtype of a bench argument string (the bench's defaults)."""
+    a = args.split()
+    get = lambda k, d: a[a.index(k) + 1] if k in a else d
+    hq = int(get("--q-heads", "8"))
+    lq = int(get("--q-len", "512"))
+    return dict(
+        b=int(get("--batch", "1")), hq=hq, hkv=int(get("--kv-heads", str(hq))), lq=lq,
+        lt=int(get("--kv-len", str(lq))), d=int(get("--head-dim", "64")), dtype=get("--dtype", "f32"),
+    )
+
+
+def dense_flops(s):
+    return 2.0 * s["b"] * s["hq"] * s["lq"] * s["lt"] * (2 * s["d"])
+
+
+def wgattn_bench(exe, args, path, iters, warmup):
+    cmd = [exe, "bench", "--path", path, *args.split(), "--iters", str(iters), "--warmup", str(warmup), "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    line = next((l for l in r.stdout.splitlines() if l.startswith("{")), None)
+    rec = json.loads(line) if line else {"error": (r.stderr.strip() or "no output").splitlines()[-1]}
+    rec["command"] = " ".join(cmd)
+    return rec
+
+
+def torch_mask(torch, kind, lq, lt, device):
+    """None for no mask; True where attention is allowed (SDPA's boolean convention)."""
+    if kind == "none":
+        return None, False
+    if kind == "causal":
+        return None, True
+    w = int(kind.removeprefix("window"))
+    i = torch.arange(lq, device=device).view(-1, 1) + (lt - lq)
+    j = torch.arange(lt, device=device).view(1, -1)
+    return (j <= i) & (j >= i - w), False
+
+
+def torch_time(torch, F, s, kind, iters, warmup):
+    dt = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[s["dtype"]]
+    g = torch.Generator(device="cuda").manual_seed(1)
+    q = torch.randn(s["b"], s["hq"], s["lq"], s["d"], device="cuda", dtype=dt, generator=g)
+    k = torch.randn(s["b"], s["hkv"], s["lt"], s["d"], device="cuda", dtype=dt, generator=g)
+    v = torch.randn(s["b"], s["hkv"], s["lt"], s["d"], device="cuda", dtype=dt, generator=g)
+    mask, causal = torch_mask(torch, kind, s["lq"], s["lt"], "cuda")
+    gqa = s["hq"] != s["hkv"]
+    run = lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa)
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        run()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
+def fp32_ceiling(torch):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    n = 8192
+    a = torch.randn(n, n, device="cuda")
+    b = torch.randn(n, n, device="cuda")
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(10):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        a @ b
+        e1.record()
+        torch.cuda.synchronize()
+        times.append(e0.elapsed_time(e1))
+    return 2.0 * n**3 / (statistics.median(times) * 1e-3)
+
+
+def reference(q, k, v, causal):
+    """SDPA in float64 with numpy: softmax(q k^T / sqrt(D), causal bottom-right) v."""
+    import numpy as np
+
+    s = np.einsum("bhid,bhjd->bhij", q, k) / np.sqrt(q.shape[-1])
+    if causal:
+        lq, lt = s.shape[-2:]
+        allowed = np.arange(lt)[None, :] <= np.arange(lq)[:, None] + (lt - lq)
+        s = np.where(allowed, s, -np.inf)
+    s = np.exp(s - s.max(axis=-1, keepdims=True))
+    return np.einsum("bhij,bhjd->bhid", s / s.sum(axis=-1, keepdims=True), v)
+
+
+def cross_check(torch, F, exe, out_dir):
+    """Seeded inputs through wgattn's fused path, against numpy in float64 and (with torch)
+    SDPA in float64 on the same inputs."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    rows = []
+    rng = np.random.default_rng(7)
+    for name, (b, h, lq, lt, d), causal in [
+        ("prefill causal B=2 H=4 L=77 D=64", (2, 4, 77, 77, 64), True),
+        ("decode H=8 Lt=1000 D=128", (1, 8, 1, 1000, 128), False),
+    ]:
+        q = (rng.standard_normal((b, h, lq, d)) * 2).astype(np.float32)
+        k = (rng.standard_normal((b, h, lt, d)) * 2).astype(np.float32)
+        v = rng.standard_normal((b, h, lt, d)).astype(np.float32)
+        case = os.path.join(out_dir, "case.safetensors")
+        res = os.path.join(out_dir, "result.safetensors")
+        save_file({"q": q, "k": k, "v": v}, case)
+        flags = ["--causal"] if causal else []
+        r = subprocess.run([exe, "run", case, "-o", res, "--path", "fused", *flags], capture_output=True, text=True)
+        if r.returncode != 0:
+            rows.append({"cross_check": name, "error": r.stderr.strip()})
+            continue
+        got = load_file(res)["out"].astype(np.float64)
+        wants = {"numpy": reference(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64), causal)}
+        if torch is not None:
+            t = [torch.from_numpy(x).double().cuda() for x in (q, k, v)]
+            wants["torch"] = F.scaled_dot_product_attention(*t, is_causal=causal).cpu().numpy()
+        row = {"cross_check": name}
+        for who, want in wants.items():
+            row[f"rel_error_vs_{who}"] = float(np.linalg.norm(got - want) / np.linalg.norm(want))
+            row[f"max_abs_vs_{who}"] = float(np.abs(got - want).max())
+        rows.append(row)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--wgattn", default="./target/release/wgattn")
+    ap.add_argument("--out", default=os.environ.get("OUT", "/tmp/wgattn-gpu-table"))
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="small shapes (a CPU adapter)")
+    ap.add_argument("--no-torch", action="store_true", help="wgattn only")
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    log = open(os.path.join(a.out, "table.jsonl"), "w")
+
+    def emit(rec):
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+
+    torch = F = None
+    if not a.no_torch:
+        import torch
+        import torch.nn.functional as F
+
+        if not torch.cuda.is_available():
+            sys.exit("torch sees no CUDA device (use --no-torch)")
+    info = subprocess.run([a.wgattn, "info"], capture_output=True, text=True)
+    print(info.stdout + info.stderr, flush=True)
+    emit({"wgattn_info": info.stdout, "stderr": info.stderr})
+    if info.returncode != 0:
+        sys.exit("wgattn info failed: no adapter?")
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.sm,clocks.max.sm", "--format=csv"],
+                         capture_output=True, text=True) if not a.no_torch else None
+    if smi is not None:
+        emit({"nvidia_smi": smi.stdout})
+        print(smi.stdout, flush=True)
+    ceiling = None
+    if torch is not None:
+        ceiling = fp32_ceiling(torch)
+        emit({"fp32_matmul_flops": ceiling})
+        print(f"FP32 ceiling (8192^3 matmul, TF32 off): {ceiling / 1e12:.1f} TFLOP/s", flush=True)
+
+    table = []
+    for name, args, paths, kind in QUICK if a.quick else CASES:
+        s = shape_of(args)
+        row = {"case": name, "flops": dense_flops(s)}
+        for path in paths:
+            t0 = time.time()
+            rec = wgattn_bench(a.wgattn, args, path, a.iters, a.warmup)
+            rec["case"] = name
+            emit(rec)
+            row[path] = rec
+            print(f"{name} {path}: {rec.get('median_ms', rec.get('error'))} ({time.time() - t0:.0f} s)", flush=True)
+        if torch is not None:
+            try:
+                ms = torch_time(torch, F, s, kind, a.iters, a.warmup)
+                row["torch_ms"] = ms
+                emit({"case": name, "path": "torch-sdpa", "median_ms": ms, "torch": torch.__version__})
+            except Exception as e:  # out of memory, unsupported mask: say so in the table
+                row["torch_error"] = str(e).splitlines()[0]
+                emit({"case": name, "path": "torch-sdpa", "error": row["torch_error"]})
+            torch.cuda.empty_cache()
+        table.append(row)
+
+    checks = cross_check(torch, F, a.wgattn, a.out)
+    for c in checks:
+        emit(c)
+
+    def cell(rec):
+        if rec is None:
+            return ""
+        if "error" in rec:
+            return "refused" if "exceeds limit" in rec["error"] else "error: " + rec["error"][:60]
+        dev = rec.get("gpu_median_ms")
+        return f"{rec['median_ms']:.2f} / {dev:.3f}" if dev else f"{rec['median_ms']:.2f} / -"
+
+    print("\n| case | staged wall / device ms | fused wall / device ms | fused device TFLOP/s (dense) | % of FP32 ceiling | torch SDPA ms | fused device / torch |")
+    print("|---|---|---|---|---|---|---|")
+    for row in table:
+        f = row.get("fused")
+        dev = f.get("gpu_median_ms") if f and "error" not in f else None
+        rate = row["flops"] / (dev * 1e-3) if dev else None
+        pct = f"{100 * rate / ceiling:.1f}%" if rate and ceiling else ""
+        tms = row.get("torch_ms")
+        ratio = f"{dev / tms:.2f}x" if dev and tms else ""
+        print(f"| {row['case']} | {cell(row.get('staged'))} | {cell(f)} | {rate / 1e12 if rate else 0:.3f} | {pct} | "
+              f"{f'{tms:.3f}' if tms else row.get('torch_error', '')} | {ratio} |")
+    for c in checks:
+        print(f"cross-check {c}")
+
+
+if __name__ == "__main__":
+    main()
