@@ -510,7 +510,7 @@ pub(crate) fn dispatch_with(
     aux: Option<&wgpu::BindGroup>,
     (x, y): (u32, u32),
 ) {
-    let timer = crate::timing::next_pass();
+    let timer = crate::timing::next_pass(label);
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some(label),
         timestamp_writes: timer
@@ -615,6 +615,7 @@ impl Readback {
             logits: inter(self.offsets[2])?,
             probs: inter(self.offsets[3])?,
             gpu_time: None,
+            gpu_kernels: Vec::new(),
         })
     }
 }
@@ -740,7 +741,10 @@ pub(crate) async fn submit_and_read(
     // Mapped by the same poll as the results (they come after them in the submission).
     if let (Some(t), Some(rx), Ok(out)) = (&timestamps, timestamps_mapped, result.as_mut()) {
         if let Some(Ok(())) = rx.receive().await {
-            out.gpu_time = t.span(ctx);
+            if let Some((span, kernels)) = t.read(ctx) {
+                out.gpu_time = Some(span);
+                out.gpu_kernels = kernels;
+            }
         }
     }
     ctx.check_alive()?;

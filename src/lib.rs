@@ -50,7 +50,7 @@ pub use context::{Context, MemoryStats, Tuning};
 pub use embed::{record_attention, GpuInputs, GpuMask, GpuTensor, RecordedAttention};
 pub use error::{Error, Result};
 pub use mods::{Alibi, Aux, AuxData, BlockedTokens, MaskMods, Modalities, Segments, TokenFilter};
-pub use output::AttentionOutput;
+pub use output::{AttentionOutput, KernelTime};
 pub use problem::{
     AttentionInputs, AttentionOptions, AttentionProblem, ExecutionPath, Layout, MaskKind,
     MaskLayout, Returns, RowBounds,

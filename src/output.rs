@@ -22,4 +22,17 @@ pub struct AttentionOutput {
     /// [`crate::Context::set_gpu_timing`] on an adapter that offers timestamp queries, else
     /// `None`. Excludes the uploads and the read-back that the call's wall time includes.
     pub gpu_time: Option<std::time::Duration>,
+    /// Each kernel's own device time, in the order the call ran them (every part's, for a
+    /// split request): filled exactly when [`AttentionOutput::gpu_time`] is. The gaps between
+    /// kernels count in `gpu_time` and in no entry here.
+    pub gpu_kernels: Vec<KernelTime>,
+}
+
+/// The device time of one kernel of a call ([`AttentionOutput::gpu_kernels`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    /// The kernel's name (`qk_scores`, `fused_decode`, ...), as in `wgattn shaders` and plans.
+    pub kernel: String,
+    /// From its compute pass's begin timestamp to its end.
+    pub time: std::time::Duration,
 }

@@ -227,6 +227,7 @@ pub(crate) async fn run(
 
     // Known only when every part reports its own.
     let mut gpu_time = Some(std::time::Duration::ZERO);
+    let mut gpu_kernels = Vec::new();
     for part in parts {
         let sliced = Sliced::new(p, inputs, part)?;
         let sub_inputs = sliced.inputs();
@@ -238,6 +239,7 @@ pub(crate) async fn run(
         }
         let r = run_whole(ctx, &sub, &sub_inputs, path, wait).await?;
         gpu_time = gpu_time.zip(r.gpu_time).map(|(a, b)| a + b);
+        gpu_kernels.extend(r.gpu_kernels);
         let (b, kv, q) = (part.batches.start, part.kv_heads.start, part.q_heads.start);
         let out_at = match p.layout {
             Layout::Bhsd => [b, q, 0, 0],
@@ -264,6 +266,11 @@ pub(crate) async fn run(
         scores: finish(scores)?,
         logits: finish(logits)?,
         probs: finish(probs)?,
+        gpu_kernels: if gpu_time.is_some() {
+            gpu_kernels
+        } else {
+            Vec::new()
+        },
         gpu_time,
     })
 }

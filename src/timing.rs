@@ -1,23 +1,31 @@
 //! Device time of a call (see [`crate::Context::set_gpu_timing`]): while a call records on
 //! this thread, every compute pass writes its begin and end timestamps into one query set;
 //! after the submission the timestamps are resolved, read back with the results, and the
-//! span from the first pass's begin to the last pass's end is the call's GPU time.
+//! span from the first pass's begin to the last pass's end is the call's GPU time; each pass's
+//! own begin-to-end is its kernel's.
 
 use std::cell::RefCell;
 use std::time::Duration;
 
 use crate::context::Context;
 use crate::error::Result;
+use crate::output::KernelTime;
 
 /// Passes one call may time; a call with more reports no GPU time rather than part of it.
 const MAX_PASSES: u32 = 64;
 
-/// The query set of the call recording on this thread, the slots used, and whether a pass
-/// went untimed.
+/// The query set of the call recording on this thread, the kernel of each pass timed so far
+/// (two slots each), and whether a pass went untimed.
 struct Active {
     set: wgpu::QuerySet,
-    used: u32,
+    kernels: Vec<String>,
     overflow: bool,
+}
+
+/// What a call timed: its query set and the kernel of each pass, in order.
+pub(crate) struct Timer {
+    set: wgpu::QuerySet,
+    kernels: Vec<String>,
 }
 
 thread_local! {
@@ -38,48 +46,55 @@ pub(crate) fn start(ctx: &Context) {
         if let Ok(mut a) = a.try_borrow_mut() {
             *a = Some(Active {
                 set,
-                used: 0,
+                kernels: Vec::new(),
                 overflow: false,
             });
         }
     });
 }
 
-/// The query set and the two slots the next pass writes, while timing.
-pub(crate) fn next_pass() -> Option<(wgpu::QuerySet, u32)> {
+/// The query set and the two slots the next pass (running `label`'s kernel: its first word)
+/// writes, while timing.
+pub(crate) fn next_pass(label: &str) -> Option<(wgpu::QuerySet, u32)> {
     ACTIVE.with(|a| {
         let mut a = a.try_borrow_mut().ok()?;
         let a = a.as_mut()?;
-        if a.used + 2 > 2 * MAX_PASSES {
+        let at = 2 * a.kernels.len() as u32;
+        if at + 2 > 2 * MAX_PASSES {
             a.overflow = true;
             return None;
         }
-        a.used += 2;
-        Some((a.set.clone(), a.used - 2))
+        let kernel = label.split_whitespace().next().unwrap_or(label);
+        a.kernels.push(kernel.to_string());
+        Some((a.set.clone(), at))
     })
 }
 
-/// Stops timing on this thread; the query set and the slots used, unless no pass was timed
-/// or one went untimed.
-pub(crate) fn finish() -> Option<(wgpu::QuerySet, u32)> {
+/// Stops timing on this thread; what was timed, unless no pass was or one went untimed.
+pub(crate) fn finish() -> Option<Timer> {
     let a = ACTIVE.with(|a| a.try_borrow_mut().ok()?.take())?;
-    (a.used > 0 && !a.overflow).then_some((a.set, a.used))
+    (!a.kernels.is_empty() && !a.overflow).then_some(Timer {
+        set: a.set,
+        kernels: a.kernels,
+    })
 }
 
 /// Where a call's timestamps are resolved and read back.
 pub(crate) struct Pending {
     readback: wgpu::Buffer,
     count: u32,
+    kernels: Vec<String>,
 }
 
-/// Records the resolution of `count` timestamps of `set` into `encoder` and their copy to a
+/// Records the resolution of the timer's timestamps into `encoder` and their copy to a
 /// mappable buffer (both fresh: a few hundred bytes, never pooled, so a read-back left mapped
 /// by a failed call cannot reach another).
 pub(crate) fn resolve(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
-    (set, count): (wgpu::QuerySet, u32),
+    Timer { set, kernels }: Timer,
 ) -> Result<Pending> {
+    let count = 2 * kernels.len() as u32;
     let bytes = count as u64 * 8;
     let buffer = |label, usage| {
         let desc = wgpu::BufferDescriptor {
@@ -100,7 +115,11 @@ pub(crate) fn resolve(
     )?;
     encoder.resolve_query_set(&set, 0..count, &resolved, 0);
     encoder.copy_buffer_to_buffer(&resolved, 0, &readback, 0, bytes);
-    Ok(Pending { readback, count })
+    Ok(Pending {
+        readback,
+        count,
+        kernels,
+    })
 }
 
 impl Pending {
@@ -118,9 +137,10 @@ impl Pending {
         rx
     }
 
-    /// The span from the first begin to the last end, once mapped; `None` when the
-    /// timestamps do not make one (a driver that writes zeros, or out of order).
-    pub(crate) fn span(&self, ctx: &Context) -> Option<Duration> {
+    /// The span from the first begin to the last end and each pass's own time, once mapped;
+    /// `None` when the timestamps do not make one (a driver that writes zeros, or out of
+    /// order).
+    pub(crate) fn read(&self, ctx: &Context) -> Option<(Duration, Vec<KernelTime>)> {
         let ticks: Vec<u64> = {
             let view = self
                 .readback
@@ -138,8 +158,15 @@ impl Pending {
             return None;
         }
         let period = ctx.queue().get_timestamp_period() as f64;
-        Some(Duration::from_nanos(
-            ((last - first) as f64 * period) as u64,
-        ))
+        let time = |ticks: u64| Duration::from_nanos((ticks as f64 * period) as u64);
+        let kernels = ticks
+            .chunks_exact(2)
+            .zip(&self.kernels)
+            .map(|(p, kernel)| KernelTime {
+                kernel: kernel.clone(),
+                time: time(p[1] - p[0]),
+            })
+            .collect();
+        Some((time(last - first), kernels))
     }
 }

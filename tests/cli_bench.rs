@@ -123,6 +123,8 @@ enum Json {
     Num(f64),
     Bool(bool),
     Null,
+    /// An array of flat objects (`gpu_kernels`).
+    Objects(Vec<HashMap<String, Json>>),
 }
 
 impl Json {
@@ -134,7 +136,8 @@ impl Json {
     }
 }
 
-/// Parses stdout as exactly one line holding one flat JSON object.
+/// Parses stdout as exactly one line holding one JSON object of scalars and arrays of flat
+/// objects.
 fn one_object(stdout: &str) -> HashMap<String, Json> {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 1, "expected one line on stdout: {stdout:?}");
@@ -151,25 +154,7 @@ fn parse_object(s: &str) -> Result<HashMap<String, Json>, String> {
         chars: s.chars().collect(),
         at: 0,
     };
-    let mut object = HashMap::new();
-    p.expect('{')?;
-    if p.peek() == Some('}') {
-        p.at += 1;
-    } else {
-        loop {
-            let key = p.string()?;
-            p.expect(':')?;
-            let value = p.value()?;
-            if object.insert(key.clone(), value).is_some() {
-                return Err(format!("duplicate key {key:?}"));
-            }
-            match p.next() {
-                Some(',') => continue,
-                Some('}') => break,
-                c => return Err(format!("expected , or }} at {}, got {c:?}", p.at)),
-            }
-        }
-    }
+    let object = p.object(true)?;
     if p.at != p.chars.len() {
         return Err(format!("trailing characters after {}", p.at));
     }
@@ -182,6 +167,50 @@ struct Parser {
 }
 
 impl Parser {
+    /// An object; `nested` allows arrays of flat objects as values.
+    fn object(&mut self, nested: bool) -> Result<HashMap<String, Json>, String> {
+        let mut object = HashMap::new();
+        self.expect('{')?;
+        if self.peek() == Some('}') {
+            self.at += 1;
+            return Ok(object);
+        }
+        loop {
+            let key = self.string()?;
+            self.expect(':')?;
+            let value = if nested && self.peek() == Some('[') {
+                self.objects()?
+            } else {
+                self.value()?
+            };
+            if object.insert(key.clone(), value).is_some() {
+                return Err(format!("duplicate key {key:?}"));
+            }
+            match self.next() {
+                Some(',') => continue,
+                Some('}') => return Ok(object),
+                c => return Err(format!("expected , or }} at {}, got {c:?}", self.at)),
+            }
+        }
+    }
+
+    fn objects(&mut self) -> Result<Json, String> {
+        self.expect('[')?;
+        let mut items = Vec::new();
+        if self.peek() == Some(']') {
+            self.at += 1;
+            return Ok(Json::Objects(items));
+        }
+        loop {
+            items.push(self.object(false)?);
+            match self.next() {
+                Some(',') => continue,
+                Some(']') => return Ok(Json::Objects(items)),
+                c => return Err(format!("expected , or ] at {}, got {c:?}", self.at)),
+            }
+        }
+    }
+
     fn peek(&self) -> Option<char> {
         self.chars.get(self.at).copied()
     }
@@ -273,6 +302,10 @@ fn json_reader_rejects_what_is_not_one_object() {
     assert!(parse_object(r#"{"a":1,}"#).is_err());
     assert!(parse_object(r#"{"a":1}{"b":2}"#).is_err());
     assert!(parse_object(r#"{"a":NaN}"#).is_err());
+    assert!(parse_object(r#"{"a":[{"k":"x","t":1},{"k":"y","t":2}],"b":[]}"#).is_ok());
+    assert!(parse_object(r#"{"a":[{"k":[{"x":1}]}]}"#).is_err());
+    assert!(parse_object(r#"{"a":[1,2]}"#).is_err());
+    assert!(parse_object(r#"{"a":[{"k":1},]}"#).is_err());
     assert!(parse_object(r#"{"a":1,"a":2}"#).is_err());
 }
 
@@ -292,6 +325,8 @@ fn plain_output_names_every_field() {
         "none",
         "median ms",
         "GPU median ms",
+        "GPU kernels ms",
+        "qk_scores",
         "min ms",
         "max ms",
         "GFLOP/s",
@@ -320,6 +355,33 @@ fn json_staged_path_reports_peak_gpu_memory() {
         matches!(&o["backend"], Json::Str(b) if !b.is_empty() && b != "none"),
         "{o:?}"
     );
+    let names: Vec<String> = kernels(&o).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        names,
+        ["qk_scores", "apply_mask", "softmax", "attend_values"]
+    );
+}
+
+/// `gpu_kernels`: each kernel's name and median device time, which is no longer than the
+/// slowest call.
+fn kernels(o: &HashMap<String, Json>) -> Vec<(String, f64)> {
+    let Json::Objects(items) = &o["gpu_kernels"] else {
+        panic!("gpu_kernels is not an array of objects: {o:?}");
+    };
+    items
+        .iter()
+        .map(|k| {
+            let Json::Str(name) = &k["kernel"] else {
+                panic!("a kernel without a name: {k:?}");
+            };
+            let t = k["median_ms"].num();
+            assert!(
+                t >= 0.0 && t <= o["max_ms"].num(),
+                "{name}: {t} ms in {o:?}"
+            );
+            (name.clone(), t)
+        })
+        .collect()
 }
 
 #[test]
@@ -328,6 +390,31 @@ fn json_fused_path_reports_peak_gpu_memory() {
     assert!(o["gpu_bytes"].num() > 0.0);
     let gpu = o["gpu_median_ms"].num();
     assert!(gpu > 0.0 && gpu <= o["max_ms"].num(), "{o:?}");
+    let names: Vec<String> = kernels(&o).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(names, ["fused"], "16 query rows: the prefill kernel alone");
+    let decode = [
+        "bench",
+        "--path",
+        "fused",
+        "--q-heads",
+        "2",
+        "--q-len",
+        "1",
+        "--kv-len",
+        "3000",
+        "--head-dim",
+        "8",
+        "--iters",
+        "2",
+        "--json",
+    ];
+    let o = one_object(&run_ok(&decode));
+    let names: Vec<String> = kernels(&o).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        names,
+        ["fused_decode", "fused_combine"],
+        "one query row over split keys"
+    );
 }
 
 #[test]

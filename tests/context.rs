@@ -211,7 +211,7 @@ fn staged_softmax_with_and_without_subgroups() {
 
 /// With GPU timing on, every GPU path reports its kernels' device time (timestamp queries:
 /// lavapipe and llvmpipe's GL both offer them), summed over the parts of a split request and
-/// no longer than the call; off, and on the reference, none. How the time grows with the work
+/// no longer than the call, and each kernel's own, by name; off, and on the reference, none. How the time grows with the work
 /// is a benchmark's question, not this test's: on a loaded CI machine a small call's kernels
 /// were once timed at 150 ms against 79 ms for 512x the keys.
 #[test]
@@ -235,8 +235,24 @@ fn gpu_timing_reports_the_kernels_device_time() {
         let want = reference::masked_attention(inputs, &options).unwrap();
         assert_close("out", &got.out, &want.out, Tol::for_dtype(DType::F32));
         assert_eq!(want.gpu_time, None, "the reference has no GPU time");
-        (got.gpu_time, wall)
+        assert!(want.gpu_kernels.is_empty());
+        let kernels: Vec<String> = got.gpu_kernels.iter().map(|k| k.kernel.clone()).collect();
+        if let Some(span) = got.gpu_time {
+            for k in &got.gpu_kernels {
+                assert!(
+                    k.time <= span,
+                    "{path:?}: {k:?} longer than the call's {span:?}"
+                );
+            }
+        } else {
+            assert!(
+                kernels.is_empty(),
+                "{path:?}: kernels {kernels:?} without a GPU time"
+            );
+        }
+        (got.gpu_time, wall, kernels)
     };
+    let staged = ["qk_scores", "apply_mask", "softmax", "attend_values"];
     for path in [ExecutionPath::Staged, ExecutionPath::Fused] {
         assert_eq!(
             run(&small, path).0,
@@ -250,11 +266,23 @@ fn gpu_timing_reports_the_kernels_device_time() {
         // Warm: the first call compiles the pipelines.
         run(&small, path);
         run(&big, path);
-        let (small_time, small_wall) = run(&small, path);
-        let (big_time, big_wall) = run(&big, path);
+        let (small_time, small_wall, small_kernels) = run(&small, path);
+        let (big_time, big_wall, big_kernels) = run(&big, path);
         if !offered {
             assert_eq!((small_time, big_time), (None, None));
             continue;
+        }
+        match path {
+            ExecutionPath::Staged => {
+                assert_eq!(small_kernels, staged);
+                assert_eq!(big_kernels, staged);
+            }
+            _ => {
+                // 16 query rows: the prefill kernel; over 4096 keys it splits them across
+                // workgroups, and the combine pass joins the splits.
+                assert_eq!(small_kernels, ["fused"]);
+                assert_eq!(big_kernels, ["fused", "fused_combine"]);
+            }
         }
         let (s, b) = (small_time.unwrap(), big_time.unwrap());
         assert!(
@@ -272,11 +300,17 @@ fn gpu_timing_reports_the_kernels_device_time() {
         max_binding_bytes: Some(k_big.len() as u64),
         ..wgattn::Tuning::AUTO
     });
-    let (split_time, split_wall) = run(&big, ExecutionPath::Fused);
+    let (split_time, split_wall, split_kernels) = run(&big, ExecutionPath::Fused);
     if offered {
         let t = split_time.expect("a split request sums its parts' GPU time");
         assert!(t > std::time::Duration::ZERO && t <= split_wall);
+        // Every part's two passes, in order.
+        assert!(split_kernels.len() >= 4, "{split_kernels:?}");
+        for pair in split_kernels.chunks(2) {
+            assert_eq!(pair, ["fused", "fused_combine"], "{split_kernels:?}");
+        }
     }
     ctx.set_gpu_timing(false);
-    assert_eq!(run(&big, ExecutionPath::Fused).0, None, "off again");
+    let (time, _, kernels) = run(&big, ExecutionPath::Fused);
+    assert_eq!((time, kernels.len()), (None, 0), "off again");
 }

@@ -173,6 +173,7 @@ fn finish(
         logits: inter(p.returns.logits, logits)?,
         probs: inter(p.returns.probs, probs)?,
         gpu_time: None,
+        gpu_kernels: Vec::new(),
     })
 }
 

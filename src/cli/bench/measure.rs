@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use wgattn::{
     AttentionInputs, AttentionOptions, AttentionProblem, BlockMask, Context, DType, ExecutionPath,
-    MaskMods, Tensor,
+    KernelTime, MaskMods, Tensor,
 };
 
 /// Which implementation is timed.
@@ -156,6 +156,9 @@ pub struct Measured {
     /// The device time of each timed call's kernels, sorted: timestamp queries, where the
     /// adapter offers them and every call reported one (empty otherwise).
     pub gpu_times: Vec<Duration>,
+    /// Each kernel's device time in each timed call (summed over its passes), sorted, in the
+    /// order the calls ran the kernels; empty where `gpu_times` is.
+    pub gpu_kernels: Vec<(String, Vec<Duration>)>,
 }
 
 impl Measured {
@@ -175,6 +178,14 @@ impl Measured {
     /// The middle device time of the kernels, where measured.
     pub fn gpu_median(&self) -> Option<Duration> {
         median(&self.gpu_times)
+    }
+
+    /// Each kernel's middle device time, in the order the calls ran them.
+    pub fn gpu_kernel_medians(&self) -> Vec<(String, Duration)> {
+        self.gpu_kernels
+            .iter()
+            .filter_map(|(k, t)| Some((k.clone(), median(t)?)))
+            .collect()
     }
 
     /// Dense GFLOP/s over the median.
@@ -284,13 +295,14 @@ impl Prepared {
             let (times, _) = timed(
                 iterations,
                 || wgattn::reference::masked_attention(&inputs, &self.options),
-                |_| None,
+                |_| None::<()>,
             )?;
             return Ok(Measured {
                 flops,
                 times,
                 gpu_bytes: 0,
                 gpu_times: Vec::new(),
+                gpu_kernels: Vec::new(),
             });
         }
         let ctx = ctx.ok_or_else(|| anyhow!("internal error: a GPU path without a context"))?;
@@ -312,21 +324,21 @@ impl Prepared {
         let timed_calls = timed(
             iterations,
             || wgattn::masked_attention(ctx, &inputs, &self.options),
-            |out| out.gpu_time,
+            |out| out.gpu_time.map(|t| (t, out.gpu_kernels.clone())),
         );
         ctx.set_gpu_timing(false);
-        let (times, gpu_times) = timed_calls?;
+        let (times, gpu) = timed_calls?;
         // Every call's, or none.
-        let mut gpu_times: Vec<Duration> = gpu_times
-            .into_iter()
-            .collect::<Option<_>>()
-            .unwrap_or_default();
+        let gpu: Vec<(Duration, Vec<KernelTime>)> =
+            gpu.into_iter().collect::<Option<_>>().unwrap_or_default();
+        let mut gpu_times: Vec<Duration> = gpu.iter().map(|(t, _)| *t).collect();
         gpu_times.sort();
         Ok(Measured {
             flops,
             times,
             gpu_bytes: ctx.memory().peak_bytes,
             gpu_times,
+            gpu_kernels: per_kernel(&gpu),
         })
     }
 }
@@ -352,13 +364,38 @@ fn inputs(s: &Shape, dtype: DType) -> Result<(Tensor, Tensor, Tensor)> {
     ))
 }
 
+/// Each kernel's time in each call (its passes summed: a split request runs one per part),
+/// sorted, kernels in the order they first ran.
+fn per_kernel(calls: &[(Duration, Vec<KernelTime>)]) -> Vec<(String, Vec<Duration>)> {
+    let mut out: Vec<(String, Vec<Duration>)> = Vec::new();
+    for (_, kernels) in calls {
+        let mut this_call: Vec<(&str, Duration)> = Vec::new();
+        for k in kernels {
+            match this_call.iter_mut().find(|(name, _)| *name == k.kernel) {
+                Some((_, t)) => *t += k.time,
+                None => this_call.push((&k.kernel, k.time)),
+            }
+        }
+        for (name, t) in this_call {
+            match out.iter_mut().find(|(n, _)| n == name) {
+                Some((_, times)) => times.push(t),
+                None => out.push((name.to_string(), vec![t])),
+            }
+        }
+    }
+    for (_, times) in &mut out {
+        times.sort();
+    }
+    out
+}
+
 /// The warm-up calls, then the timed ones: the wall time of each, sorted, and each one's GPU
-/// time in call order. Outputs are dropped outside the timed region.
-fn timed<T>(
+/// figures (`gpu_time` of its output) in call order. Outputs are dropped outside the timed region.
+fn timed<T, G>(
     iterations: &Iterations,
     mut f: impl FnMut() -> wgattn::Result<T>,
-    gpu_time: impl Fn(&T) -> Option<Duration>,
-) -> Result<(Vec<Duration>, Vec<Option<Duration>>)> {
+    gpu_time: impl Fn(&T) -> Option<G>,
+) -> Result<(Vec<Duration>, Vec<Option<G>>)> {
     for _ in 0..iterations.warmup {
         f()?;
     }
@@ -423,7 +460,7 @@ mod tests {
                 std::thread::sleep(call);
                 Ok(())
             },
-            |_| None,
+            |_| None::<()>,
         )
         .unwrap();
         (calls, times.len())

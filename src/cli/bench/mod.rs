@@ -435,6 +435,17 @@ fn print_table(args: &BenchArgs, request: &Request, adapter: &Adapter, m: &Measu
                 None => "- (CPU)".into(),
             },
         ),
+        (
+            "GPU kernels ms",
+            match m.gpu_kernel_medians() {
+                k if k.is_empty() => "-".into(),
+                k => k
+                    .iter()
+                    .map(|(name, t)| format!("{name} {:.3}", ms(*t)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            },
+        ),
         ("min ms", format!("{:.3}", ms(m.min()))),
         ("max ms", format!("{:.3}", ms(m.max()))),
         (

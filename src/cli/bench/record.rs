@@ -69,6 +69,17 @@ pub struct Figures {
     /// them: without the uploads and read-back `median_ms` includes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_median_ms: Option<f64>,
+    /// Each kernel's median device time, in the order the calls ran them (with
+    /// `gpu_median_ms`; the gaps between kernels count there and not here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_kernels: Vec<KernelFigure>,
+}
+
+/// One kernel's median device time over the timed calls.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KernelFigure {
+    pub kernel: String,
+    pub median_ms: f64,
 }
 
 impl Figures {
@@ -81,6 +92,14 @@ impl Figures {
             gflops: m.gflops(),
             gpu_bytes: m.gpu_bytes,
             gpu_median_ms: m.gpu_median().map(ms),
+            gpu_kernels: m
+                .gpu_kernel_medians()
+                .into_iter()
+                .map(|(kernel, t)| KernelFigure {
+                    kernel,
+                    median_ms: ms(t),
+                })
+                .collect(),
         }
     }
 }

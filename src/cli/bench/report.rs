@@ -245,6 +245,7 @@ mod tests {
                         gflops: 0.01,
                         gpu_bytes: 4096,
                         gpu_median_ms: None,
+                        gpu_kernels: Vec::new(),
                     }),
                     error: None,
                     skipped: None,
