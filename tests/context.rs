@@ -211,9 +211,9 @@ fn staged_softmax_with_and_without_subgroups() {
 
 /// With GPU timing on, every GPU path reports its kernels' device time (timestamp queries:
 /// lavapipe and llvmpipe's GL both offer them), summed over the parts of a split request and
-/// no longer than the call, and each kernel's own, by name; off, and on the reference, none. How the time grows with the work
-/// is a benchmark's question, not this test's: on a loaded CI machine a small call's kernels
-/// were once timed at 150 ms against 79 ms for 512x the keys.
+/// no longer than the call, and each kernel's own, by name; off, and on the reference, none.
+/// How the time grows with the work is a benchmark's question, not this test's: on a loaded CI
+/// machine a small call's kernels were once timed at 150 ms against 79 ms for 512x the keys.
 #[test]
 fn gpu_timing_reports_the_kernels_device_time() {
     let ctx = Context::new().expect("an adapter (install mesa-vulkan-drivers)");

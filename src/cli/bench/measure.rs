@@ -390,7 +390,8 @@ fn per_kernel(calls: &[(Duration, Vec<KernelTime>)]) -> Vec<(String, Vec<Duratio
 }
 
 /// The warm-up calls, then the timed ones: the wall time of each, sorted, and each one's GPU
-/// figures (`gpu_time` of its output) in call order. Outputs are dropped outside the timed region.
+/// figures (`gpu_time` of its output) in call order. Outputs are dropped outside the timed
+/// region.
 fn timed<T, G>(
     iterations: &Iterations,
     mut f: impl FnMut() -> wgattn::Result<T>,
