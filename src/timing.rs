@@ -82,7 +82,6 @@ pub(crate) fn finish() -> Option<Timer> {
 /// Where a call's timestamps are resolved and read back.
 pub(crate) struct Pending {
     readback: wgpu::Buffer,
-    count: u32,
     kernels: Vec<String>,
 }
 
@@ -115,14 +114,15 @@ pub(crate) fn resolve(
     )?;
     encoder.resolve_query_set(&set, 0..count, &resolved, 0);
     encoder.copy_buffer_to_buffer(&resolved, 0, &readback, 0, bytes);
-    Ok(Pending {
-        readback,
-        count,
-        kernels,
-    })
+    Ok(Pending { readback, kernels })
 }
 
 impl Pending {
+    /// Bytes of the read-back: two timestamps per pass.
+    fn bytes(&self) -> u64 {
+        16 * self.kernels.len() as u64
+    }
+
     /// Maps the read-back (call before waiting for the submission); the receiver reports the
     /// mapping.
     pub(crate) fn map(
@@ -131,7 +131,7 @@ impl Pending {
     {
         let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
         self.readback
-            .map_async(wgpu::MapMode::Read, ..self.count as u64 * 8, move |r| {
+            .map_async(wgpu::MapMode::Read, ..self.bytes(), move |r| {
                 let _ = tx.send(r);
             });
         rx
@@ -142,10 +142,7 @@ impl Pending {
     /// order).
     pub(crate) fn read(&self, ctx: &Context) -> Option<(Duration, Vec<KernelTime>)> {
         let ticks: Vec<u64> = {
-            let view = self
-                .readback
-                .get_mapped_range(..self.count as u64 * 8)
-                .ok()?;
+            let view = self.readback.get_mapped_range(..self.bytes()).ok()?;
             view.chunks_exact(8)
                 .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
                 .collect()
