@@ -43,20 +43,15 @@ QUICK = [
 ]
 
 
-def shape_of(args):
-    """B, Hq, Hkv, Lq, Lt, D, dtype of a bench argument string (the bench's defaults)."""
-    a = args.split()
-    get = lambda k, d: a[a.index(k) + 1] if k in a else d
-    hq = int(get("--q-heads", "8"))
-    lq = int(get("--q-len", "512"))
-    return dict(
-        b=int(get("--batch", "1")), hq=hq, hkv=int(get("--kv-heads", str(hq))), lq=lq,
-        lt=int(get("--kv-len", str(lq))), d=int(get("--head-dim", "64")), dtype=get("--dtype", "f32"),
-    )
+def shape_of(rec):
+    """B, Hq, Hkv, Lq, Lt, D, Dv, dtype as `wgattn bench --json` echoes them (also in its
+    error objects), so the torch side times exactly the shape wgattn ran."""
+    keys = dict(b="batch", hq="q_heads", hkv="kv_heads", lq="q_len", lt="kv_len", d="head_dim", dv="v_dim", dtype="dtype")
+    return {k: rec[v] for k, v in keys.items()}
 
 
 def dense_flops(s):
-    return 2.0 * s["b"] * s["hq"] * s["lq"] * s["lt"] * (2 * s["d"])
+    return 2.0 * s["b"] * s["hq"] * s["lq"] * s["lt"] * (s["d"] + s["dv"])
 
 
 def wgattn_bench(exe, args, path, iters, warmup):
@@ -85,7 +80,7 @@ def torch_time(torch, F, s, kind, iters, warmup):
     g = torch.Generator(device="cuda").manual_seed(1)
     q = torch.randn(s["b"], s["hq"], s["lq"], s["d"], device="cuda", dtype=dt, generator=g)
     k = torch.randn(s["b"], s["hkv"], s["lt"], s["d"], device="cuda", dtype=dt, generator=g)
-    v = torch.randn(s["b"], s["hkv"], s["lt"], s["d"], device="cuda", dtype=dt, generator=g)
+    v = torch.randn(s["b"], s["hkv"], s["lt"], s["dv"], device="cuda", dtype=dt, generator=g)
     mask, causal = torch_mask(torch, kind, s["lq"], s["lt"], "cuda")
     gqa = s["hq"] != s["hkv"]
     run = lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa)
@@ -210,8 +205,7 @@ def main():
 
     table = []
     for name, args, paths, kind in QUICK if a.quick else CASES:
-        s = shape_of(args)
-        row = {"case": name, "flops": dense_flops(s)}
+        row = {"case": name}
         for path in paths:
             t0 = time.time()
             rec = wgattn_bench(a.wgattn, args, path, a.iters, a.warmup)
@@ -219,6 +213,10 @@ def main():
             emit(rec)
             row[path] = rec
             print(f"{name} {path}: {rec.get('median_ms', rec.get('error'))} ({time.time() - t0:.0f} s)", flush=True)
+        if "batch" not in rec:
+            sys.exit(f"{name}: wgattn bench printed no shape: {rec}")
+        s = shape_of(rec)
+        row["flops"] = dense_flops(s)
         if torch is not None:
             try:
                 ms = torch_time(torch, F, s, kind, a.iters, a.warmup)
