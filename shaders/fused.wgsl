@@ -55,38 +55,6 @@ var<private> alive: array<bool, R>;
 #import fused_io
 #import mods
 
-// The bias of keys jb..jb+3 for query i: 0 or the additive mask (plus the mods' bias) where
-// allowed, -inf where not. `full`: the block mask says the mods allow the whole tile.
-fn bias4(b: u32, h: u32, i: u32, bd: Bounds, jb: i32, j_end: i32, full: bool) -> vec4<f32> {
-    var bias = vec4<f32>(params.neg_inf);
-    for (var c = 0u; c < 4u; c++) {
-        let j = jb + i32(c);
-        if (j < j_end && structurally_allowed(bd, i, u32(j))) {
-#ifdef MODS
-            if (full || mod_allowed(bd, b, h, i, u32(j))) {
-                bias[c] = mask_bias(b, h, i, u32(j)) + mod_bias(bd, h, i, u32(j));
-            }
-#else
-            bias[c] = mask_bias(b, h, i, u32(j));
-#endif
-        }
-    }
-    return bias;
-}
-
-// The user's score_mod on four scores of keys jb..jb+3 (the scores themselves without one).
-fn modded4(s: vec4<f32>, b: u32, h: u32, i: u32, jb: i32) -> vec4<f32> {
-#ifdef MOD_USER_SCORE
-    var x = s;
-    for (var c = 0u; c < 4u; c++) {
-        x[c] = mod_score(s[c], b, h, i, u32(max(jb + i32(c), 0)));
-    }
-    return x;
-#else
-    return s;
-#endif
-}
-
 // Folds keys [j0, min(j0 + BK, j_end)) of the tiles into the rows' (m, l, acc), four keys
 // at a time: independent accumulators, at most one rescale per row and group. `full`: the
 // block mask says the mods allow every position of the tile.

@@ -1,12 +1,21 @@
 // Fused attention for short query blocks against long keys (flash-decoding): one workgroup
-// per (query row, key split). Each invocation takes every WG-th key of the split: its scores
-// in private memory, then its share of P·V in a private accumulator; the workgroup then
-// reduces max, sum and accumulators, and writes the split's partial (m, l, alive, acc) for
+// per (query row, key split), which writes the split's partial (m, l, alive, acc) for
 // fused_combine. Splits start at the row's first allowed key, so masked key ranges cost
 // nothing but the empty splits' one write each.
 //
+// Two layouts of the split's keys over the invocations:
+// - SUBGROUP_KEYS (the GPU default): each subgroup takes four keys at a time, its
+//   invocations a share of each key's row (neighbouring invocations read neighbouring words
+//   of one row, so a subgroup's loads coalesce), the scores from one subgroupAdd; each
+//   subgroup keeps an online softmax (running max and sum, its share of P·V) over its run of
+//   keys, and the workgroup merges them. On lavapipe it measured slower than the other
+//   layout (BENCHMARKS.md), so CPU adapters do not choose it.
+// - otherwise each invocation takes every WG-th key: its scores in private memory, then its
+//   share of P·V in a private accumulator; the workgroup reduces max, sum and accumulators.
+//
 // Template values: WG (invocations), CHUNK (keys per split, a multiple of WG), D4, DV4
-// (even with VEC8: its loops take eight elements per load).
+// (even with VEC8: its loops take eight elements per load), LANES (SUBGROUP_KEYS: the
+// adapter's smallest subgroup; WG is a multiple of its largest).
 #ifdef NATIVE_F16
 enable f16;
 #endif
@@ -19,11 +28,35 @@ const PER: u32 = CHUNK / WG;
 const D4: u32 = {{D4}}u;
 const DV4: u32 = {{DV4}}u;
 
+#ifdef SUBGROUP_KEYS
+const LANES: u32 = {{LANES}}u;
+// One accumulator per subgroup (at most WG / LANES of them).
+var<workgroup> accs: array<vec4<f32>, WG / LANES * DV4>;
+// Load units of a row (eight elements with VEC8, else four) and vec4s per unit.
+#ifdef VEC8
+const KU: u32 = D4 / 2u;
+const VU: u32 = DV4 / 2u;
+const UW: u32 = 2u;
+#else
+const KU: u32 = D4;
+const VU: u32 = DV4;
+const UW: u32 = 1u;
+#endif
+// Units per invocation: unit lane + k * sg for k < PK (PV), sg >= LANES.
+const PK: u32 = (KU + LANES - 1u) / LANES;
+const PV: u32 = (VU + LANES - 1u) / LANES;
+
+var<workgroup> groups: atomic<u32>;
+
+var<private> qr: array<vec4<f32>, PK * UW>;
+var<private> acc: array<vec4<f32>, PV * UW>;
+#else
 var<workgroup> accs: array<vec4<f32>, WG * DV4>;
 
 var<private> qr: array<vec4<f32>, D4>;
 var<private> acc: array<vec4<f32>, DV4>;
 var<private> sc: array<f32, PER>;
+#endif
 
 #import fused_io
 #import mods
@@ -74,6 +107,185 @@ fn main(
     }
 
     let qo = q_offset(b, h, i);
+#ifdef SUBGROUP_KEYS
+    // The subgroup's size and this invocation's place in it, counted over its active
+    // invocations, and the subgroup's number from a counter: nothing assumed about how
+    // invocations map to subgroups.
+    let sg = subgroupAdd(1u);
+    let lane = subgroupExclusiveAdd(1u);
+    if (lid == 0u) {
+        atomicStore(&groups, 0u);
+    }
+    workgroupBarrier();
+    var s = 0u;
+    if (lane == 0u) {
+        s = atomicAdd(&groups, 1u);
+    }
+    s = subgroupBroadcastFirst(s);
+    workgroupBarrier();
+    let nsg = atomicLoad(&groups);
+    for (var k = 0u; k < trips(PK); k++) {
+        let u = lane + k * sg;
+        if (u < KU) {
+#ifdef VEC8
+            qr[2u * k] = q4(qo, 2u * u);
+            qr[2u * k + 1u] = q4(qo, 2u * u + 1u);
+#else
+            qr[k] = q4(qo, u);
+#endif
+        }
+    }
+
+    // Online softmax over this subgroup's keys, four at a time: the s-th of nsg equal runs
+    // of the split (one stream of rows per subgroup: on lavapipe, whose subgroups of a
+    // workgroup run one after the other, interleaved runs took twice as long). Every
+    // condition is uniform across the subgroup. As in fused: independent accumulators, at
+    // most one rescale per group, and a key with p = 0 adds no value, even where v holds NaN.
+    let neg = vec4<f32>(params.neg_inf);
+    let one = vec4<f32>(1.0);
+    let z = vec4<f32>(0.0);
+    var m = params.neg_inf;
+    var l = 0.0;
+    var alive = 0.0;
+    let run = ((j_end - j_begin + 4 * i32(nsg) - 1) / (4 * i32(nsg))) * 4;
+    let run_end = min(j_end, j_begin + (i32(s) + 1) * run);
+    for (var j0 = j_begin + i32(s) * run; j0 < run_end; j0 += 4) {
+        // Keys past the split's end are read at its last key (and then disallowed).
+        let last = j_end - 1;
+        var interior = j0 >= i32(i) + bd.lo && j0 + 3 <= i32(i) + bd.hi && j0 + 3 < bd.kv_len && j0 + 3 <= last;
+#ifndef MASK_NONE
+        interior = false;
+#endif
+#ifdef MODS
+        interior = interior && mods_free(full);
+#endif
+        var bias = z;
+        if (!interior) {
+            bias = bias4(b, h, i, bd, j0, j_end, full);
+            if (all(bias == neg)) {
+                continue;
+            }
+        }
+        let k0 = kv_offset(b, hk, u32(j0), params.head_dim);
+        let k1 = kv_offset(b, hk, u32(min(j0 + 1, last)), params.head_dim);
+        let k2 = kv_offset(b, hk, u32(min(j0 + 2, last)), params.head_dim);
+        let k3 = kv_offset(b, hk, u32(min(j0 + 3, last)), params.head_dim);
+        var a0 = z;
+        var a1 = z;
+        var a2 = z;
+        var a3 = z;
+        for (var k = 0u; k < trips(PK); k++) {
+            let u = lane + k * sg;
+            if (u < KU) {
+#ifdef VEC8
+                let qa = qr[2u * k];
+                let qb = qr[2u * k + 1u];
+                let x0 = k8(k0, u);
+                let x1 = k8(k1, u);
+                let x2 = k8(k2, u);
+                let x3 = k8(k3, u);
+                a0 += qa * x0[0] + qb * x0[1];
+                a1 += qa * x1[0] + qb * x1[1];
+                a2 += qa * x2[0] + qb * x2[1];
+                a3 += qa * x3[0] + qb * x3[1];
+#else
+                let qv = qr[k];
+                a0 += qv * k4(k0, u);
+                a1 += qv * k4(k1, u);
+                a2 += qv * k4(k2, u);
+                a3 += qv * k4(k3, u);
+#endif
+            }
+        }
+        let score = subgroupAdd(vec4<f32>(dot(a0, one), dot(a1, one), dot(a2, one), dot(a3, one)));
+        let sm = modded4(capped4(params.scale * score), b, h, i, j0);
+#ifdef MOD_USER_SCORE
+        // A key whose modded score is -inf is removed like a masked one.
+        let removed = bitcast<vec4<u32>>(sm) == bitcast<vec4<u32>>(neg);
+        let ok = (bias != neg) & !removed;
+#else
+        let ok = bias != neg;
+#endif
+        if (!any(ok)) {
+            continue;
+        }
+        alive = 1.0;
+        let x = select(neg, sm + bias, ok);
+        let gmax = max(max(x.x, x.y), max(x.z, x.w));
+        if (gmax > m) {
+            let corr = exp(m - gmax);
+            l *= corr;
+            for (var k = 0u; k < trips(PV * UW); k++) {
+                acc[k] *= corr;
+            }
+            m = gmax;
+        }
+        let p = select(z, exp(x - m), ok);
+        l += dot(p, one);
+        let v0 = kv_offset(b, hk, u32(j0), params.v_dim);
+        let v1 = kv_offset(b, hk, u32(min(j0 + 1, last)), params.v_dim);
+        let v2 = kv_offset(b, hk, u32(min(j0 + 2, last)), params.v_dim);
+        let v3 = kv_offset(b, hk, u32(min(j0 + 3, last)), params.v_dim);
+        for (var k = 0u; k < trips(PV); k++) {
+            let u = lane + k * sg;
+            if (u < VU) {
+#ifdef VEC8
+                let y0 = v8(v0, u);
+                let y1 = v8(v1, u);
+                let y2 = v8(v2, u);
+                let y3 = v8(v3, u);
+                acc[2u * k] += select(z, p.x * y0[0], contributes(p.x)) + select(z, p.y * y1[0], contributes(p.y))
+                    + select(z, p.z * y2[0], contributes(p.z)) + select(z, p.w * y3[0], contributes(p.w));
+                acc[2u * k + 1u] += select(z, p.x * y0[1], contributes(p.x)) + select(z, p.y * y1[1], contributes(p.y))
+                    + select(z, p.z * y2[1], contributes(p.z)) + select(z, p.w * y3[1], contributes(p.w));
+#else
+                acc[k] += select(z, p.x * v4(v0, u), contributes(p.x)) + select(z, p.y * v4(v1, u), contributes(p.y))
+                    + select(z, p.z * v4(v2, u), contributes(p.z)) + select(z, p.w * v4(v3, u), contributes(p.w));
+#endif
+            }
+        }
+    }
+    // A subgroup smaller than the adapter's reported minimum would leave units unread (and
+    // its accumulator slot past the WG / LANES ones): the row comes out NaN rather than
+    // quietly wrong.
+    if (sg < LANES) {
+        l = params.neg_inf - params.neg_inf;
+    }
+
+    // Merge the subgroups: weights exp(m_s - M), the sum and accumulators scaled by them
+    // (the sum counted once per subgroup, by its invocation 0).
+    let big_m = reduce(lid, m, 0u);
+    let any_alive = reduce(lid, alive, 0u);
+    var w = 0.0;
+    if (m > params.neg_inf) {
+        w = exp(m - big_m);
+    }
+    let big_l = reduce(lid, select(0.0, l * w, lane == 0u), 1u);
+    for (var k = 0u; k < trips(PV); k++) {
+        let u = lane + k * sg;
+        if (u < VU) {
+#ifdef VEC8
+            accs[s * DV4 + 2u * u] = acc[2u * k] * w;
+            accs[s * DV4 + 2u * u + 1u] = acc[2u * k + 1u] * w;
+#else
+            accs[s * DV4 + u] = acc[k] * w;
+#endif
+        }
+    }
+    workgroupBarrier();
+    let slot = split * params.rows + row;
+    if (lid == 0u) {
+        partials[slot] = vec4<f32>(big_m, big_l, any_alive, 0.0);
+    }
+    let base = params.splits * params.rows + slot * DV4;
+    for (var d4 = lid; d4 < trips(DV4); d4 += WG) {
+        var total = vec4<f32>(0.0);
+        for (var t = 0u; t < nsg; t++) {
+            total += accs[t * DV4 + d4];
+        }
+        partials[base + d4] = total;
+    }
+#else
     for (var d4 = 0u; d4 < trips(D4); d4++) {
         qr[d4] = q4(qo, d4);
     }
@@ -169,4 +381,5 @@ fn main(
         }
         partials[base + d4] = total;
     }
+#endif
 }

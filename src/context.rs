@@ -58,6 +58,13 @@ pub struct Tuning {
     /// Keys per split of the decode kernel, rounded up to a multiple of its workgroup size
     /// (default 512).
     pub decode_keys_per_split: Option<u32>,
+    /// Spread each key's row over a subgroup in the decode kernel (neighbouring invocations
+    /// read neighbouring words of one row; the score from a subgroup sum) instead of one key
+    /// per invocation. Default: on for GPUs, where it makes the loads coalesce; off on CPU
+    /// adapters, where it measured slower (lavapipe, BENCHMARKS.md). It needs subgroups and
+    /// a workgroup that is a multiple of the adapter's largest subgroup: `Some(true)` cannot
+    /// turn it on elsewhere.
+    pub decode_subgroup_keys: Option<bool>,
     /// Write inputs straight into mappable storage buffers instead of through wgpu's staging
     /// copy (default: on where the device shares memory with the host, a CPU or integrated
     /// adapter offering `MAPPABLE_PRIMARY_BUFFERS`; `Some(true)` cannot turn it on elsewhere).
@@ -88,6 +95,7 @@ impl Tuning {
         keys_per_tile: None,
         decode_max_q: None,
         decode_keys_per_split: None,
+        decode_subgroup_keys: None,
         mapped_uploads: None,
         shader_f16: None,
         subgroups: None,
@@ -292,6 +300,15 @@ impl Context {
     /// Whether inputs go straight into mapped storage buffers (see [`Tuning::mapped_uploads`]).
     pub fn uses_mapped_uploads(&self) -> bool {
         self.unified && self.tuning().mapped_uploads.unwrap_or(true)
+    }
+
+    /// Whether the decode kernel spreads each key over a subgroup here
+    /// ([`Tuning::decode_subgroup_keys`], by default on GPUs), given subgroups: for a problem
+    /// whose workgroup is a multiple of the adapter's largest subgroup (a large `Dv` can shrink
+    /// it below on small workgroup memory; the kernel then takes one key per invocation).
+    pub fn decode_subgroup_keys(&self) -> bool {
+        let cpu = self.info.device_type == wgpu::DeviceType::Cpu;
+        self.tuning().decode_subgroup_keys.unwrap_or(!cpu) && self.shader_features().subgroups
     }
 
     /// The optional features kernels may use: what the device has, less what the tuning

@@ -68,16 +68,29 @@ impl Config {
         let tuning = ctx.tuning();
         let cpu = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
         if p.q_len <= tuning.decode_max_q.unwrap_or(DECODE_MAX_Q) {
+            // A subgroup per key (by default on GPUs) where every subgroup is whole: the
+            // workgroup a multiple of the largest subgroup.
+            let info = ctx.adapter_info();
+            let subgroup_keys = ctx.decode_subgroup_keys();
+            let lanes_at = |wg: u32| {
+                let max = info.subgroup_max_size.max(1);
+                if subgroup_keys && max <= wg && wg.is_multiple_of(max) {
+                    info.subgroup_min_size.max(1)
+                } else {
+                    0
+                }
+            };
             // Invocations: the most (a power of two from 4 to 64; 16 on CPU adapters, where
             // each is a SIMD lane and fewer mean fewer accumulators to sum) whose
             // accumulators fit in workgroup memory.
             let mut wg: u32 = if cpu { 16 } else { 64 };
             wg = wg.min(invocations.max(4));
-            while wg > 4 && decode_memory(wg, dv4) > wg_mem {
+            while wg > 4 && decode_memory(wg, dv4, lanes_at(wg)) > wg_mem {
                 wg /= 2;
             }
-            if decode_memory(wg, dv4) > wg_mem {
-                return Err(too_big(decode_memory(wg, dv4), wg_mem));
+            let lanes = lanes_at(wg);
+            if decode_memory(wg, dv4, lanes) > wg_mem {
+                return Err(too_big(decode_memory(wg, dv4, lanes), wg_mem));
             }
             let chunk = tuning
                 .decode_keys_per_split
@@ -95,6 +108,7 @@ impl Config {
                     dv4,
                     split: true,
                     vec4,
+                    lanes,
                 },
                 splits: splits as u32,
                 split_len: chunk,
@@ -153,6 +167,7 @@ impl Config {
                 dv4,
                 split: combine,
                 vec4,
+                lanes: 0,
             },
             splits: splits as u32,
             split_len: split_len as u32,
@@ -172,9 +187,12 @@ impl Config {
     }
 }
 
-/// Workgroup memory of `fused_decode`: the reduction slots and every invocation's accumulator.
-fn decode_memory(wg: u32, dv4: u32) -> u64 {
-    wg as u64 * 4 + wg as u64 * dv4 as u64 * 16
+/// Workgroup memory of `fused_decode`: the reduction slots, the accumulators (one per
+/// invocation, or with a subgroup per key one per subgroup of at least `lanes`) and the
+/// subgroup counter.
+fn decode_memory(wg: u32, dv4: u32, lanes: u32) -> u64 {
+    let accumulators = wg.checked_div(lanes).unwrap_or(wg);
+    wg as u64 * 4 + accumulators as u64 * dv4 as u64 * 16 + 4
 }
 
 fn too_big(requested: u64, max: u64) -> Error {

@@ -14,9 +14,11 @@ use wgattn::{
 /// shader-f16 and subgroups), one row per invocation with 4-key tiles (the GPU configuration,
 /// many tiles) without the optional features and with GL's opaque loops, two rows with 8-key
 /// tiles, every query length on the decode kernel without the optional features (opaque
-/// loops) and with short splits (40 keys, rounded up to 48), and eight rows with 12-key
-/// tiles.
-const TUNINGS: [Tuning; 5] = [
+/// loops) and with short splits (40 keys, rounded up to 48), eight rows with 12-key tiles,
+/// and every query length on the decode kernel with a subgroup per key (its GPU layout; two
+/// subgroups of 8 per workgroup on lavapipe, which offers subgroups on Vulkan only) and
+/// short splits.
+const TUNINGS: [Tuning; 6] = [
     Tuning::AUTO,
     Tuning {
         rows_per_invocation: Some(1),
@@ -49,11 +51,17 @@ const TUNINGS: [Tuning; 5] = [
         decode_max_q: Some(0),
         ..Tuning::AUTO
     },
+    Tuning {
+        decode_max_q: Some(1 << 20),
+        decode_keys_per_split: Some(40),
+        decode_subgroup_keys: Some(true),
+        ..Tuning::AUTO
+    },
 ];
 
 /// One context per tuning (a tuning is per context, and tests run in parallel).
 fn tuned(i: usize) -> &'static Context {
-    static CTXS: [OnceLock<Context>; 5] = [const { OnceLock::new() }; 5];
+    static CTXS: [OnceLock<Context>; TUNINGS.len()] = [const { OnceLock::new() }; TUNINGS.len()];
     CTXS[i].get_or_init(|| {
         let c = Context::new().unwrap_or_else(|e| {
             panic!("GPU tests need an adapter: {e}. Install mesa-vulkan-drivers.")
@@ -185,9 +193,14 @@ fn check(name: &str, c: Case, seed: u64) {
     // two cores badly (measured: 264 s in parallel against 15 s in sequence).
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // The adapter's own configuration always, plus one other chosen by the seed (every
-    // configuration compiles its own pipelines, which the software adapter takes seconds for).
-    for t in [0, 1 + seed as usize % (TUNINGS.len() - 1)] {
+    // The adapter's own configuration and the decode kernel's GPU layout always (where the
+    // adapter has subgroups: without, that layout does not exist), plus one of the others
+    // chosen by the seed (every configuration compiles its own pipelines, which the software
+    // adapter takes seconds for).
+    for t in [0, 5, 1 + seed as usize % 4] {
+        if t == 5 && !tuned(5).shader_features().subgroups {
+            continue;
+        }
         let tuning = &TUNINGS[t];
         let got = masked_attention(tuned(t), &inputs, &options)
             .unwrap_or_else(|e| panic!("{name} {tuning:?}: {e}"));
@@ -674,7 +687,7 @@ fn fused_equals_staged() {
 /// Junk at disallowed keys (NaN and infinity in `k` and `v` past `kv_lengths` and where the
 /// mask blocks, as in a preallocated cache) has no effect on any path: the result is bit for bit
 /// the one with clean values there, and finite. Nine query rows take the prefill kernel, three
-/// the decode kernel.
+/// the decode kernel; with a subgroup per decode key, both do.
 #[test]
 fn junk_at_disallowed_keys_has_no_effect() {
     let mut rng = Rng::new(123);
@@ -703,7 +716,12 @@ fn junk_at_disallowed_keys_has_no_effect() {
             Tensor::from_f32_as(t.shape().to_vec(), &x, dtype).unwrap()
         };
         let (kj, vj) = (poison(&k), poison(&v));
-        for path in [ExecutionPath::Staged, ExecutionPath::Fused] {
+        // The fused path on the adapter's configuration and with a subgroup per decode key.
+        for (path, cx, how) in [
+            (ExecutionPath::Staged, ctx(), ""),
+            (ExecutionPath::Fused, ctx(), ""),
+            (ExecutionPath::Fused, tuned(5), " subgroup keys"),
+        ] {
             let options = AttentionOptions {
                 causal: true,
                 causal_offset: Some(30),
@@ -714,24 +732,24 @@ fn junk_at_disallowed_keys_has_no_effect() {
                 let inputs = AttentionInputs::new(&q, k, v)
                     .with_kv_lengths(&lengths)
                     .with_mask(&mask);
-                masked_attention(ctx(), &inputs, &options).unwrap().out
+                masked_attention(cx, &inputs, &options).unwrap().out
             };
             let clean = run(&k, &v);
             let junk = run(&kj, &vj);
             assert!(
                 junk.to_f32_vec().iter().all(|x| x.is_finite()),
-                "{path:?} {dtype} Lq={lq}: junk leaked"
+                "{path:?}{how} {dtype} Lq={lq}: junk leaked"
             );
             assert_eq!(
                 junk, clean,
-                "{path:?} {dtype} Lq={lq}: junk changed the result"
+                "{path:?}{how} {dtype} Lq={lq}: junk changed the result"
             );
             let inputs = AttentionInputs::new(&q, &kj, &vj)
                 .with_kv_lengths(&lengths)
                 .with_mask(&mask);
             let want = reference::masked_attention(&inputs, &options).unwrap();
             assert_close(
-                &format!("{path:?} {dtype} Lq={lq} vs reference"),
+                &format!("{path:?}{how} {dtype} Lq={lq} vs reference"),
                 &junk,
                 &want.out,
                 Tol::for_dtype(dtype),

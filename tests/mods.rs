@@ -9,7 +9,7 @@ mod common;
 #[path = "../examples/custom_mask.rs"]
 mod custom_mask_example;
 
-use common::{compare, ctx, Case, Dims, Rng, Tols, ALL_RETURNS};
+use common::{compare, ctx, subgroup_keys_ctx, Case, Dims, Rng, Tols, ALL_RETURNS};
 use wgattn::reference::{self, RustMods};
 use wgattn::{
     masked_attention, Alibi, Aux, BlockedTokens, DType, Error, ExecutionPath, Layout, MaskMods,
@@ -20,22 +20,28 @@ type MaskFn = dyn Fn(usize, usize, usize, usize) -> bool + Sync;
 type ScoreFn = dyn Fn(f64, usize, usize, usize, usize) -> f64 + Sync;
 
 /// Runs `case` (with its mods) on the staged path (with every intermediate), the fused path
-/// and the reference with the given closures, and compares.
+/// (the adapter's configuration, and every query length on the decode kernel with a subgroup
+/// per key) and the reference with the given closures, and compares.
 fn check(case: &Case, mask: Option<&MaskFn>, score: Option<&ScoreFn>) {
     let rust = RustMods {
         mask_mod: mask,
         score_mod: score,
     };
     let tols = Tols::for_dtype(case.dtype());
-    for (path, returns) in [
-        (ExecutionPath::Staged, ALL_RETURNS),
-        (ExecutionPath::Fused, Default::default()),
+    for (path, returns, cx) in [
+        (ExecutionPath::Staged, ALL_RETURNS, ctx()),
+        (ExecutionPath::Fused, Default::default(), ctx()),
+        (
+            ExecutionPath::Fused,
+            Default::default(),
+            subgroup_keys_ctx(),
+        ),
     ] {
         let c = case.clone().with_opts(|o| {
             o.path = path;
             o.returns = returns;
         });
-        let got = masked_attention(ctx(), &c.inputs(), &c.opts)
+        let got = masked_attention(cx, &c.inputs(), &c.opts)
             .unwrap_or_else(|e| panic!("{path:?} failed on {:?}: {e}", c.dims));
         let want = reference::masked_attention_with(&c.inputs(), &c.opts, rust)
             .unwrap_or_else(|e| panic!("reference failed on {:?}: {e}", c.dims));

@@ -50,6 +50,15 @@ pub fn info() -> Result<()> {
             .into(),
         ),
         (
+            "decode keys (fused_decode)",
+            if ctx.decode_subgroup_keys() {
+                "a subgroup per key (GPU default)"
+            } else {
+                "one per invocation (CPU default, or no subgroups)"
+            }
+            .into(),
+        ),
+        (
             "loops (fused, fused_decode, softmax)",
             if sf.opaque_loops {
                 "trip counts opaque to the driver (not unrolled)"

@@ -179,6 +179,10 @@ pub struct Tile {
     pub split: bool,
     /// D and Dv are multiples of 4: q, k, v load four elements at a time.
     pub vec4: bool,
+    /// `fused_decode` with subgroups: the adapter's smallest subgroup size, for the layout
+    /// that spreads each key's row over a subgroup (`SUBGROUP_KEYS`); 0 for one key per
+    /// invocation.
+    pub lanes: u32,
 }
 
 impl Tile {
@@ -317,7 +321,7 @@ impl Variant {
             String::new()
         } else {
             format!(
-                " wg{}x{} k{} d{} dv{}{}{}",
+                " wg{}x{} k{} d{} dv{}{}{}{}",
                 t.rows,
                 t.per_invocation,
                 t.keys,
@@ -330,6 +334,11 @@ impl Variant {
                     " vec4"
                 } else {
                     ""
+                },
+                if t.lanes > 0 {
+                    format!(" lanes{}", t.lanes)
+                } else {
+                    String::new()
                 }
             )
         };
@@ -373,6 +382,9 @@ impl Variant {
         }
         if self.features.subgroups {
             d.push("SUBGROUPS");
+            if self.kernel == Kernel::FusedDecode && self.tile.lanes > 0 {
+                d.push("SUBGROUP_KEYS");
+            }
         }
         if self.features.opaque_loops {
             d.push("OPAQUE_LOOPS");
@@ -419,6 +431,7 @@ impl Variant {
             ("CHUNK", t.keys),
             ("D4", t.d4),
             ("DV4", t.dv4),
+            ("LANES", t.lanes),
         ];
         substitute(&text, &values).map_err(|e| format!("{}: {e}", self.kernel.name()))
     }
@@ -473,19 +486,25 @@ impl Variant {
                             dv4,
                             split,
                             vec4,
+                            lanes: 0,
                         };
                         push(Variant::new(Kernel::Fused, dtype, mask).with_tile(tile));
                     }
-                    let tile = Tile {
-                        rows: 16,
-                        per_invocation: 1,
-                        keys: 512,
-                        d4,
-                        dv4,
-                        split: true,
-                        vec4,
-                    };
-                    push(Variant::new(Kernel::FusedDecode, dtype, mask).with_tile(tile));
+                    // One key per invocation, and a subgroup per key (lavapipe's 8 lanes,
+                    // and the 32 of most GPUs).
+                    for lanes in [0, 8, 32] {
+                        let tile = Tile {
+                            rows: 16.max(lanes),
+                            per_invocation: 1,
+                            keys: 512,
+                            d4,
+                            dv4,
+                            split: true,
+                            vec4,
+                            lanes,
+                        };
+                        push(Variant::new(Kernel::FusedDecode, dtype, mask).with_tile(tile));
+                    }
                     let tile = Tile {
                         dv4,
                         ..Tile::default()
@@ -516,7 +535,7 @@ impl Variant {
 
     /// The kernels that read mods, with representative tiles.
     pub(crate) fn mod_kernels(dtype: DType, mask: Option<MaskKind>) -> Vec<Variant> {
-        let tile = |rows, per_invocation, keys, split| Tile {
+        let tile = |rows, per_invocation, keys, split, lanes| Tile {
             rows,
             per_invocation,
             keys,
@@ -524,12 +543,14 @@ impl Variant {
             dv4: 16,
             split,
             vec4: true,
+            lanes,
         };
         vec![
             Variant::new(Kernel::QkScores, dtype, mask),
             Variant::new(Kernel::ApplyMask, dtype, mask),
-            Variant::new(Kernel::Fused, dtype, mask).with_tile(tile(64, 4, 16, false)),
-            Variant::new(Kernel::FusedDecode, dtype, mask).with_tile(tile(16, 1, 512, true)),
+            Variant::new(Kernel::Fused, dtype, mask).with_tile(tile(64, 4, 16, false, 0)),
+            Variant::new(Kernel::FusedDecode, dtype, mask).with_tile(tile(16, 1, 512, true, 0)),
+            Variant::new(Kernel::FusedDecode, dtype, mask).with_tile(tile(16, 1, 512, true, 8)),
             Variant::new(Kernel::TokenMask, dtype, None),
             Variant::new(Kernel::BlockMask, dtype, None),
         ]

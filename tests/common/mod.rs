@@ -30,6 +30,24 @@ pub fn ctx() -> &'static Context {
     })
 }
 
+/// A second context whose every query length takes the decode kernel with a subgroup per key
+/// (its GPU layout, which CPU adapters do not choose themselves), for the tests that hold
+/// each kernel layout to the reference. Where subgroups are missing (GL) it is the decode
+/// kernel's other layout.
+pub fn subgroup_keys_ctx() -> &'static Context {
+    static CTX: OnceLock<Context> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let c = Context::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+        c.set_poison_outputs(true);
+        c.set_tuning(wgattn::Tuning {
+            decode_max_q: Some(1 << 20),
+            decode_subgroup_keys: Some(true),
+            ..wgattn::Tuning::AUTO
+        });
+        c
+    })
+}
+
 /// SplitMix64: small, seeded, reproducible.
 pub struct Rng(u64);
 
