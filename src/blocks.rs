@@ -164,11 +164,12 @@ impl Tables {
         };
         let flags = info.flags;
         if flags.tokens {
-            let pipeline = ctx.pipeline(Variant::new(Kernel::TokenMask, p.dtype, None))?;
+            let variant = Variant::new(Kernel::TokenMask, p.dtype, None);
+            let pipeline = ctx.pipeline(variant)?;
             let n = (p.batch * p.total_len()) as u64;
             let g = grid(ctx, "token_mask", n.div_ceil(TOKEN_WORKGROUP))?;
             let group = bind_slices(ctx, &pipeline, "token_mask", &[uniform, self.slice()]);
-            crate::gpu::dispatch(encoder, "token_mask", &pipeline, &group, g);
+            crate::gpu::dispatch(encoder, "token_mask", (&variant, &pipeline), &group, g);
         }
         let Some(layout) = self.blocks else {
             return Ok(());
@@ -200,7 +201,8 @@ impl Tables {
                 let g = grid(ctx, "block_mask", layout.words())?;
                 let group = bind_slices(ctx, &pipeline, "block_mask", &[uniform, self.slice()]);
                 let aux = AuxGroup::bind_for(aux, ctx, &variant, &pipeline);
-                dispatch_with(encoder, "block_mask", &pipeline, &group, aux.as_ref(), g);
+                let pass = (&variant, &pipeline);
+                dispatch_with(encoder, "block_mask", pass, &group, aux.as_ref(), g);
             }
         }
         Ok(())

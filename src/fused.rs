@@ -350,14 +350,12 @@ pub(crate) fn encode(
         dv4: cfg.tile.dv4,
         ..Tile::default()
     };
-    let combine_p =
-        if cfg.combine {
-            Some(ctx.pipeline(
-                Variant::new(Kernel::FusedCombine, p.dtype, None).with_tile(combine_tile),
-            )?)
-        } else {
-            None
-        };
+    let combine_variant = Variant::new(Kernel::FusedCombine, p.dtype, None).with_tile(combine_tile);
+    let combine_p = if cfg.combine {
+        Some(ctx.pipeline(combine_variant)?)
+    } else {
+        None
+    };
 
     let tables = Tables::upload(ctx, held, p, io.mods, block_layout)?;
     let mut params = Params::new(p);
@@ -409,7 +407,7 @@ pub(crate) fn encode(
     dispatch_with(
         encoder,
         &label,
-        &main_p,
+        (&main_variant, &main_p),
         &main_group,
         aux_group.as_ref(),
         main_grid,
@@ -421,7 +419,8 @@ pub(crate) fn encode(
             &format!("fused_combine {} splits", cfg.splits),
             &[uniform, partials, io.out],
         );
-        dispatch(encoder, "fused_combine", &combine_p, &group, combine_grid);
+        let pass = (&combine_variant, &combine_p);
+        dispatch(encoder, "fused_combine", pass, &group, combine_grid);
     }
     Ok(())
 }

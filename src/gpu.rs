@@ -9,6 +9,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::host_copy;
+use crate::kernels::Variant;
 use crate::kv_cache;
 use crate::output::AttentionOutput;
 use crate::plan::trace;
@@ -490,27 +491,28 @@ pub(crate) fn bind_slices_at(
     group
 }
 
-/// Records one compute pass with one dispatch.
+/// Records one compute pass with one dispatch of `variant`'s pipeline (its kernel and label
+/// name the pass's device time).
 pub(crate) fn dispatch(
     encoder: &mut wgpu::CommandEncoder,
     label: &str,
-    pipeline: &wgpu::ComputePipeline,
+    (variant, pipeline): (&Variant, &wgpu::ComputePipeline),
     group: &wgpu::BindGroup,
     grid: (u32, u32),
 ) {
-    dispatch_with(encoder, label, pipeline, group, None, grid);
+    dispatch_with(encoder, label, (variant, pipeline), group, None, grid);
 }
 
 /// [`dispatch`] with bind group 1 (the user's aux tensors) where given.
 pub(crate) fn dispatch_with(
     encoder: &mut wgpu::CommandEncoder,
     label: &str,
-    pipeline: &wgpu::ComputePipeline,
+    (variant, pipeline): (&Variant, &wgpu::ComputePipeline),
     group: &wgpu::BindGroup,
     aux: Option<&wgpu::BindGroup>,
     (x, y): (u32, u32),
 ) {
-    let timer = crate::timing::next_pass(label);
+    let timer = crate::timing::next_pass(variant);
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some(label),
         timestamp_writes: timer

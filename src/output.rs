@@ -33,6 +33,10 @@ pub struct AttentionOutput {
 pub struct KernelTime {
     /// The kernel's name (`qk_scores`, `fused_decode`, ...), as in `wgattn shaders` and plans.
     pub kernel: String,
+    /// The specialization that ran: its pipeline's label, naming dtype, mask, tile and the
+    /// optional features it used (`wgattn fused_decode f32 nomask wg16x1 k512 d128 dv128 split
+    /// vec4 subgroups`, say), as in `wgattn shaders`' manifest.
+    pub variant: String,
     /// From its compute pass's begin timestamp to its end.
     pub time: std::time::Duration,
 }

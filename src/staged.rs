@@ -184,7 +184,7 @@ pub(crate) fn record(
         dispatch_with(
             &mut encoder,
             kernel.name(),
-            pipelines[i],
+            (&variants[i], pipelines[i]),
             &groups[i],
             aux_group.as_ref(),
             grids[i],

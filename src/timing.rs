@@ -9,23 +9,27 @@ use std::time::Duration;
 
 use crate::context::Context;
 use crate::error::Result;
+use crate::kernels::Variant;
 use crate::output::KernelTime;
 
 /// Passes one call may time; a call with more reports no GPU time rather than part of it.
 const MAX_PASSES: u32 = 64;
 
-/// The query set of the call recording on this thread, the kernel of each pass timed so far
-/// (two slots each), and whether a pass went untimed.
+/// The kernel and variant label of a timed pass.
+type Pass = (&'static str, String);
+
+/// The query set of the call recording on this thread, each pass timed so far (two slots
+/// each), and whether a pass went untimed.
 struct Active {
     set: wgpu::QuerySet,
-    kernels: Vec<String>,
+    kernels: Vec<Pass>,
     overflow: bool,
 }
 
-/// What a call timed: its query set and the kernel of each pass, in order.
+/// What a call timed: its query set and each pass, in order.
 pub(crate) struct Timer {
     set: wgpu::QuerySet,
-    kernels: Vec<String>,
+    kernels: Vec<Pass>,
 }
 
 thread_local! {
@@ -53,9 +57,8 @@ pub(crate) fn start(ctx: &Context) {
     });
 }
 
-/// The query set and the two slots the next pass (running `label`'s kernel: its first word)
-/// writes, while timing.
-pub(crate) fn next_pass(label: &str) -> Option<(wgpu::QuerySet, u32)> {
+/// The query set and the two slots the next pass (running `variant`) writes, while timing.
+pub(crate) fn next_pass(variant: &Variant) -> Option<(wgpu::QuerySet, u32)> {
     ACTIVE.with(|a| {
         let mut a = a.try_borrow_mut().ok()?;
         let a = a.as_mut()?;
@@ -64,8 +67,7 @@ pub(crate) fn next_pass(label: &str) -> Option<(wgpu::QuerySet, u32)> {
             a.overflow = true;
             return None;
         }
-        let kernel = label.split_whitespace().next().unwrap_or(label);
-        a.kernels.push(kernel.to_string());
+        a.kernels.push((variant.kernel.name(), variant.label()));
         Some((a.set.clone(), at))
     })
 }
@@ -82,7 +84,7 @@ pub(crate) fn finish() -> Option<Timer> {
 /// Where a call's timestamps are resolved and read back.
 pub(crate) struct Pending {
     readback: wgpu::Buffer,
-    kernels: Vec<String>,
+    kernels: Vec<Pass>,
 }
 
 /// Records the resolution of the timer's timestamps into `encoder` and their copy to a
@@ -159,8 +161,9 @@ impl Pending {
         let kernels = ticks
             .chunks_exact(2)
             .zip(&self.kernels)
-            .map(|(p, kernel)| KernelTime {
-                kernel: kernel.clone(),
+            .map(|(p, (kernel, variant))| KernelTime {
+                kernel: kernel.to_string(),
+                variant: variant.clone(),
                 time: time(p[1] - p[0]),
             })
             .collect();

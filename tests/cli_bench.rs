@@ -7,8 +7,9 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::process::Output;
+
+use serde_json::{json, Map, Value};
 
 use common::cli::{assert_fails, run_ok, text, wgattn};
 
@@ -76,7 +77,7 @@ fn bench_ok(path: &str, extra: &[&str]) -> String {
 }
 
 /// [`bench_ok`] with `--json`: the one object it prints.
-fn bench_json(path: &str, extra: &[&str]) -> HashMap<String, Json> {
+fn bench_json(path: &str, extra: &[&str]) -> Map<String, Value> {
     let mut extra = extra.to_vec();
     extra.push("--json");
     let stdout = bench_ok(path, &extra);
@@ -84,7 +85,7 @@ fn bench_json(path: &str, extra: &[&str]) -> HashMap<String, Json> {
     for key in RESULT_KEYS {
         assert!(object.contains_key(key), "no {key:?} in {stdout}");
     }
-    assert_eq!(object["path"], Json::Str(path.into()));
+    assert_eq!(object["path"], json!(path));
     for key in ["median_ms", "min_ms", "max_ms", "gflops"] {
         assert!(object[key].num() > 0.0, "{key} is not positive: {stdout}");
     }
@@ -95,13 +96,13 @@ fn bench_json(path: &str, extra: &[&str]) -> HashMap<String, Json> {
 
 /// Asserts stdout is one error object with the request's fields and an `error` mentioning
 /// every one of `expect`.
-fn assert_error_json(o: &Output, expect: &[&str]) -> HashMap<String, Json> {
+fn assert_error_json(o: &Output, expect: &[&str]) -> Map<String, Value> {
     let stdout = text(&o.stdout);
     let object = one_object(&stdout);
     for key in ERROR_KEYS {
         assert!(object.contains_key(key), "no {key:?} in {stdout}");
     }
-    let Json::Str(error) = &object["error"] else {
+    let Some(error) = object["error"].as_str() else {
         panic!("error is not a string: {stdout}");
     };
     for word in expect {
@@ -114,199 +115,28 @@ fn assert_error_json(o: &Output, expect: &[&str]) -> HashMap<String, Json> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A flat JSON object reader: enough to prove the line is one well-formed object of strings,
-// numbers, booleans and nulls.
+// Reading the line.
 
-#[derive(Clone, Debug, PartialEq)]
-enum Json {
-    Str(String),
-    Num(f64),
-    Bool(bool),
-    Null,
-    /// An array of flat objects (`gpu_kernels`).
-    Objects(Vec<HashMap<String, Json>>),
-}
-
-impl Json {
-    fn num(&self) -> f64 {
-        match self {
-            Json::Num(n) => *n,
-            other => panic!("expected a number, got {other:?}"),
-        }
-    }
-}
-
-/// Parses stdout as exactly one line holding one JSON object of scalars and arrays of flat
-/// objects.
-fn one_object(stdout: &str) -> HashMap<String, Json> {
+/// Parses stdout as exactly one line holding one JSON object.
+fn one_object(stdout: &str) -> Map<String, Value> {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 1, "expected one line on stdout: {stdout:?}");
-    let line = lines[0];
-    assert!(
-        line.starts_with('{') && line.ends_with('}'),
-        "not an object: {line}"
-    );
-    parse_object(line).unwrap_or_else(|e| panic!("{e}: {line}"))
-}
-
-fn parse_object(s: &str) -> Result<HashMap<String, Json>, String> {
-    let mut p = Parser {
-        chars: s.chars().collect(),
-        at: 0,
-    };
-    let object = p.object(true)?;
-    if p.at != p.chars.len() {
-        return Err(format!("trailing characters after {}", p.at));
-    }
-    Ok(object)
-}
-
-struct Parser {
-    chars: Vec<char>,
-    at: usize,
-}
-
-impl Parser {
-    /// An object; `nested` allows arrays of flat objects as values.
-    fn object(&mut self, nested: bool) -> Result<HashMap<String, Json>, String> {
-        let mut object = HashMap::new();
-        self.expect('{')?;
-        if self.peek() == Some('}') {
-            self.at += 1;
-            return Ok(object);
-        }
-        loop {
-            let key = self.string()?;
-            self.expect(':')?;
-            let value = if nested && self.peek() == Some('[') {
-                self.objects()?
-            } else {
-                self.value()?
-            };
-            if object.insert(key.clone(), value).is_some() {
-                return Err(format!("duplicate key {key:?}"));
-            }
-            match self.next() {
-                Some(',') => continue,
-                Some('}') => return Ok(object),
-                c => return Err(format!("expected , or }} at {}, got {c:?}", self.at)),
-            }
-        }
-    }
-
-    fn objects(&mut self) -> Result<Json, String> {
-        self.expect('[')?;
-        let mut items = Vec::new();
-        if self.peek() == Some(']') {
-            self.at += 1;
-            return Ok(Json::Objects(items));
-        }
-        loop {
-            items.push(self.object(false)?);
-            match self.next() {
-                Some(',') => continue,
-                Some(']') => return Ok(Json::Objects(items)),
-                c => return Err(format!("expected , or ] at {}, got {c:?}", self.at)),
-            }
-        }
-    }
-
-    fn peek(&self) -> Option<char> {
-        self.chars.get(self.at).copied()
-    }
-
-    fn next(&mut self) -> Option<char> {
-        let c = self.peek();
-        self.at += 1;
-        c
-    }
-
-    fn expect(&mut self, want: char) -> Result<(), String> {
-        match self.next() {
-            Some(c) if c == want => Ok(()),
-            c => Err(format!("expected {want:?} at {}, got {c:?}", self.at - 1)),
-        }
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        self.expect('"')?;
-        let mut out = String::new();
-        loop {
-            match self.next().ok_or("unterminated string")? {
-                '"' => return Ok(out),
-                '\\' => match self.next().ok_or("unterminated escape")? {
-                    '"' => out.push('"'),
-                    '\\' => out.push('\\'),
-                    '/' => out.push('/'),
-                    'n' => out.push('\n'),
-                    'r' => out.push('\r'),
-                    't' => out.push('\t'),
-                    'b' => out.push('\u{8}'),
-                    'f' => out.push('\u{c}'),
-                    'u' => {
-                        let hex: String = (0..4).filter_map(|_| self.next()).collect();
-                        let code = u32::from_str_radix(&hex, 16)
-                            .map_err(|_| format!("bad \\u escape {hex:?}"))?;
-                        out.push(char::from_u32(code).ok_or("bad \\u code")?);
-                    }
-                    c => return Err(format!("bad escape \\{c}")),
-                },
-                c if (c as u32) < 0x20 => return Err("raw control character in string".into()),
-                c => out.push(c),
-            }
-        }
-    }
-
-    fn value(&mut self) -> Result<Json, String> {
-        match self.peek().ok_or("missing value")? {
-            '"' => self.string().map(Json::Str),
-            't' | 'f' | 'n' => {
-                let start = self.at;
-                while self.peek().is_some_and(|c| c.is_ascii_alphabetic()) {
-                    self.at += 1;
-                }
-                match self.chars[start..self.at]
-                    .iter()
-                    .collect::<String>()
-                    .as_str()
-                {
-                    "true" => Ok(Json::Bool(true)),
-                    "false" => Ok(Json::Bool(false)),
-                    "null" => Ok(Json::Null),
-                    w => Err(format!("bad literal {w:?}")),
-                }
-            }
-            _ => {
-                let start = self.at;
-                while self
-                    .peek()
-                    .is_some_and(|c| c.is_ascii_digit() || "+-.eE".contains(c))
-                {
-                    self.at += 1;
-                }
-                let token: String = self.chars[start..self.at].iter().collect();
-                let valid_start =
-                    token.starts_with('-') || token.starts_with(|c: char| c.is_ascii_digit());
-                match token.parse::<f64>() {
-                    Ok(n) if valid_start && n.is_finite() => Ok(Json::Num(n)),
-                    _ => Err(format!("bad number {token:?}")),
-                }
-            }
-        }
+    match serde_json::from_str(lines[0]) {
+        Ok(Value::Object(object)) => object,
+        other => panic!("not one JSON object ({other:?}): {}", lines[0]),
     }
 }
 
-#[test]
-fn json_reader_rejects_what_is_not_one_object() {
-    assert!(parse_object(r#"{"a":1,"b":"x\"y","c":true,"d":null}"#).is_ok());
-    assert!(parse_object(r#"{"a":1,}"#).is_err());
-    assert!(parse_object(r#"{"a":1}{"b":2}"#).is_err());
-    assert!(parse_object(r#"{"a":NaN}"#).is_err());
-    assert!(parse_object(r#"{"a":[{"k":"x","t":1},{"k":"y","t":2}],"b":[]}"#).is_ok());
-    assert!(parse_object(r#"{"a":[{"k":[{"x":1}]}]}"#).is_err());
-    assert!(parse_object(r#"{"a":[1,2]}"#).is_err());
-    assert!(parse_object(r#"{"a":[{"k":1},]}"#).is_err());
-    assert!(parse_object(r#"{"a":1,"a":2}"#).is_err());
+/// A JSON number's value.
+trait Num {
+    fn num(&self) -> f64;
+}
+
+impl Num for Value {
+    fn num(&self) -> f64 {
+        self.as_f64()
+            .unwrap_or_else(|| panic!("expected a number, got {self}"))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -339,7 +169,7 @@ fn plain_output_names_every_field() {
 #[test]
 fn json_reference_path_uses_no_gpu_memory() {
     let o = bench_json("reference", &[]);
-    assert_eq!(o["gpu_bytes"], Json::Num(0.0));
+    assert_eq!(o["gpu_bytes"].num(), 0.0);
     assert!(!o.contains_key("gpu_median_ms"), "{o:?}");
 }
 
@@ -352,7 +182,7 @@ fn json_staged_path_reports_peak_gpu_memory() {
     let gpu = o["gpu_median_ms"].num();
     assert!(gpu > 0.0 && gpu <= o["max_ms"].num(), "{o:?}");
     assert!(
-        matches!(&o["backend"], Json::Str(b) if !b.is_empty() && b != "none"),
+        matches!(o["backend"].as_str(), Some(b) if !b.is_empty() && b != "none"),
         "{o:?}"
     );
     let names: Vec<String> = kernels(&o).into_iter().map(|(k, _)| k).collect();
@@ -364,14 +194,14 @@ fn json_staged_path_reports_peak_gpu_memory() {
 
 /// `gpu_kernels`: each kernel's name and median device time, which is no longer than the
 /// slowest call.
-fn kernels(o: &HashMap<String, Json>) -> Vec<(String, f64)> {
-    let Json::Objects(items) = &o["gpu_kernels"] else {
-        panic!("gpu_kernels is not an array of objects: {o:?}");
+fn kernels(o: &Map<String, Value>) -> Vec<(String, f64)> {
+    let Some(items) = o["gpu_kernels"].as_array() else {
+        panic!("gpu_kernels is not an array: {o:?}");
     };
     items
         .iter()
         .map(|k| {
-            let Json::Str(name) = &k["kernel"] else {
+            let Some(name) = k["kernel"].as_str() else {
                 panic!("a kernel without a name: {k:?}");
             };
             let t = k["median_ms"].num();
@@ -379,7 +209,7 @@ fn kernels(o: &HashMap<String, Json>) -> Vec<(String, f64)> {
                 t >= 0.0 && t <= o["max_ms"].num(),
                 "{name}: {t} ms in {o:?}"
             );
-            (name.clone(), t)
+            (name.to_string(), t)
         })
         .collect()
 }
@@ -432,10 +262,10 @@ fn json_echoes_the_shape_with_defaults_filled_in() {
         ("window_left", -1.0),
         ("window_right", -1.0),
     ] {
-        assert_eq!(o[key], Json::Num(want), "{key}");
+        assert_eq!(o[key].num(), want, "{key}");
     }
-    assert_eq!(o["dtype"], Json::Str("f32".into()));
-    assert_eq!(o["causal"], Json::Bool(false));
+    assert_eq!(o["dtype"], json!("f32"));
+    assert_eq!(o["causal"], Value::Bool(false));
 }
 
 #[test]
@@ -445,9 +275,9 @@ fn causal_and_window_flags_are_accepted_on_every_path() {
             path,
             &["--causal", "--window-left", "4", "--window-right", "0"],
         );
-        assert_eq!(o["causal"], Json::Bool(true), "{path}");
-        assert_eq!(o["window_left"], Json::Num(4.0), "{path}");
-        assert_eq!(o["window_right"], Json::Num(0.0), "{path}");
+        assert_eq!(o["causal"], Value::Bool(true), "{path}");
+        assert_eq!(o["window_left"].num(), 4.0, "{path}");
+        assert_eq!(o["window_right"].num(), 0.0, "{path}");
     }
     let stdout = bench_ok("fused", &["--causal", "--window-left", "4"]);
     assert!(
@@ -459,10 +289,53 @@ fn causal_and_window_flags_are_accepted_on_every_path() {
 #[test]
 fn gqa_and_half_precision_run() {
     let o = bench_json("fused", &["--kv-heads", "1", "--dtype", "f16"]);
-    assert_eq!(o["kv_heads"], Json::Num(1.0));
-    assert_eq!(o["dtype"], Json::Str("f16".into()));
+    assert_eq!(o["kv_heads"].num(), 1.0);
+    assert_eq!(o["dtype"], json!("f16"));
     let o = bench_json("staged", &["--kv-heads", "1", "--dtype", "bf16"]);
-    assert_eq!(o["dtype"], Json::Str("bf16".into()));
+    assert_eq!(o["dtype"], json!("bf16"));
+}
+
+/// `--decode-layout` picks the decode kernel's layout, and the JSON names the variant that ran:
+/// `lanes8` (a subgroup per key) only where asked for and the adapter has subgroups, never
+/// for `key-per-invocation`, and not by default on CPU adapters (lavapipe, llvmpipe).
+#[test]
+fn decode_layout_is_chosen_and_reported() {
+    let variant = |layout: &str| {
+        let o = one_object(&run_ok(&[
+            "bench",
+            "--path",
+            "fused",
+            "--q-len",
+            "1",
+            "--kv-len",
+            "300",
+            "--iters",
+            "2",
+            "--decode-layout",
+            layout,
+            "--json",
+        ]));
+        let kernels = o["gpu_kernels"].as_array().expect("gpu_kernels");
+        let variants = kernels[0]["variants"].as_array().expect("variants");
+        assert_eq!(variants.len(), 1, "{o:?}");
+        let v = variants[0].as_str().expect("a label").to_string();
+        assert!(v.starts_with("wgattn fused_decode f32 "), "{v}");
+        (v, o["adapter"].as_str().unwrap_or_default().to_string())
+    };
+    let (subgroup, adapter) = variant("subgroup-keys");
+    assert_eq!(
+        subgroup.contains(" lanes"),
+        subgroup.ends_with(" subgroups"),
+        "a subgroup per key wherever subgroups are used: {subgroup}"
+    );
+    let (per_invocation, _) = variant("key-per-invocation");
+    assert!(!per_invocation.contains(" lanes"), "{per_invocation}");
+    let (auto, _) = variant("auto");
+    if adapter.contains("llvmpipe") {
+        assert_eq!(auto, per_invocation, "CPU adapters' default");
+    }
+    let o = wgattn(&["bench", "--path", "fused", "--decode-layout", "diagonal"]);
+    assert_fails(&o, &["diagonal"]);
 }
 
 #[test]
@@ -479,7 +352,7 @@ fn optional_features_can_be_left_unused() {
                 "shader-f16,subgroups,mapped-uploads",
             ],
         );
-        assert_eq!(o["path"], Json::Str(path.into()));
+        assert_eq!(o["path"], json!(path));
     }
     let o = wgattn(&["bench", "--path", "fused", "--without", "tensor-cores"]);
     assert_fails(&o, &["tensor-cores"]);
@@ -507,7 +380,7 @@ fn heads_not_divisible_fails_with_one_line() {
     let o = wgattn(&[&args[..], &["--json"]].concat());
     assert_fails(&o, &["multiple"]);
     let object = assert_error_json(&o, &["multiple"]);
-    assert_eq!(object["kv_heads"], Json::Num(3.0));
+    assert_eq!(object["kv_heads"].num(), 3.0);
 }
 
 #[test]
@@ -568,8 +441,8 @@ fn staged_refusal_with_json_prints_an_error_object() {
     let o = wgattn(&[&OVER_LIMIT[..], &["--json"]].concat());
     assert_fails(&o, &["exceeds limit"]);
     let object = assert_error_json(&o, &["exceeds limit"]);
-    assert_eq!(object["path"], Json::Str("staged".into()));
-    assert_eq!(object["q_len"], Json::Num(8192.0));
-    assert_eq!(object["kv_len"], Json::Num(8192.0));
+    assert_eq!(object["path"], json!("staged"));
+    assert_eq!(object["q_len"].num(), 8192.0);
+    assert_eq!(object["kv_len"].num(), 8192.0);
     assert!(!object.contains_key("median_ms"));
 }

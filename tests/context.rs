@@ -243,6 +243,11 @@ fn gpu_timing_reports_the_kernels_device_time() {
                     k.time <= span,
                     "{path:?}: {k:?} longer than the call's {span:?}"
                 );
+                // The specialization that ran, named by its pipeline's label.
+                assert!(
+                    k.variant.starts_with(&format!("wgattn {} f32 ", k.kernel)),
+                    "{path:?}: {k:?}"
+                );
             }
         } else {
             assert!(

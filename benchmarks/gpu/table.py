@@ -11,7 +11,8 @@ What it does, in one process:
      rate" the issue's 40% goal is measured against), median of CUDA-event timings.
   3. Each case of the issue-3 table through `wgattn bench --json` on the paths given (wall
      median and device median from timestamp queries), and through torch SDPA on the same
-     shapes and dtype with inputs already on the GPU (median of CUDA-event timings).
+     shapes and dtype with inputs already on the GPU (median of CUDA-event timings). Decode
+     cases also run the decode layout the adapter does not choose (`fused+LAYOUT`).
   4. A cross-runtime check: seeded inputs written as a case file, run by `wgattn run --path
      fused`, compared with numpy and (with torch) SDPA, both in float64.
 Every JSON line goes to OUT/table.jsonl; the Markdown table is printed last.
@@ -31,16 +32,19 @@ CASES = [
     ("prefill L=4096 f32", "--q-heads 8 --q-len 4096 --head-dim 64", ["fused"], "none"),
     ("prefill L=4096 causal f32", "--q-heads 8 --q-len 4096 --head-dim 64 --causal", ["fused"], "causal"),
     ("window 256 L=65536 f16", "--q-heads 1 --q-len 65536 --head-dim 64 --causal --window-left 256 --dtype f16", ["staged", "fused"], "window256"),
-    ("decode Lt=8192 f32", "--q-heads 32 --kv-heads 32 --q-len 1 --kv-len 8192 --head-dim 128", ["staged", "fused"], "none"),
-    ("decode Lt=8192 f16", "--q-heads 32 --kv-heads 32 --q-len 1 --kv-len 8192 --head-dim 128 --dtype f16", ["staged", "fused"], "none"),
+    ("decode Lt=8192 f32", "--q-heads 32 --kv-heads 32 --q-len 1 --kv-len 8192 --head-dim 128", ["staged", "fused", "fused+key-per-invocation"], "none"),
+    ("decode Lt=8192 f16", "--q-heads 32 --kv-heads 32 --q-len 1 --kv-len 8192 --head-dim 128 --dtype f16", ["staged", "fused", "fused+key-per-invocation"], "none"),
 ]
 # Small shapes for a check on a CPU adapter.
 QUICK = [
     ("prefill L=256 f32", "--q-heads 2 --q-len 256 --head-dim 64", ["staged", "fused"], "none"),
     ("prefill L=256 causal f16", "--q-heads 2 --q-len 256 --head-dim 64 --causal --dtype f16", ["fused"], "causal"),
     ("window 16 L=1024 f16", "--q-heads 1 --q-len 1024 --head-dim 64 --causal --window-left 16 --dtype f16", ["fused"], "window16"),
-    ("decode Lt=1024 f32", "--q-heads 4 --kv-heads 4 --q-len 1 --kv-len 1024 --head-dim 128", ["staged", "fused"], "none"),
+    ("decode Lt=1024 f32", "--q-heads 4 --kv-heads 4 --q-len 1 --kv-len 1024 --head-dim 128", ["staged", "fused", "fused+subgroup-keys"], "none"),
 ]
+# A path "fused+LAYOUT" is the fused path with `--decode-layout LAYOUT`: the decode layout the
+# adapter does not choose itself (a GPU takes a subgroup per key, a CPU adapter a key per
+# invocation), timed beside its default.
 
 
 def shape_of(rec):
@@ -55,7 +59,9 @@ def dense_flops(s):
 
 
 def wgattn_bench(exe, args, path, iters, warmup):
-    cmd = [exe, "bench", "--path", path, *args.split(), "--iters", str(iters), "--warmup", str(warmup), "--json"]
+    path, _, layout = path.partition("+")
+    extra = ["--decode-layout", layout] if layout else []
+    cmd = [exe, "bench", "--path", path, *args.split(), *extra, "--iters", str(iters), "--warmup", str(warmup), "--json"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     line = next((l for l in r.stdout.splitlines() if l.startswith("{")), None)
     rec = json.loads(line) if line else {"error": (r.stderr.strip() or "no output").splitlines()[-1]}
@@ -240,8 +246,8 @@ def main():
         dev = rec.get("gpu_median_ms")
         return f"{rec['median_ms']:.2f} / {dev:.3f}" if dev else f"{rec['median_ms']:.2f} / -"
 
-    print("\n| case | staged wall / device ms | fused wall / device ms | fused device TFLOP/s (dense) | % of FP32 ceiling | torch SDPA ms | fused device / torch |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| case | staged wall / device ms | fused wall / device ms | fused device TFLOP/s (dense) | % of FP32 ceiling | torch SDPA ms | fused device / torch | other decode layout wall / device ms |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in table:
         f = row.get("fused")
         dev = f.get("gpu_median_ms") if f and "error" not in f else None
@@ -249,8 +255,9 @@ def main():
         pct = f"{100 * rate / ceiling:.1f}%" if rate and ceiling else ""
         tms = row.get("torch_ms")
         ratio = f"{dev / tms:.2f}x" if dev and tms else ""
+        other = next((row[p] for p in row if isinstance(p, str) and p.startswith("fused+")), None)
         print(f"| {row['case']} | {cell(row.get('staged'))} | {cell(f)} | {rate / 1e12 if rate else 0:.3f} | {pct} | "
-              f"{f'{tms:.3f}' if tms else row.get('torch_error', '')} | {ratio} |")
+              f"{f'{tms:.3f}' if tms else row.get('torch_error', '')} | {ratio} | {cell(other)} |")
     for c in checks:
         print(f"cross-check {c}")
 

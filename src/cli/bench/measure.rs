@@ -156,9 +156,19 @@ pub struct Measured {
     /// The device time of each timed call's kernels, sorted: timestamp queries, where the
     /// adapter offers them and every call reported one (empty otherwise).
     pub gpu_times: Vec<Duration>,
-    /// Each kernel's device time in each timed call (summed over its passes), sorted, in the
-    /// order the calls ran the kernels; empty where `gpu_times` is.
-    pub gpu_kernels: Vec<(String, Vec<Duration>)>,
+    /// Each kernel's device time in each timed call (summed over its passes), in the order
+    /// the calls ran the kernels; empty where `gpu_times` is.
+    pub gpu_kernels: Vec<KernelTimes>,
+}
+
+/// One kernel's device times over the timed calls.
+#[derive(Clone, Debug, Default)]
+pub struct KernelTimes {
+    pub kernel: String,
+    /// The specializations its passes ran (pipeline labels), each once, in order.
+    pub variants: Vec<String>,
+    /// Its time in each call, sorted.
+    pub times: Vec<Duration>,
 }
 
 impl Measured {
@@ -181,10 +191,10 @@ impl Measured {
     }
 
     /// Each kernel's middle device time, in the order the calls ran them.
-    pub fn gpu_kernel_medians(&self) -> Vec<(String, Duration)> {
+    pub fn gpu_kernel_medians(&self) -> Vec<(&KernelTimes, Duration)> {
         self.gpu_kernels
             .iter()
-            .filter_map(|(k, t)| Some((k.clone(), median(t)?)))
+            .filter_map(|k| Some((k, median(&k.times)?)))
             .collect()
     }
 
@@ -365,9 +375,9 @@ fn inputs(s: &Shape, dtype: DType) -> Result<(Tensor, Tensor, Tensor)> {
 }
 
 /// Each kernel's time in each call (its passes summed: a split request runs one per part),
-/// sorted, kernels in the order they first ran.
-fn per_kernel(calls: &[(Duration, Vec<KernelTime>)]) -> Vec<(String, Vec<Duration>)> {
-    let mut out: Vec<(String, Vec<Duration>)> = Vec::new();
+/// sorted, kernels in the order they first ran, with the variants they ran.
+fn per_kernel(calls: &[(Duration, Vec<KernelTime>)]) -> Vec<KernelTimes> {
+    let mut out: Vec<KernelTimes> = Vec::new();
     for (_, kernels) in calls {
         let mut this_call: Vec<(&str, Duration)> = Vec::new();
         for k in kernels {
@@ -375,16 +385,28 @@ fn per_kernel(calls: &[(Duration, Vec<KernelTime>)]) -> Vec<(String, Vec<Duratio
                 Some((_, t)) => *t += k.time,
                 None => this_call.push((&k.kernel, k.time)),
             }
+            let at = match out.iter().position(|o| o.kernel == k.kernel) {
+                Some(at) => at,
+                None => {
+                    out.push(KernelTimes {
+                        kernel: k.kernel.clone(),
+                        ..KernelTimes::default()
+                    });
+                    out.len() - 1
+                }
+            };
+            if !out[at].variants.contains(&k.variant) {
+                out[at].variants.push(k.variant.clone());
+            }
         }
         for (name, t) in this_call {
-            match out.iter_mut().find(|(n, _)| n == name) {
-                Some((_, times)) => times.push(t),
-                None => out.push((name.to_string(), vec![t])),
+            if let Some(o) = out.iter_mut().find(|o| o.kernel == name) {
+                o.times.push(t);
             }
         }
     }
-    for (_, times) in &mut out {
-        times.sort();
+    for o in &mut out {
+        o.times.sort();
     }
     out
 }

@@ -136,6 +136,12 @@ pub struct BenchArgs {
     /// `mapped-uploads`), to time the fallback paths on an adapter that has them.
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_enum)]
     pub without: Vec<Fallback>,
+    /// How the decode kernel lays a split's keys over its invocations: `auto` (the engine's
+    /// choice: a subgroup per key on GPUs, a key per invocation on CPU adapters),
+    /// `subgroup-keys` (where subgroups allow) or `key-per-invocation`. The JSON's
+    /// `gpu_kernels[].variants` name the one that ran (`lanes8`: a subgroup per key).
+    #[arg(long, value_enum, value_name = "LAYOUT", default_value = "auto")]
+    pub decode_layout: DecodeLayout,
     /// Run a fixed grid of cases instead of one shape, write the JSON report (`--report`) and
     /// print a Markdown table: `standard` (prefill L 256-4096 and decode Lt 1024-8192, masks
     /// none/causal/padding/window, f32/f16, fused/staged/reference) or `smoke` (a tiny grid).
@@ -172,7 +178,7 @@ pub struct BenchArgs {
         long,
         num_args = 2,
         value_names = ["A.json", "B.json"],
-        conflicts_with_all = [&ONE_SHAPE[..], &["plot", "without"]].concat()
+        conflicts_with_all = [&ONE_SHAPE[..], &["plot", "without", "decode_layout"]].concat()
     )]
     pub compare: Option<Vec<PathBuf>>,
     /// Plot a report's prefill throughput against sequence length, one line per path and
@@ -180,7 +186,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_name = "REPORT.json",
-        conflicts_with_all = [&ONE_SHAPE[..], &["without"]].concat()
+        conflicts_with_all = [&ONE_SHAPE[..], &["without", "decode_layout"]].concat()
     )]
     pub plot: Option<PathBuf>,
     /// The figure `--plot` writes, an `.svg` [default: bench.svg].
@@ -214,6 +220,14 @@ pub enum Fallback {
     /// Mapped storage-buffer uploads on unified-memory adapters.
     #[value(name = "mapped-uploads")]
     MappedUploads,
+}
+
+/// `--decode-layout`: the decode kernel's layout ([`wgattn::Tuning::decode_subgroup_keys`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DecodeLayout {
+    Auto,
+    SubgroupKeys,
+    KeyPerInvocation,
 }
 
 fn parse_dtype(s: &str) -> Result<DType, String> {
@@ -280,13 +294,18 @@ impl BenchArgs {
         (!words.is_empty()).then(|| (mods, words.join(" + ")))
     }
 
-    /// The tuning that turns off what `--without` names.
+    /// The tuning that turns off what `--without` names, with `--decode-layout`'s choice.
     fn tuning(&self) -> wgattn::Tuning {
         let off = |f| self.without.contains(&f).then_some(false);
         wgattn::Tuning {
             shader_f16: off(Fallback::ShaderF16),
             subgroups: off(Fallback::Subgroups),
             mapped_uploads: off(Fallback::MappedUploads),
+            decode_subgroup_keys: match self.decode_layout {
+                DecodeLayout::Auto => None,
+                DecodeLayout::SubgroupKeys => Some(true),
+                DecodeLayout::KeyPerInvocation => Some(false),
+            },
             ..wgattn::Tuning::AUTO
         }
     }
@@ -441,9 +460,21 @@ fn print_table(args: &BenchArgs, request: &Request, adapter: &Adapter, m: &Measu
                 k if k.is_empty() => "-".into(),
                 k => k
                     .iter()
-                    .map(|(name, t)| format!("{name} {:.3}", ms(*t)))
+                    .map(|(k, t)| format!("{} {:.3}", k.kernel, ms(*t)))
                     .collect::<Vec<_>>()
                     .join(", "),
+            },
+        ),
+        (
+            "kernel variants",
+            match m
+                .gpu_kernels
+                .iter()
+                .flat_map(|k| &k.variants)
+                .collect::<Vec<_>>()
+            {
+                v if v.is_empty() => "-".into(),
+                v => v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; "),
             },
         ),
         ("min ms", format!("{:.3}", ms(m.min()))),

@@ -80,6 +80,9 @@ pub struct Figures {
 pub struct KernelFigure {
     pub kernel: String,
     pub median_ms: f64,
+    /// The specializations its passes ran (pipeline labels: dtype, mask, tile, features).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<String>,
 }
 
 impl Figures {
@@ -95,9 +98,10 @@ impl Figures {
             gpu_kernels: m
                 .gpu_kernel_medians()
                 .into_iter()
-                .map(|(kernel, t)| KernelFigure {
-                    kernel,
+                .map(|(k, t)| KernelFigure {
+                    kernel: k.kernel.clone(),
                     median_ms: ms(t),
+                    variants: k.variants.clone(),
                 })
                 .collect(),
         }
