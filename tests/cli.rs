@@ -378,8 +378,126 @@ fn every_path_equals_the_reference_path() {
     assert_close("out", &gpu["out"], &cpu["out"], tol(DType::F32));
 }
 
+#[test]
+fn tuning_and_poison_run_each_variant_to_the_reference() {
+    let dir = Scratch::new("tuning");
+    // Prefill (Lq = 7) and decode (Lq = 3, 70 keys: several 16-key splits), f16.
+    let mut cases = HashMap::new();
+    for (name, dims) in [("prefill", DIMS), ("decode", [2, 4, 2, 3, 70, 8, 5])] {
+        let (q, k, v) = qkv(12, DType::F16, dims);
+        let case = dir.path(&format!("{name}.safetensors"));
+        CaseFile::new(&q, &k, &v)
+            .meta("causal", "true")
+            .write(&case);
+        let cpu = run_ok(
+            &case,
+            &dir.path("cpu.safetensors"),
+            &["--path", "reference"],
+        );
+        cases.insert(name, (case, cpu));
+    }
+    // Whether the adapter runs subgroup operations (the default decode kernel says so).
+    let default_run = dir.path("default.safetensors");
+    run_ok(&cases["decode"].0, &default_run, &["--path", "fused"]);
+    let kernels_of = |path: &Path| result_metadata(path).get("kernels").cloned();
+    let subgroups = kernels_of(&default_run).is_some_and(|k| k.contains("subgroups"));
+    // (case, tuning, words the variant that ran must show, words it must not).
+    let runs: [(&str, &str, &[&str], &[&str]); 4] = [
+        (
+            "prefill",
+            "keys-per-tile=4,rows-per-invocation=3",
+            &["wgattn fused f16", "x3 ", " k4 "],
+            &["fused_decode"],
+        ),
+        (
+            "decode",
+            "decode-keys-per-split=16,decode-layout=subgroup-keys",
+            &["fused_decode f16", " k16 ", "fused_combine"],
+            &[],
+        ),
+        (
+            "decode",
+            "decode-keys-per-split=16,decode-layout=key-per-invocation,shader-f16=off",
+            &["fused_decode f16", " k16 "],
+            &["lanes", "shader-f16"],
+        ),
+        (
+            "decode",
+            "decode-max-q=1,subgroups=off,keys-per-tile=8",
+            &["wgattn fused f16", " k8 "],
+            &["fused_decode", "subgroups"],
+        ),
+    ];
+    for (name, tuning, present, absent) in runs {
+        let (case, cpu) = &cases[name];
+        let out = dir.path("gpu.safetensors");
+        let gpu = run_ok(
+            case,
+            &out,
+            &["--path", "fused", "--poison", "--tuning", tuning],
+        );
+        let what = format!("{name} --tuning {tuning}");
+        assert_close(&what, &gpu["out"], &cpu["out"], tol(DType::F16));
+        let meta = result_metadata(&out);
+        assert_eq!(meta["path"], "fused");
+        assert!(!meta["backend"].is_empty());
+        // The variants that ran, where the adapter can time kernels (it names them then).
+        let Some(kernels) = kernels_of(&out) else {
+            continue;
+        };
+        for word in present {
+            assert!(
+                kernels.contains(word),
+                "{what}: ran {kernels}, not {word:?}"
+            );
+        }
+        for word in absent {
+            assert!(
+                !kernels.contains(word),
+                "{what}: ran {kernels}, with {word:?}"
+            );
+        }
+        if tuning.contains("subgroup-keys") {
+            assert_eq!(
+                kernels.contains("lanes"),
+                subgroups,
+                "{what}: ran {kernels}"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // `run`: errors.
+
+#[test]
+fn error_bad_tuning_is_one_line() {
+    let bytes = plain_case().bytes();
+    assert_run_fails(
+        "tuning_key",
+        &bytes,
+        &["--tuning", "keys-per-tile=8,tile=4"],
+        &["unknown tuning key `tile`", "keys-per-tile=N"],
+    );
+    assert_run_fails(
+        "tuning_value",
+        &bytes,
+        &["--tuning", "shader-f16=maybe"],
+        &["shader-f16=maybe", "on or off"],
+    );
+    assert_run_fails(
+        "tuning_reference",
+        &bytes,
+        &["--path", "reference", "--tuning", "keys-per-tile=8"],
+        &["--tuning and --poison apply to the GPU paths"],
+    );
+    assert_run_fails(
+        "tuning_split",
+        &bytes,
+        &["--tuning", "max-binding-bytes=16"],
+        &["exceeds limit", "max_storage_buffer_binding_size"],
+    );
+}
 
 fn plain_case() -> CaseFile {
     let (q, k, v) = qkv(11, DType::F32, DIMS);

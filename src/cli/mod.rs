@@ -15,3 +15,4 @@ pub mod result_file;
 pub mod run;
 pub mod shaders;
 pub mod summary;
+pub mod tuning;

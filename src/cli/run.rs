@@ -3,12 +3,13 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result};
-use wgattn::{AttentionProblem, Context, ExecutionPath, Returns};
+use anyhow::{bail, Context as _, Result};
+use wgattn::{AttentionProblem, Context, ExecutionPath, Returns, Tuning};
 
 use super::case_file::Case;
 use super::options::{parse_returns, OptionFlags};
 use super::result_file;
+use super::tuning::parse_tuning;
 
 /// Which implementation computes the result.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,10 +53,24 @@ pub struct RunArgs {
     /// Implementation to run.
     #[arg(long, value_enum, default_value_t = Engine::Auto)]
     pub path: Engine,
+    /// The engine's choices for this run, comma-separated key=value (any subset of:
+    /// rows-per-invocation=N, keys-per-tile=N, decode-max-q=N, decode-keys-per-split=N,
+    /// decode-layout=subgroup-keys|key-per-invocation, shader-f16=on|off, subgroups=on|off,
+    /// mapped-uploads=on|off, opaque-loops=on|off, max-binding-bytes=N), to check one kernel
+    /// variant; every tuning computes the same attention (within rounding). GPU paths only.
+    #[arg(long, value_name = "LIST", value_parser = parse_tuning)]
+    pub tuning: Option<Tuning>,
+    /// Fill the GPU's output buffers with NaN before the run, so an element no kernel wrote
+    /// shows as NaN instead of a stale value.
+    #[arg(long)]
+    pub poison: bool,
 }
 
 /// Reads and validates everything before touching the GPU, then computes and writes.
 pub fn run(args: &RunArgs) -> Result<()> {
+    if args.path == Engine::Reference && (args.tuning.is_some() || args.poison) {
+        bail!("--tuning and --poison apply to the GPU paths; --path reference runs on the CPU");
+    }
     result_file::check_output_dir(&args.output)?;
     let case = Case::read(&args.case)?;
     let mut options = args
@@ -71,10 +86,29 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let output = match args.path.gpu_path() {
         Some(requested) => {
             let ctx = Context::new()?;
+            if let Some(tuning) = args.tuning {
+                ctx.set_tuning(tuning);
+            }
+            ctx.set_poison_outputs(args.poison);
+            // Timed, so the result can name the kernel variants that ran.
+            ctx.set_gpu_timing(true);
             options.path = wgattn::resolve_path(&ctx, &problem, requested).with_context(in_case)?;
             metadata.insert("path".into(), options.path.name().into());
             metadata.insert("adapter".into(), ctx.adapter_info().name.clone());
-            wgattn::masked_attention(&ctx, &inputs, &options).with_context(in_case)?
+            metadata.insert(
+                "backend".into(),
+                format!("{:?}", ctx.adapter_info().backend),
+            );
+            let output = wgattn::masked_attention(&ctx, &inputs, &options).with_context(in_case)?;
+            if !output.gpu_kernels.is_empty() {
+                let variants: Vec<&str> = output
+                    .gpu_kernels
+                    .iter()
+                    .map(|k| k.variant.as_str())
+                    .collect();
+                metadata.insert("kernels".into(), variants.join("; "));
+            }
+            output
         }
         None => {
             metadata.insert("path".into(), "reference".into());
