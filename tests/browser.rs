@@ -1,5 +1,6 @@
 //! The same kernels in a real browser: plans of small cases of every mask kind (staged and
-//! fused, f32, f16 and bf16, WebGPU's default limits, no optional features; and a subgroups plan)
+//! fused, f32, f16 and bf16, WebGPU's default limits, no optional features; a subgroups plan;
+//! and the decode kernel's subgroup-per-key layout, which Tint once rejected while naga ran it)
 //! run by `web/` in headless Chromium (Debian's `chromium`: SwiftShader, no shader-f16,
 //! subgroup size 4), which POSTs its results to a small server here. And a shader with a
 //! construct Tint rejects (a constant infinity, which naga accepts) must come back as a
@@ -22,7 +23,7 @@ use serde_json::Value;
 use wgattn::{DType, Tensor};
 
 use common::browser::{chromium, run_page, scratch_dir, Site};
-use common::cli::{run_ok as wgattn, CaseFile};
+use common::cli::{command, run_ok as wgattn, CaseFile};
 use common::{random, Rng};
 
 /// How long the page may take for all cases (SwiftShader needs a few seconds).
@@ -97,8 +98,9 @@ fn cases(dtype: Dtype) -> Vec<(&'static str, CaseFile)> {
 }
 
 /// The plan files: every mask kind, staged and fused, f32, f16 and bf16, under WebGPU's default
-/// limits; the staged f32 cases again with subgroups; and one case whose shader holds a
-/// constant infinity. Returns the directory and the `plan=` query.
+/// limits; the f32 cases again with subgroups; the decode cases with the decode kernel's
+/// subgroup-per-key layout; and one case whose shader holds a constant infinity. Returns the
+/// directory and the `plan=` query.
 fn write_plans() -> (PathBuf, String) {
     let dir = scratch_dir("plans");
     let mut files = Vec::new();
@@ -134,12 +136,79 @@ fn write_plans() -> (PathBuf, String) {
         &["--with-features", "subgroups"],
         &f32_files,
     );
+    // The decode kernel's subgroup-per-key layout (the GPU default), in 16-key splits, for
+    // this browser's subgroups of 4: the decode and KV-cache cases of every dtype.
+    let decode_files: Vec<String> = files
+        .iter()
+        .filter(|f| f.contains("/decode_") || f.contains("/kv_cache_"))
+        .cloned()
+        .collect();
+    let out = dir.join("subgroup_keys.json");
+    let mut args = vec![
+        "plan",
+        "--webgpu-limits",
+        "--path",
+        "fused",
+        "--with-features",
+        "subgroups",
+        "--subgroup-sizes",
+        "4,4",
+        "--tuning",
+        "decode-layout=subgroup-keys,decode-keys-per-split=16",
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend(decode_files.iter().map(String::as_str));
+    plan_with_subgroups(&args);
+    // Every one of those cases runs that layout, for subgroups of at least 4.
+    let keys: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("subgroup_keys.json")).unwrap()).unwrap();
+    assert_eq!(keys["subgroup_sizes"], serde_json::json!([4, 4]));
+    for case in keys["cases"].as_array().unwrap() {
+        let decode = case["shaders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kernel"] == "fused_decode")
+            .unwrap_or_else(|| panic!("{} has no fused_decode", case["name"]));
+        assert_eq!(decode["tile"]["lanes"], 4, "{}", decode["label"]);
+    }
     let probe = tint_probe(&dir.join("staged.json"));
     std::fs::write(dir.join("probe.json"), probe.to_string()).unwrap();
-    let query = ["staged", "fused", "subgroups", "probe"]
+    let query = ["staged", "fused", "subgroups", "subgroup_keys", "probe"]
         .map(|p| format!("plan=/plans/{p}.json"))
         .join("&");
     (dir, query)
+}
+
+/// `wgattn ARGS...` (a plan using subgroups) on a primary backend whichever one the suite runs
+/// on: GL offers no subgroups, and the plan would quietly leave them out.
+fn plan_with_subgroups(args: &[&str]) {
+    let o = command(args)
+        .env("WGPU_BACKEND", "vulkan,metal,dx12")
+        .output()
+        .expect("the wgattn binary runs");
+    assert!(
+        o.status.success(),
+        "wgattn {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&std::fs::read(args_output(args)).unwrap()).unwrap();
+    assert_eq!(
+        plan["required_features"],
+        serde_json::json!(["subgroups"]),
+        "planned on {}",
+        plan["planned_on"]
+    );
+}
+
+/// The `-o` argument of a command line.
+fn args_output<'a>(args: &[&'a str]) -> &'a str {
+    let at = args
+        .iter()
+        .position(|a| *a == "-o")
+        .expect("an -o argument");
+    args[at + 1]
 }
 
 /// What the probe case's shader gets: a constant expression that evaluates to -inf. naga
@@ -209,8 +278,9 @@ fn every_mask_kind_passes_in_headless_chromium_and_tint_rejections_show() {
             failures.push(format!("{name} ({path}): {status}: {}", c["error"]));
         }
     }
-    // 9 kinds x 3 dtypes x 2 paths, plus the 9 f32 cases with subgroups.
-    let want = 9 * 3 * 2 + 9;
+    // 9 kinds x 3 dtypes x 2 paths, plus the 9 f32 cases with subgroups, plus the 2 decode
+    // kinds x 3 dtypes with a subgroup per key.
+    let want = 9 * 3 * 2 + 9 + 2 * 3;
     assert!(
         failures.is_empty(),
         "{} of {} cases failed in the browser:\n{}",
@@ -310,4 +380,49 @@ fn the_timing_mode_writes_a_report_bench_compare_reads() {
     assert_eq!(heat["masked"].as_u64(), Some(48 * 48 - allowed), "{heat}");
     assert!(heat["max"].as_f64().unwrap() > 0.0);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A plan specialized on subgroup sizes the browser's adapter does not have (8, where
+/// SwiftShader's are 4) is refused before anything runs, with both ranges named, instead of
+/// computing NaN (the decode kernel's guard) or garbage.
+#[test]
+fn a_plan_for_other_subgroup_sizes_is_refused() {
+    let Some(browser) = chromium() else {
+        return;
+    };
+    let dir = scratch_dir("subgroup_sizes");
+    let (_, file) = cases(Dtype::F32)
+        .into_iter()
+        .find(|(name, _)| *name == "decode")
+        .unwrap();
+    let case = dir.join("decode.safetensors");
+    file.write(&case);
+    let out = dir.join("eight.json");
+    plan_with_subgroups(&[
+        "plan",
+        "--webgpu-limits",
+        "--with-features",
+        "subgroups",
+        "--subgroup-sizes",
+        "8,8",
+        "--path",
+        "fused",
+        "--tuning",
+        "decode-layout=subgroup-keys",
+        "-o",
+        out.to_str().unwrap(),
+        case.to_str().unwrap(),
+    ]);
+    let report = run_page(
+        &browser,
+        Site::web("index.html", &[("/plans/", &dir)]),
+        "plan=/plans/eight.json",
+        PAGE_TIMEOUT,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let fatal = report["fatal"].as_str().unwrap_or_default();
+    assert!(
+        fatal.contains("subgroup sizes are 4 to 4; this plan is for 8 to 8"),
+        "the page should refuse the plan: {report}"
+    );
 }

@@ -368,6 +368,87 @@ fn plan_errors_are_one_line_and_write_nothing() {
     ]);
     assert!(!o.status.success(), "--with-features needs --webgpu-limits");
     assert!(!out.exists());
+    for (sizes, words) in [
+        ("3,8", "powers of two from 4 to 128"),
+        ("8,4", "MIN <= MAX"),
+        ("4", "expected MIN,MAX"),
+        ("4,256", "powers of two from 4 to 128"),
+    ] {
+        let o = wgattn(&[
+            "plan",
+            "--webgpu-limits",
+            "--subgroup-sizes",
+            sizes,
+            "x.safetensors",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(!o.status.success(), "--subgroup-sizes {sizes}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(words), "--subgroup-sizes {sizes}: {err}");
+    }
+    let o = wgattn(&[
+        "plan",
+        "--subgroup-sizes",
+        "4,4",
+        "x.safetensors",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success(),
+        "--subgroup-sizes needs --webgpu-limits"
+    );
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A plan for browsers assumes any subgroup size WebGPU allows unless told the range, so the
+/// decode kernel's subgroup-per-key layout, which is specialized on the smallest size and needs
+/// whole subgroups in a workgroup, is planned only for a range given with --subgroup-sizes.
+#[test]
+fn web_plans_specialize_on_subgroup_sizes_only_when_given() {
+    let dir = temp_dir("subgroup_sizes");
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/example.safetensors");
+    let lanes = |sizes: Option<&str>| {
+        let out = dir.join("plan.json");
+        let mut args = vec![
+            "plan",
+            "--webgpu-limits",
+            "--with-features",
+            "subgroups",
+            "--path",
+            "fused",
+        ];
+        args.extend([
+            "--tuning",
+            "decode-layout=subgroup-keys,decode-max-q=64",
+            "-o",
+            out.to_str().unwrap(),
+            case.to_str().unwrap(),
+        ]);
+        if let Some(sizes) = sizes {
+            args.extend(["--subgroup-sizes", sizes]);
+        }
+        ok(&args);
+        let plan = read_json(&out);
+        let decode = plan["cases"][0]["shaders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kernel"] == "fused_decode")
+            .cloned()
+            .expect("decode-max-q=64 plans the decode kernel");
+        (
+            plan["subgroup_sizes"].clone(),
+            decode["tile"]["lanes"].clone(),
+        )
+    };
+    let subgroups = common::ctx().features().contains(wgpu::Features::SUBGROUP);
+    assert_eq!(lanes(None), (serde_json::json!([4, 128]), 0.into()));
+    let (sizes, got) = lanes(Some("4,8"));
+    assert_eq!(sizes, serde_json::json!([4, 8]));
+    assert_eq!(got, if subgroups { 4 } else { 0 });
     let _ = std::fs::remove_dir_all(&dir);
 }
 

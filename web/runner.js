@@ -84,6 +84,16 @@ export async function requestDevice(plan) {
   if (!adapter) throw new Error("navigator.gpu.requestAdapter() returned no adapter");
   const missing = (plan.required_features || []).filter((f) => !adapter.features.has(f));
   if (missing.length) throw new Error(`the adapter lacks ${missing.join(", ")}, which this plan uses`);
+  // Kernels with subgroup operations may be specialized on the subgroup sizes the plan was
+  // made for (`wgattn plan --subgroup-sizes`): an adapter outside them would compute garbage.
+  const sizes = plan.subgroup_sizes;
+  if ((plan.required_features || []).includes("subgroups") && sizes) {
+    const [min, max] = [adapter.info.subgroupMinSize, adapter.info.subgroupMaxSize];
+    if (!(min >= sizes[0] && max <= sizes[1])) {
+      throw new Error(`the adapter's subgroup sizes are ${min} to ${max}; this plan is for ` +
+        `${sizes[0]} to ${sizes[1]} (wgattn plan --subgroup-sizes)`);
+    }
+  }
   const requiredLimits = {};
   for (const [name, value] of Object.entries(plan.limits || {})) {
     if (!(name in adapter.limits)) continue;

@@ -16,6 +16,7 @@ use super::case_file::Case;
 use super::options::{parse_returns, OptionFlags};
 use super::result_file::{check_output_dir, write_atomically};
 use super::shaders::{bindings, describe, feature_names, validate, TINT_NOTE};
+use super::tuning::parse_tuning;
 
 /// The GPU path to plan.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +47,12 @@ pub struct PlanArgs {
     /// then offer them as well).
     #[arg(long, value_name = "LIST", value_parser = parse_features, requires = "webgpu_limits")]
     pub with_features: Option<wgpu::Features>,
+    /// With `--webgpu-limits`: the smallest and largest subgroup size of the browser adapters
+    /// the plan is for, `MIN,MAX` (default 4,128: any adapter). Kernels specialized on the
+    /// subgroup size (the decode kernel's subgroup-per-key layout) need a range that a
+    /// workgroup holds whole; the replayer refuses an adapter outside the range.
+    #[arg(long, value_name = "MIN,MAX", value_parser = parse_subgroup_sizes, requires = "webgpu_limits")]
+    pub subgroup_sizes: Option<(u32, u32)>,
     /// GPU path to plan.
     #[arg(long, value_enum, default_value_t = PlanPath::Auto)]
     pub path: PlanPath,
@@ -54,6 +61,10 @@ pub struct PlanArgs {
     /// Intermediates to plan for too: a comma-separated list of scores, logits, probs.
     #[arg(long = "return", value_name = "LIST", value_parser = parse_returns)]
     pub returns: Option<Returns>,
+    /// The engine's choices, as `wgattn run --tuning` takes them (comma-separated key=value),
+    /// to plan one kernel variant.
+    #[arg(long, value_name = "LIST", value_parser = parse_tuning)]
+    pub tuning: Option<wgattn::Tuning>,
 }
 
 /// Reads every case, plans each on one context, writes one JSON file.
@@ -64,7 +75,10 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
         .iter()
         .map(|path| Case::read(path).map(|c| (path, c)))
         .collect::<Result<Vec<_>>>()?;
-    let ctx = context(args.webgpu_limits, args.with_features)?;
+    let ctx = context(args.webgpu_limits, args.with_features, args.subgroup_sizes)?;
+    if let Some(tuning) = args.tuning {
+        ctx.set_tuning(tuning);
+    }
     let mut planned = Vec::new();
     for (path, case) in &cases {
         let in_case = || format!("case file {}", path.display());
@@ -82,19 +96,56 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
     Ok(())
 }
 
+/// Subgroup sizes a browser adapter may have (WebGPU's bounds): what a plan for any browser
+/// assumes.
+pub const WEB_SUBGROUP_SIZES: (u32, u32) = (
+    wgpu::MINIMUM_SUBGROUP_MIN_SIZE,
+    wgpu::MAXIMUM_SUBGROUP_MAX_SIZE,
+);
+
 /// The context to plan on: this machine's adapter, or (`webgpu_limits`) a device on it with
-/// exactly WebGPU's default limits and only the optional `features` given. Outputs and
-/// scratch start as NaN, so a replay shows any element a kernel skips.
-pub fn context(webgpu_limits: bool, features: Option<wgpu::Features>) -> Result<Context> {
+/// exactly WebGPU's default limits, only the optional `features` given, and an adapter's
+/// subgroup sizes of `subgroup_sizes` (default [`WEB_SUBGROUP_SIZES`]) instead of this
+/// adapter's, so that kernels specialized on them fit the browsers the plan is for. Outputs
+/// and scratch start as NaN, so a replay shows any element a kernel skips.
+pub fn context(
+    webgpu_limits: bool,
+    features: Option<wgpu::Features>,
+    subgroup_sizes: Option<(u32, u32)>,
+) -> Result<Context> {
     let ctx = if webgpu_limits {
         let features = features.unwrap_or(wgpu::Features::empty());
-        Context::with_limits(wgpu::Limits::default(), features)
-            .context("a device with WebGPU's default limits")?
+        let local = Context::with_limits(wgpu::Limits::default(), features)
+            .context("a device with WebGPU's default limits")?;
+        let (min, max) = subgroup_sizes.unwrap_or(WEB_SUBGROUP_SIZES);
+        let info = wgpu::AdapterInfo {
+            subgroup_min_size: min,
+            subgroup_max_size: max,
+            ..local.adapter_info().clone()
+        };
+        Context::from_device(local.device().clone(), local.queue().clone(), info)
     } else {
         Context::new()?
     };
     ctx.set_poison_outputs(true);
     Ok(ctx)
+}
+
+/// `MIN,MAX`: powers of two within WebGPU's bounds, `MIN <= MAX`.
+fn parse_subgroup_sizes(text: &str) -> Result<(u32, u32), String> {
+    let (lo, hi) = WEB_SUBGROUP_SIZES;
+    let bad = || format!("`{text}`: expected MIN,MAX, powers of two from {lo} to {hi}, MIN <= MAX");
+    let (min, max) = text.split_once(',').ok_or_else(bad)?;
+    let size = |s: &str| {
+        s.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| n.is_power_of_two() && (lo..=hi).contains(n))
+    };
+    match (size(min), size(max)) {
+        (Some(min), Some(max)) if min <= max => Ok((min, max)),
+        _ => Err(bad()),
+    }
 }
 
 /// The plan file around its cases.
@@ -115,6 +166,7 @@ pub fn plan_json(ctx: &Context, webgpu_limits: bool, cases: Vec<Value>) -> Value
         "planned_on": { "adapter": info.name, "backend": format!("{:?}", info.backend) },
         "limits_kind": if webgpu_limits { "webgpu-defaults" } else { "adapter" },
         "limits": limits(ctx.limits()),
+        "subgroup_sizes": [info.subgroup_min_size, info.subgroup_max_size],
         "required_features": features,
         "note": TINT_NOTE,
         "cases": cases,

@@ -115,6 +115,7 @@ pub fn describe(variant: &Variant) -> Value {
             "split": t.split,
             "vec4": t.vec4,
             "vec8": t.vec8(variant.dtype),
+            "lanes": t.lanes,
         },
         "features": feature_names(variant.features),
         "opaque_loops": variant.features.opaque_loops,
