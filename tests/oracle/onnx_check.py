@@ -1,0 +1,529 @@
+#!/usr/bin/env python3
+"""wgattn against an oracle it was not written with: the ONNX `Attention` operator.
+
+Random cases (seeded) cover what SEMANTICS.md and ONNX `Attention` (opset 25) both express:
+GQA/MQA, Dv != D, both layouts, f32/f16/bf16, a past KV cache, key lengths
+(`nonpad_kv_seqlen`), causal, sliding windows, softcap, explicit scale, boolean and additive
+masks of rank 1 to 4 with broadcast axes and short last axes, fully masked rows and large
+logits. Each case is written as a case file, run through `wgattn run` on every path asked for,
+and compared with the ONNX reference implementation (`onnx.reference.ReferenceEvaluator`, run
+in float64 on the exact input values), which is the operator's own executable definition:
+`out`, `present_k`/`present_v`, and on the staged path the `scores`, `logits` and `probs`
+intermediates (ONNX `qk_matmul_output` modes 1, 2 and 3).
+
+The fused path also runs under random `--tuning` lists (small tiles and splits, the other
+decode layout, the shader-f16 and subgroup fallbacks), every GPU run with `--poison`. With
+`--oracles onnx,onnxruntime` ONNX Runtime's CPU kernel (float32) is a second oracle.
+`--self-check` skews the oracle's scale by 0.3% and succeeds only if the comparisons notice.
+
+Needs numpy and onnx, and onnxruntime for the second oracle (`pip install -r
+tests/oracle/requirements.txt`), and a built `wgattn` binary (the `cli` feature). Exits
+non-zero when any comparison fails; prints one line per case and path (`--quiet`: failures
+and the summary only).
+
+    python3 tests/oracle/onnx_check.py --wgattn target/debug/wgattn --cases 60 --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
+
+# What the oracle multiplies the scale by: 1, or (--self-check) a small error the comparisons
+# must catch.
+SCALE_SKEW = 1.0
+
+# ---------------------------------------------------------------------------------------------
+# safetensors, by hand (numpy has no bfloat16; the format is a length, a JSON header, bytes)
+
+ST_DTYPES = {"F32": ("<f4", 4), "F16": ("<f2", 2), "BF16": ("<u2", 2), "BOOL": ("u1", 1),
+             "I64": ("<i8", 8), "I32": ("<i4", 4)}
+
+
+def write_safetensors(path, tensors, metadata):
+    """tensors: name -> (safetensors dtype, shape, bytes)."""
+    header, offset, blobs = {}, 0, []
+    for name, (dtype, shape, data) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": list(shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    header["__metadata__"] = metadata
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for blob in blobs:
+            f.write(blob)
+
+
+def read_safetensors(path):
+    """name -> float64 array (BF16 widened exactly), and "__metadata__" -> the metadata."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    body = raw[8 + n:]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            out[name] = info
+            continue
+        begin, end = info["data_offsets"]
+        np_dtype, _ = ST_DTYPES[info["dtype"]]
+        a = np.frombuffer(body[begin:end], dtype=np_dtype).reshape(info["shape"])
+        out[name] = widen(a, info["dtype"])
+    return out
+
+
+def widen(a, dtype):
+    if dtype == "BF16":
+        return (a.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    return a.astype(np.float64)
+
+
+def to_bf16_bits(x):
+    """Round f32 values to bfloat16 (nearest, ties to even), as their 16-bit patterns."""
+    bits = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    return rounded.astype(np.uint16)
+
+
+class Float:
+    """One float dtype: how to store values in it and read back what was stored."""
+
+    def __init__(self, name):
+        self.name = name
+        self.st = {"f32": "F32", "f16": "F16", "bf16": "BF16"}[name]
+
+    def encode(self, x):
+        """(bytes, the stored values as float64)."""
+        if self.name == "f32":
+            a = np.asarray(x, dtype="<f4")
+        elif self.name == "f16":
+            a = np.asarray(x, dtype="<f2")
+        else:
+            a = to_bf16_bits(x).astype("<u2")
+        return a.tobytes(), widen(a, self.st)
+
+    @property
+    def eps(self):
+        return {"f32": 2.0 ** -23, "f16": 2.0 ** -10, "bf16": 2.0 ** -7}[self.name]
+
+
+# ---------------------------------------------------------------------------------------------
+# random cases
+
+
+def random_case(rng, index):
+    c = {}
+    c["dtype"] = str(rng.choice(["f32", "f32", "f16", "bf16"]))
+    c["B"] = int(rng.integers(1, 4))
+    c["Hkv"] = int(rng.choice([1, 2]))
+    c["Hq"] = c["Hkv"] * int(rng.choice([1, 2, 4]))
+    c["Lq"] = int(rng.choice([1, 1, 2, 3, 5, 7, 9, 17]))
+    c["Lk"] = int(rng.integers(1, 41))
+    c["P"] = 0 if rng.random() < 0.6 else int(rng.integers(1, 21))
+    c["D"] = int(rng.choice([4, 8, 12, 16, 32, 64, 80]))
+    c["Dv"] = c["D"] if rng.random() < 0.6 else int(rng.choice([4, 8, 12, 20]))
+    c["layout"] = str(rng.choice(["bhsd", "bshd"]))
+    c["causal"] = bool(rng.random() < 0.4)
+    c["kv_lengths"] = c["P"] == 0 and rng.random() < 0.3
+    c["window"] = rng.random() < 0.25
+    c["left"] = int(rng.choice([-1, 0, 1, 3, 8])) if c["window"] else -1
+    c["right"] = int(rng.choice([-1, 0, 2, 4])) if c["window"] else -1
+    c["softcap"] = float(rng.choice([0.0, 0.0, 0.0, 0.0, 5.0, 20.0]))
+    c["scale"] = None if rng.random() < 0.7 else float(rng.uniform(0.05, 2.0))
+    c["large"] = bool(rng.random() < 0.15)
+    c["mask"] = str(rng.choice(["none", "none", "bool", "additive"]))
+    if rng.random() < 0.15:
+        # Long: many key tiles, decode splits and the combine pass.
+        c["B"], c["Hkv"], c["Hq"] = 1, 1, int(rng.choice([1, 2]))
+        c["Lq"] = int(rng.choice([1, 2, 4, 33, 70]))
+        c["Lk"] = int(rng.integers(200, 1300))
+    c["seed"] = int(rng.integers(0, 2 ** 31))
+    c["index"] = index
+    return c
+
+
+def random_tuning(rng):
+    """A `wgattn run --tuning` list: small tiles and splits, the other decode layout, the
+    fallbacks without shader-f16 or subgroups; the results must not change."""
+    items = [f"keys-per-tile={rng.choice([4, 8, 12, 20])}",
+             f"rows-per-invocation={rng.choice([1, 2, 3, 4])}",
+             f"decode-max-q={rng.choice([1, 4, 9, 17, 70])}",
+             f"decode-keys-per-split={rng.choice([16, 48, 64, 200])}",
+             f"decode-layout={rng.choice(['subgroup-keys', 'key-per-invocation'])}"]
+    if rng.random() < 0.3:
+        items.append("shader-f16=off")
+    if rng.random() < 0.3:
+        items.append("subgroups=off")
+    return ",".join(items)
+
+
+def describe(c):
+    parts = [c["dtype"], f"B{c['B']} Hq{c['Hq']} Hkv{c['Hkv']} Lq{c['Lq']} Lk{c['Lk']} P{c['P']}",
+             f"D{c['D']} Dv{c['Dv']}", c["layout"]]
+    if c["causal"]:
+        parts.append("causal")
+    if c["kv_lengths"]:
+        parts.append("kv_lengths")
+    if c["window"]:
+        parts.append(f"window({c['left']},{c['right']})")
+    if c["softcap"]:
+        parts.append(f"softcap {c['softcap']}")
+    if c["scale"] is not None:
+        parts.append(f"scale {c['scale']:.3f}")
+    if c["large"]:
+        parts.append("large logits")
+    if c["mask"] != "none":
+        parts.append(f"{c['mask']} mask {c['mask_shape']}")
+    return ", ".join(parts)
+
+
+def build(c, directory):
+    """Writes the case file; returns its path and the oracle's inputs (the stored values:
+    float64, bool masks as bool, key lengths as int64)."""
+    rng = np.random.default_rng(c["seed"])
+    f = Float(c["dtype"])
+    B, Hq, Hkv, Lq, Lk, P, D, Dv = (c[k] for k in ("B", "Hq", "Hkv", "Lq", "Lk", "P", "D", "Dv"))
+    Lt = P + Lk
+    tensors, oracle = {}, {}
+
+    def float_tensor(name, shape, scale=1.0, bshd=False):
+        """Random values of `shape` (bhsd), stored [B, S, H, D] when `bshd`; the oracle gets
+        the stored values in bhsd."""
+        x = rng.standard_normal(shape) * scale
+        order = (0, 2, 1, 3) if bshd else (0, 1, 2, 3)
+        data, stored = f.encode(np.transpose(x, order))
+        stored_shape = tuple(shape[i] for i in order)
+        tensors[name] = (f.st, stored_shape, data)
+        oracle[name] = np.transpose(stored.reshape(stored_shape), order)
+
+    bshd = c["layout"] == "bshd"
+    float_tensor("q", (B, Hq, Lq, D), 20.0 if c["large"] else 1.0, bshd)
+    float_tensor("k", (B, Hkv, Lk, D), 1.0, bshd)
+    float_tensor("v", (B, Hkv, Lk, Dv), 1.0, bshd)
+    if P:
+        float_tensor("past_k", (B, Hkv, P, D))
+        float_tensor("past_v", (B, Hkv, P, Dv))
+    if c["kv_lengths"]:
+        lens = rng.integers(0, Lt + 1, size=B).astype("<i8")
+        if B > 1 and rng.random() < 0.5:
+            lens[0] = Lt
+        tensors["kv_lengths"] = ("I64", (B,), lens.tobytes())
+        oracle["kv_lengths"] = lens
+    c["mask_shape"] = None
+    if c["mask"] != "none":
+        rank = int(rng.integers(1, 5))
+        full = [B, Hq, Lq, Lt][4 - rank:]
+        shape = [d if rng.random() < 0.6 else 1 for d in full[:-1]]
+        n = Lt if rng.random() < 0.7 else int(rng.integers(1, Lt + 1))
+        shape = tuple(shape + [n])
+        c["mask_shape"] = shape
+        if c["mask"] == "bool":
+            m = rng.random(shape) < 0.75
+            if m.ndim >= 2 and rng.random() < 0.5:
+                m[..., 0, :] = False  # a row no key may see
+            tensors["mask"] = ("BOOL", shape, m.astype(np.uint8).tobytes())
+            oracle["mask"] = m
+        else:
+            mf = Float(str(rng.choice(["f32", c["dtype"]])))
+            x = rng.standard_normal(shape) * 2.0
+            x[rng.random(shape) < 0.2] = -np.inf
+            data, stored = mf.encode(x)
+            tensors["mask"] = (mf.st, shape, data)
+            oracle["mask"] = stored.reshape(shape)
+    meta = {"layout": c["layout"], "causal": "true" if c["causal"] else "false"}
+    if c["window"]:
+        meta["window_left"] = str(c["left"])
+        meta["window_right"] = str(c["right"])
+    if c["softcap"]:
+        meta["softcap"] = repr(c["softcap"])
+    if c["scale"] is not None:
+        meta["scale"] = repr(c["scale"])
+    path = os.path.join(directory, f"case{c['index']}.safetensors")
+    write_safetensors(path, tensors, meta)
+    return path, oracle
+
+
+# ---------------------------------------------------------------------------------------------
+# the oracle
+
+
+def onnx_attention(c, x, mode, evaluator=ReferenceEvaluator):
+    """The oracle's outputs in float64 by name: Y, qk (qk_matmul_output in `mode`), and
+    present_key, present_value with a past."""
+    names = ["Q", "K", "V", "attn_mask", "past_key", "past_value", "nonpad_kv_seqlen"]
+    given = {"Q": x["q"], "K": x["k"], "V": x["v"]}
+    if "mask" in x:
+        # The mask with its query axis spelled out (broadcasting, so the same mask): with
+        # is_causal and no window, the ONNX reference's causal bias takes the query length
+        # from the mask's shape (`base.shape[-2:]`), so a mask broadcast over queries ([1, n])
+        # would get Lq = 1 and a rank-1 one would fail (onnx 1.23.2,
+        # onnx/reference/ops/op_attention.py `_apply_causal`).
+        m = x["mask"]
+        if m.ndim == 1:
+            m = m[np.newaxis, :]
+        given["attn_mask"] = np.broadcast_to(m, m.shape[:-2] + (c["Lq"], m.shape[-1])).copy()
+    if "past_k" in x:
+        given["past_key"], given["past_value"] = x["past_k"], x["past_v"]
+    if "kv_lengths" in x:
+        given["nonpad_kv_seqlen"] = x["kv_lengths"]
+    inputs = []
+    for name in names:
+        if name not in given:
+            continue
+        a = given[name]
+        if a.dtype == np.bool_:
+            elem = TensorProto.BOOL
+        elif a.dtype == np.int64:
+            elem = TensorProto.INT64
+        else:
+            elem = TensorProto.DOUBLE
+        inputs.append(helper.make_tensor_value_info(name, elem, list(a.shape)))
+    attrs = {"is_causal": int(c["causal"]), "qk_matmul_output_mode": mode}
+    if c["window"]:
+        attrs["left_window_size"] = c["left"]
+        attrs["right_window_size"] = c["right"]
+    if c["softcap"]:
+        attrs["softcap"] = c["softcap"]
+    if c["scale"] is not None or SCALE_SKEW != 1.0:
+        # (Otherwise ONNX's own default, 1/sqrt(D), which wgattn must match.)
+        scale = c["scale"] if c["scale"] is not None else 1.0 / np.sqrt(c["D"])
+        attrs["scale"] = scale * SCALE_SKEW
+    # present_key/present_value only with a past (ONNX Runtime refuses them beside
+    # nonpad_kv_seqlen).
+    wanted = ["Y", "present_key", "present_value", "qk"] if "past_key" in given else ["Y", "qk"]
+    node = helper.make_node(
+        "Attention", [n if n in given else "" for n in names],
+        [n if n in wanted else "" for n in ("Y", "present_key", "present_value", "qk")], **attrs)
+    outputs = [helper.make_tensor_value_info(n, TensorProto.DOUBLE, None) for n in wanted]
+    graph = helper.make_graph([node], "attention", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 25)])
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return dict(zip(wanted, evaluator(model).run(None, given)))
+
+
+# ---------------------------------------------------------------------------------------------
+# comparing
+
+
+# The largest |error| / bound met by a passing comparison, reported per run: how close to its
+# tolerance each path came.
+WORST = [0.0]
+
+
+def compare(name, got, want, tol, bshd=False):
+    """None when `got` meets `want`, else a message. Infinities and exact zeros must match."""
+    if bshd:
+        got = np.transpose(got, (0, 2, 1, 3))
+    if got.shape != want.shape:
+        return f"{name}: shape {got.shape}, expected {want.shape}"
+    if np.isnan(want).any():
+        return f"{name}: the oracle holds NaN (a case outside the contract)"
+    if np.isnan(got).any():
+        return f"{name}: NaN at {np.argwhere(np.isnan(got))[0].tolist()}"
+    inf = np.isinf(want)
+    if (np.isinf(got) != inf).any() or (got[inf] != want[inf]).any():
+        bad = np.argwhere((np.isinf(got) != inf) | (inf & (got != want)))[0].tolist()
+        return f"{name}: infinity mismatch at {bad}: got {got[tuple(bad)]}, expected {want[tuple(bad)]}"
+    finite = ~inf
+    err = np.abs(got[finite] - want[finite])
+    bound = tol * (1.0 + np.abs(want[finite]))
+    if err.size and tol > 0:
+        WORST[0] = max(WORST[0], float((err / bound).max()))
+    if (err > bound).any():
+        i = int(np.argmax(err - bound))
+        where = np.argwhere(finite)[i].tolist()
+        return (f"{name}: |error| {err[i]:.3g} at {where} (got {got[tuple(where)]:.6g}, "
+                f"expected {want[tuple(where)]:.6g}, bound {bound[i]:.3g})")
+    return None
+
+
+def zero_rows(out, fully_masked):
+    """A fully masked row must be exactly 0."""
+    rows = out[fully_masked]
+    if rows.size and (rows != 0).any():
+        return "a fully masked row is not exactly 0"
+    return None
+
+
+def tolerances(c, x, qk_logits, oracles_f32):
+    """(tolerance for out, for scores/logits, for probs): the output rounding of the dtype, plus
+    f32 arithmetic whose error in a logit grows with the size of what it sums: the terms of
+    scale·q·k (bounded by scale·|q|·|k|, which softcap can leave much larger than the score)
+    and the logits themselves; counted twice against an oracle that computes in f32 itself."""
+    f = Float(c["dtype"])
+    finite = qk_logits[np.isfinite(qk_logits)]
+    keys = np.concatenate([x[n] for n in ("past_k", "k") if n in x], axis=2)
+    scale = c["scale"] if c["scale"] is not None else 1.0 / np.sqrt(c["D"])
+    terms = scale * np.linalg.norm(x["q"], axis=-1).max() * np.linalg.norm(keys, axis=-1).max()
+    big = max(float(np.abs(finite).max()) if finite.size else 0.0, float(terms))
+    arith = 2.0 ** -23 * 8 * np.sqrt(c["D"]) * (1.0 + big) * (2 if oracles_f32 else 1)
+    return (2 * f.eps + 4 * arith, 2 * f.eps + arith, 2 * f.eps + 4 * arith)
+
+
+def run_wgattn(binary, case, path, returns, out_path, tuning=None):
+    cmd = [binary, "run", case, "-o", out_path, "--path", path]
+    if path != "reference":
+        cmd.append("--poison")
+    if tuning:
+        cmd += ["--tuning", tuning]
+    if returns:
+        cmd += ["--return", "scores,logits,probs"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        return None, (r.stderr.strip() or r.stdout.strip()).splitlines()[-1:]
+    return read_safetensors(out_path), None
+
+
+class OrtEvaluator:
+    """ONNX Runtime (CPU) in ReferenceEvaluator's place: the same one-node model in float32
+    (the inputs' stored values are exact in f32), results widened to float64."""
+
+    def __init__(self, model):
+        import onnxruntime
+
+        for info in list(model.graph.input) + list(model.graph.output):
+            if info.type.tensor_type.elem_type == TensorProto.DOUBLE:
+                info.type.tensor_type.elem_type = TensorProto.FLOAT
+        model.ir_version = 10
+        self.session = onnxruntime.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    def run(self, _, given):
+        feed = {k: v.astype(np.float32) if v.dtype == np.float64 else v for k, v in given.items()}
+        return [o.astype(np.float64) for o in self.session.run(None, feed)]
+
+
+ORACLES = {"onnx": ("the ONNX reference (float64)", ReferenceEvaluator),
+           "onnxruntime": ("ONNX Runtime CPU (float32)", OrtEvaluator)}
+
+
+def expected(c, x, oracle):
+    """What `oracle` computes for the case: out, present_k/present_v, the intermediates."""
+    evaluator = ORACLES[oracle][1]
+    first = onnx_attention(c, x, 1, evaluator)
+    want = {"out": first["Y"], "scores": first["qk"],
+            "logits": onnx_attention(c, x, 2, evaluator)["qk"],
+            "probs": onnx_attention(c, x, 3, evaluator)["qk"]}
+    if c["P"]:
+        want["present_k"], want["present_v"] = first["present_key"], first["present_value"]
+    return want
+
+
+def check(c, x, result, want, oracle):
+    """The problems found in one result against one oracle's values."""
+    bshd = c["layout"] == "bshd"
+    fully_masked = np.isneginf(want["logits"]).all(axis=-1)
+    t_out, t_logit, t_prob = tolerances(c, x, want["logits"], oracle == "onnxruntime")
+    out = np.transpose(result["out"], (0, 2, 1, 3)) if bshd else result["out"]
+    problems = [compare("out", result["out"], want["out"], t_out, bshd),
+                zero_rows(out, fully_masked)]
+    if c["P"]:
+        problems.append(compare("present_k", result["present_k"], want["present_k"], 0.0))
+        problems.append(compare("present_v", result["present_v"], want["present_v"], 0.0))
+    if "scores" in result:
+        problems.append(compare("scores", result["scores"], want["scores"], t_logit))
+        problems.append(compare("logits", result["logits"], want["logits"], t_logit))
+        problems.append(compare("probs", result["probs"], want["probs"], t_prob))
+    return [p for p in problems if p]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--wgattn", default="target/debug/wgattn", help="the wgattn binary")
+    ap.add_argument("--cases", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--paths", default="reference,staged,fused,auto",
+                    help="comma-separated: reference, staged, fused, auto")
+    ap.add_argument("--oracles", default="onnx",
+                    help="comma-separated: onnx (the ONNX reference implementation), "
+                         "onnxruntime (needs `pip install onnxruntime`)")
+    ap.add_argument("--tunings", type=int, default=1,
+                    help="also run the fused path under this many random --tuning lists a case")
+    ap.add_argument("--quiet", action="store_true",
+                    help="print only the failures and the summary")
+    ap.add_argument("--self-check", action="store_true",
+                    help="give the oracle a scale 0.3%% off and succeed only if at least a quarter "
+                         "of the comparisons fail (a check that they can fail)")
+    ap.add_argument("--keep", help="write the case and result files here (else a temporary dir)")
+    args = ap.parse_args()
+    oracles = args.oracles.split(",")
+    for oracle in oracles:
+        if oracle not in ORACLES:
+            ap.error(f"unknown oracle {oracle!r}; known: {', '.join(ORACLES)}")
+
+    if args.self_check:
+        global SCALE_SKEW
+        SCALE_SKEW = 1.003
+    rng = np.random.default_rng(args.seed)
+    directory = args.keep or tempfile.mkdtemp(prefix="wgattn-onnx-")
+    os.makedirs(directory, exist_ok=True)
+    failures = 0
+    checks = 0
+    adapter = None
+    for index in range(args.cases):
+        c = random_case(rng, index)
+        case, x = build(c, directory)
+        wants = {oracle: expected(c, x, oracle) for oracle in oracles}
+        fully_masked = np.isneginf(wants[oracles[0]]["logits"]).all(axis=-1)
+        title = (f"case {index}: {describe(c)}; fully masked rows {int(fully_masked.sum())}"
+                 f"/{fully_masked.size}")
+        if not args.quiet:
+            print(title)
+        runs = [(path, None) for path in args.paths.split(",")]
+        runs += [("fused", random_tuning(rng)) for _ in range(args.tunings)]
+        for n, (path, tuning) in enumerate(runs):
+            returns = path in ("staged", "reference")
+            result, error = run_wgattn(args.wgattn, case, path, returns,
+                                       os.path.join(directory, f"result{index}-{n}.safetensors"),
+                                       tuning)
+            if result and "adapter" in result["__metadata__"] and not adapter:
+                meta = result["__metadata__"]
+                adapter = f"{meta['adapter']} ({meta.get('backend', '?')})"
+                if not args.quiet:
+                    print(f"  (GPU paths on {adapter})")
+            if tuning:
+                path = f"fused --tuning {tuning}"
+            for oracle in oracles:
+                WORST[0] = 0.0
+                problems = [f"wgattn failed: {error}"] if error else check(c, x, result, wants[oracle], oracle)
+                checks += 1
+                if problems:
+                    failures += 1
+                    if args.self_check and args.quiet:
+                        continue  # expected: only the count matters
+                    if args.quiet and title:
+                        print(title)
+                        title = None
+                    print(f"  {path} vs {oracle}: FAIL: " + "; ".join(problems))
+                elif not args.quiet:
+                    print(f"  {path} vs {oracle}: ok (largest error {WORST[0]:.2g} of its bound)")
+    if args.self_check:
+        # A case whose keys all get the same weight (one key, fully masked rows) or whose
+        # tolerance is coarse (bf16, large logits) cannot show a 0.3% error: about half of
+        # them; a blind comparison catches none.
+        caught = failures >= checks // 4
+        print(f"self-check: {failures} of {checks} comparisons caught a 0.3% error in the "
+              f"oracle's scale ({'as they should' if caught else 'too few: the check is blind'})")
+        return 0 if caught else 1
+    names = " and ".join(ORACLES[o][0] for o in oracles)
+    print(f"{checks - failures}/{checks} comparisons agree with ONNX Attention (opset 25): "
+          f"{names}; GPU paths on {adapter}; cases in {directory}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
