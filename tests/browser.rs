@@ -160,6 +160,38 @@ fn write_plans() -> (PathBuf, String) {
     ];
     args.extend(decode_files.iter().map(String::as_str));
     plan_with_subgroups(&args);
+    // Every case as the engine plans it for a GPU (64-row tiles, 64-invocation decode
+    // workgroups with a subgroup per key): what a browser on a GPU compiles and runs.
+    let out = dir.join("gpu_choices.json");
+    let mut args = vec![
+        "plan",
+        "--webgpu-limits",
+        "--as-gpu",
+        "--path",
+        "fused",
+        "--with-features",
+        "subgroups",
+        "--subgroup-sizes",
+        "4,4",
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend(files.iter().map(String::as_str));
+    plan_with_subgroups(&args);
+    let gpu: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(gpu["planned_on"]["device_type"], "DiscreteGpu");
+    for case in gpu["cases"].as_array().unwrap() {
+        for shader in case["shaders"].as_array().unwrap() {
+            let (kernel, tile) = (&shader["kernel"], &shader["tile"]);
+            if kernel == "fused" || kernel == "fused_decode" {
+                assert_eq!(tile["rows"], 64, "{}", shader["label"]);
+                assert_eq!(tile["per_invocation"], 1, "{}", shader["label"]);
+            }
+            if kernel == "fused_decode" {
+                assert_eq!(tile["lanes"], 4, "{}", shader["label"]);
+            }
+        }
+    }
     // Every one of those cases runs that layout, for subgroups of at least 4.
     let keys: Value =
         serde_json::from_slice(&std::fs::read(dir.join("subgroup_keys.json")).unwrap()).unwrap();
@@ -175,9 +207,16 @@ fn write_plans() -> (PathBuf, String) {
     }
     let probe = tint_probe(&dir.join("staged.json"));
     std::fs::write(dir.join("probe.json"), probe.to_string()).unwrap();
-    let query = ["staged", "fused", "subgroups", "subgroup_keys", "probe"]
-        .map(|p| format!("plan=/plans/{p}.json"))
-        .join("&");
+    let query = [
+        "staged",
+        "fused",
+        "subgroups",
+        "subgroup_keys",
+        "gpu_choices",
+        "probe",
+    ]
+    .map(|p| format!("plan=/plans/{p}.json"))
+    .join("&");
     (dir, query)
 }
 
@@ -279,8 +318,8 @@ fn every_mask_kind_passes_in_headless_chromium_and_tint_rejections_show() {
         }
     }
     // 9 kinds x 3 dtypes x 2 paths, plus the 9 f32 cases with subgroups, plus the 2 decode
-    // kinds x 3 dtypes with a subgroup per key.
-    let want = 9 * 3 * 2 + 9 + 2 * 3;
+    // kinds x 3 dtypes with a subgroup per key, plus every kind and dtype with GPU choices.
+    let want = 9 * 3 * 2 + 9 + 2 * 3 + 9 * 3;
     assert!(
         failures.is_empty(),
         "{} of {} cases failed in the browser:\n{}",

@@ -53,6 +53,11 @@ pub struct PlanArgs {
     /// workgroup holds whole; the replayer refuses an adapter outside the range.
     #[arg(long, value_name = "MIN,MAX", value_parser = parse_subgroup_sizes, requires = "webgpu_limits")]
     pub subgroup_sizes: Option<(u32, u32)>,
+    /// With `--webgpu-limits`: plan the engine's choices for a GPU (64 query rows of one
+    /// invocation each, 64-invocation decode workgroups with a subgroup per key where the
+    /// subgroup sizes allow), what a browser on a GPU runs, whatever adapter makes the plan.
+    #[arg(long, requires = "webgpu_limits")]
+    pub as_gpu: bool,
     /// GPU path to plan.
     #[arg(long, value_enum, default_value_t = PlanPath::Auto)]
     pub path: PlanPath,
@@ -75,7 +80,12 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
         .iter()
         .map(|path| Case::read(path).map(|c| (path, c)))
         .collect::<Result<Vec<_>>>()?;
-    let ctx = context(args.webgpu_limits, args.with_features, args.subgroup_sizes)?;
+    let web = args.webgpu_limits.then_some(WebTarget {
+        features: args.with_features.unwrap_or(wgpu::Features::empty()),
+        subgroup_sizes: args.subgroup_sizes.unwrap_or(WEB_SUBGROUP_SIZES),
+        as_gpu: args.as_gpu,
+    });
+    let ctx = context(web)?;
     if let Some(tuning) = args.tuning {
         ctx.set_tuning(tuning);
     }
@@ -103,29 +113,44 @@ pub const WEB_SUBGROUP_SIZES: (u32, u32) = (
     wgpu::MAXIMUM_SUBGROUP_MAX_SIZE,
 );
 
-/// The context to plan on: this machine's adapter, or (`webgpu_limits`) a device on it with
-/// exactly WebGPU's default limits, only the optional `features` given, and an adapter's
-/// subgroup sizes of `subgroup_sizes` (default [`WEB_SUBGROUP_SIZES`]) instead of this
-/// adapter's, so that kernels specialized on them fit the browsers the plan is for. Outputs
-/// and scratch start as NaN, so a replay shows any element a kernel skips.
-pub fn context(
-    webgpu_limits: bool,
-    features: Option<wgpu::Features>,
-    subgroup_sizes: Option<(u32, u32)>,
-) -> Result<Context> {
-    let ctx = if webgpu_limits {
-        let features = features.unwrap_or(wgpu::Features::empty());
-        let local = Context::with_limits(wgpu::Limits::default(), features)
-            .context("a device with WebGPU's default limits")?;
-        let (min, max) = subgroup_sizes.unwrap_or(WEB_SUBGROUP_SIZES);
-        let info = wgpu::AdapterInfo {
-            subgroup_min_size: min,
-            subgroup_max_size: max,
-            ..local.adapter_info().clone()
-        };
-        Context::from_device(local.device().clone(), local.queue().clone(), info)
-    } else {
-        Context::new()?
+/// The browser adapters a plan is for (`--webgpu-limits`).
+#[derive(Clone, Copy, Debug)]
+pub struct WebTarget {
+    /// Optional features the plan may use (where this adapter has them too).
+    pub features: wgpu::Features,
+    /// Their smallest and largest subgroup size.
+    pub subgroup_sizes: (u32, u32),
+    /// GPUs: the engine's GPU choices, whatever this adapter is.
+    pub as_gpu: bool,
+}
+
+impl WebTarget {
+    /// Any browser adapter: no optional features, any subgroup size, this adapter's kind.
+    pub const ANY: WebTarget = WebTarget {
+        features: wgpu::Features::empty(),
+        subgroup_sizes: WEB_SUBGROUP_SIZES,
+        as_gpu: false,
+    };
+}
+
+/// The context to plan on: this machine's adapter, or (`web`) a device on it with exactly
+/// WebGPU's default limits and only the optional features given, whose adapter reports the
+/// target's subgroup sizes (and, `as_gpu`, a discrete GPU) instead of this one's, so that
+/// kernels specialized on them fit the browsers the plan is for. Outputs and scratch start
+/// as NaN, so a replay shows any element a kernel skips.
+pub fn context(web: Option<WebTarget>) -> Result<Context> {
+    let ctx = match web {
+        Some(web) => {
+            let local = Context::with_limits(wgpu::Limits::default(), web.features)
+                .context("a device with WebGPU's default limits")?;
+            let mut info = local.adapter_info().clone();
+            (info.subgroup_min_size, info.subgroup_max_size) = web.subgroup_sizes;
+            if web.as_gpu {
+                info.device_type = wgpu::DeviceType::DiscreteGpu;
+            }
+            Context::from_device(local.device().clone(), local.queue().clone(), info)
+        }
+        None => Context::new()?,
     };
     ctx.set_poison_outputs(true);
     Ok(ctx)
@@ -163,7 +188,12 @@ pub fn plan_json(ctx: &Context, webgpu_limits: bool, cases: Vec<Value>) -> Value
         "format": "wgattn-plan",
         "version": 1,
         "encoding": "base64 (RFC 4648, standard alphabet, padded) of little-endian bytes",
-        "planned_on": { "adapter": info.name, "backend": format!("{:?}", info.backend) },
+        "planned_on": {
+            "adapter": info.name,
+            "backend": format!("{:?}", info.backend),
+            // What the engine planned for (`DiscreteGpu` under --as-gpu).
+            "device_type": format!("{:?}", info.device_type),
+        },
         "limits_kind": if webgpu_limits { "webgpu-defaults" } else { "adapter" },
         "limits": limits(ctx.limits()),
         "subgroup_sizes": [info.subgroup_min_size, info.subgroup_max_size],

@@ -408,7 +408,7 @@ const PLAN_RANDOM_ABOVE: usize = 64 << 10;
 /// planning device) come along as finished report cases (`bench.unplanned`).
 pub fn emit_plan(suite: SuiteName, plan_path: &Path, webgpu_limits: bool) -> Result<()> {
     result_file::check_output_dir(plan_path)?;
-    let ctx = crate::cli::plan::context(webgpu_limits, None, None)?;
+    let ctx = crate::cli::plan::context(webgpu_limits.then_some(crate::cli::plan::WebTarget::ANY))?;
     let iterations = suite.iterations();
     let mut cases = Vec::new();
     let mut unplanned = Vec::new();
