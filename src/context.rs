@@ -58,6 +58,10 @@ pub struct Tuning {
     /// Keys per split of the decode kernel, rounded up to a multiple of its workgroup size
     /// (default 512).
     pub decode_keys_per_split: Option<u32>,
+    /// Invocations per workgroup of the decode kernel, rounded up to a power of two from 4 to
+    /// the device's limit (default: 16 on CPU adapters, else 64); halved while its
+    /// accumulators do not fit in workgroup memory.
+    pub decode_invocations: Option<u32>,
     /// Spread each key's row over a subgroup in the decode kernel (neighbouring invocations
     /// read neighbouring words of one row; the score from a subgroup sum) instead of one key
     /// per invocation. Default: on for GPUs, where it makes the loads coalesce; off on CPU
@@ -95,6 +99,7 @@ impl Tuning {
         keys_per_tile: None,
         decode_max_q: None,
         decode_keys_per_split: None,
+        decode_invocations: None,
         decode_subgroup_keys: None,
         mapped_uploads: None,
         shader_f16: None,

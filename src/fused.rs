@@ -83,7 +83,11 @@ impl Config {
             // Invocations: the most (a power of two from 4 to 64; 16 on CPU adapters, where
             // each is a SIMD lane and fewer mean fewer accumulators to sum) whose
             // accumulators fit in workgroup memory.
-            let mut wg: u32 = if cpu { 16 } else { 64 };
+            let mut wg: u32 = tuning
+                .decode_invocations
+                .map_or(if cpu { 16 } else { 64 }, |n| {
+                    n.clamp(4, 1 << 16).next_power_of_two()
+                });
             wg = wg.min(invocations.max(4));
             while wg > 4 && decode_memory(wg, dv4, lanes_at(wg)) > wg_mem {
                 wg /= 2;

@@ -411,8 +411,9 @@ fn tuning_and_poison_run_each_variant_to_the_reference() {
         ),
         (
             "decode",
-            "decode-keys-per-split=16,decode-layout=subgroup-keys",
-            &["fused_decode f16", " k16 ", "fused_combine"],
+            "decode-keys-per-split=16,decode-layout=subgroup-keys,decode-invocations=64",
+            // Splits are a multiple of the workgroup: 64 keys, two splits.
+            &["fused_decode f16", " k64 ", "fused_combine", "wg64x1"],
             &[],
         ),
         (

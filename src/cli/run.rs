@@ -55,7 +55,7 @@ pub struct RunArgs {
     pub path: Engine,
     /// The engine's choices for this run, comma-separated key=value (any subset of:
     /// rows-per-invocation=N, keys-per-tile=N, decode-max-q=N, decode-keys-per-split=N,
-    /// decode-layout=subgroup-keys|key-per-invocation, shader-f16=on|off, subgroups=on|off,
+    /// decode-invocations=N, decode-layout=subgroup-keys|key-per-invocation, shader-f16=on|off, subgroups=on|off,
     /// mapped-uploads=on|off, opaque-loops=on|off, max-binding-bytes=N), to check one kernel
     /// variant; every tuning computes the same attention (within rounding). GPU paths only.
     #[arg(long, value_name = "LIST", value_parser = parse_tuning)]

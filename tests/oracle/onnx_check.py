@@ -163,6 +163,7 @@ def random_tuning(rng):
              f"rows-per-invocation={rng.choice([1, 2, 3, 4])}",
              f"decode-max-q={rng.choice([1, 4, 9, 17, 70])}",
              f"decode-keys-per-split={rng.choice([16, 48, 64, 200])}",
+             f"decode-invocations={rng.choice([4, 16, 64, 128])}",
              f"decode-layout={rng.choice(['subgroup-keys', 'key-per-invocation'])}"]
     if rng.random() < 0.3:
         items.append("shader-f16=off")
