@@ -143,42 +143,23 @@ fn write_plans() -> (PathBuf, String) {
         .filter(|f| f.contains("/decode_") || f.contains("/kv_cache_"))
         .cloned()
         .collect();
-    let out = dir.join("subgroup_keys.json");
-    let mut args = vec![
-        "plan",
-        "--webgpu-limits",
-        "--path",
-        "fused",
-        "--with-features",
-        "subgroups",
-        "--subgroup-sizes",
-        "4,4",
-        "--tuning",
-        "decode-layout=subgroup-keys,decode-keys-per-split=16",
-        "-o",
-        out.to_str().unwrap(),
-    ];
-    args.extend(decode_files.iter().map(String::as_str));
-    plan_with_subgroups(&args);
+    let keys = plan_with_subgroups(
+        &dir.join("subgroup_keys.json"),
+        &[
+            "--subgroup-sizes",
+            "4,4",
+            "--tuning",
+            "decode-layout=subgroup-keys,decode-keys-per-split=16",
+        ],
+        &decode_files,
+    );
     // Every case as the engine plans it for a GPU (64-row tiles, 64-invocation decode
     // workgroups with a subgroup per key): what a browser on a GPU compiles and runs.
-    let out = dir.join("gpu_choices.json");
-    let mut args = vec![
-        "plan",
-        "--webgpu-limits",
-        "--as-gpu",
-        "--path",
-        "fused",
-        "--with-features",
-        "subgroups",
-        "--subgroup-sizes",
-        "4,4",
-        "-o",
-        out.to_str().unwrap(),
-    ];
-    args.extend(files.iter().map(String::as_str));
-    plan_with_subgroups(&args);
-    let gpu: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let gpu = plan_with_subgroups(
+        &dir.join("gpu_choices.json"),
+        &["--as-gpu", "--subgroup-sizes", "4,4"],
+        &files,
+    );
     assert_eq!(gpu["planned_on"]["device_type"], "DiscreteGpu");
     for case in gpu["cases"].as_array().unwrap() {
         for shader in case["shaders"].as_array().unwrap() {
@@ -192,9 +173,7 @@ fn write_plans() -> (PathBuf, String) {
             }
         }
     }
-    // Every one of those cases runs that layout, for subgroups of at least 4.
-    let keys: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("subgroup_keys.json")).unwrap()).unwrap();
+    // Every one of the decode cases runs that layout, for subgroups of at least 4.
     assert_eq!(keys["subgroup_sizes"], serde_json::json!([4, 4]));
     for case in keys["cases"].as_array().unwrap() {
         let decode = case["shaders"]
@@ -220,10 +199,23 @@ fn write_plans() -> (PathBuf, String) {
     (dir, query)
 }
 
-/// `wgattn ARGS...` (a plan using subgroups) on a primary backend whichever one the suite runs
-/// on: GL offers no subgroups, and the plan would quietly leave them out.
-fn plan_with_subgroups(args: &[&str]) {
-    let o = command(args)
+/// `wgattn plan --webgpu-limits --path fused --with-features subgroups EXTRA... -o OUT FILES...`
+/// on a primary backend whichever one the suite runs on (GL offers no subgroups, and the plan
+/// would quietly leave them out); the plan, which must use subgroups.
+fn plan_with_subgroups(out: &Path, extra: &[&str], files: &[String]) -> Value {
+    let mut args = vec![
+        "plan",
+        "--webgpu-limits",
+        "--path",
+        "fused",
+        "--with-features",
+        "subgroups",
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args.extend(files.iter().map(String::as_str));
+    let o = command(&args)
         .env("WGPU_BACKEND", "vulkan,metal,dx12")
         .output()
         .expect("the wgattn binary runs");
@@ -232,22 +224,14 @@ fn plan_with_subgroups(args: &[&str]) {
         "wgattn {args:?}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let plan: Value = serde_json::from_slice(&std::fs::read(args_output(args)).unwrap()).unwrap();
+    let plan: Value = serde_json::from_slice(&std::fs::read(out).unwrap()).unwrap();
     assert_eq!(
         plan["required_features"],
         serde_json::json!(["subgroups"]),
         "planned on {}",
         plan["planned_on"]
     );
-}
-
-/// The `-o` argument of a command line.
-fn args_output<'a>(args: &[&'a str]) -> &'a str {
-    let at = args
-        .iter()
-        .position(|a| *a == "-o")
-        .expect("an -o argument");
-    args[at + 1]
+    plan
 }
 
 /// What the probe case's shader gets: a constant expression that evaluates to -inf. naga
@@ -436,22 +420,16 @@ fn a_plan_for_other_subgroup_sizes_is_refused() {
         .unwrap();
     let case = dir.join("decode.safetensors");
     file.write(&case);
-    let out = dir.join("eight.json");
-    plan_with_subgroups(&[
-        "plan",
-        "--webgpu-limits",
-        "--with-features",
-        "subgroups",
-        "--subgroup-sizes",
-        "8,8",
-        "--path",
-        "fused",
-        "--tuning",
-        "decode-layout=subgroup-keys",
-        "-o",
-        out.to_str().unwrap(),
-        case.to_str().unwrap(),
-    ]);
+    plan_with_subgroups(
+        &dir.join("eight.json"),
+        &[
+            "--subgroup-sizes",
+            "8,8",
+            "--tuning",
+            "decode-layout=subgroup-keys",
+        ],
+        &[case.to_str().unwrap().to_string()],
+    );
     let report = run_page(
         &browser,
         Site::web("index.html", &[("/plans/", &dir)]),
