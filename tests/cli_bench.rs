@@ -338,6 +338,46 @@ fn decode_layout_is_chosen_and_reported() {
     assert_fails(&o, &["diagonal"]);
 }
 
+/// `--tuning` times the variant it names (the JSON's variants say so), `--decode-layout`
+/// applies on top of it, and a bad list is a usage error.
+#[test]
+fn tuning_picks_the_variant_timed() {
+    let variants = |extra: &[&str]| {
+        let mut args = vec![
+            "bench", "--path", "fused", "--q-len", "3", "--kv-len", "300", "--iters", "2", "--json",
+        ];
+        args.extend_from_slice(extra);
+        let o = one_object(&run_ok(&args));
+        let kernels = o["gpu_kernels"].as_array().expect("gpu_kernels").clone();
+        kernels[0]["variants"][0]
+            .as_str()
+            .expect("a label")
+            .to_string()
+    };
+    let prefill = variants(&[
+        "--tuning",
+        "decode-max-q=1,keys-per-tile=16,rows-per-invocation=2",
+    ]);
+    assert!(prefill.starts_with("wgattn fused f32 "), "{prefill}");
+    assert!(prefill.contains("x2 k16 "), "{prefill}");
+    let decode = variants(&[
+        "--tuning",
+        "decode-invocations=32,decode-layout=subgroup-keys",
+        "--decode-layout",
+        "key-per-invocation",
+    ]);
+    assert!(
+        decode.starts_with("wgattn fused_decode f32 nomask wg32x1 "),
+        "{decode}"
+    );
+    assert!(
+        !decode.contains(" lanes"),
+        "--decode-layout applies on top: {decode}"
+    );
+    let o = wgattn(&["bench", "--path", "fused", "--tuning", "keys-per-tile=x"]);
+    assert_fails(&o, &["keys-per-tile=x", "whole number"]);
+}
+
 #[test]
 fn optional_features_can_be_left_unused() {
     for path in ["staged", "fused"] {

@@ -142,6 +142,12 @@ pub struct BenchArgs {
     /// `gpu_kernels[].variants` name the one that ran (`lanes8`: a subgroup per key).
     #[arg(long, value_enum, value_name = "LAYOUT", default_value = "auto")]
     pub decode_layout: DecodeLayout,
+    /// The engine's choices, as `wgattn run --tuning` takes them (comma-separated key=value:
+    /// keys-per-tile=N, rows-per-invocation=N, decode-invocations=N, ...), to time one kernel
+    /// variant (a tile-size sweep on a new GPU, say); `--without` and `--decode-layout` apply
+    /// on top. The JSON's `gpu_kernels[].variants` name what ran.
+    #[arg(long, value_name = "LIST", value_parser = crate::cli::tuning::parse_tuning)]
+    pub tuning: Option<wgattn::Tuning>,
     /// Run a fixed grid of cases instead of one shape, write the JSON report (`--report`) and
     /// print a Markdown table: `standard` (prefill L 256-4096 and decode Lt 1024-8192, masks
     /// none/causal/padding/window, f32/f16, fused/staged/reference) or `smoke` (a tiny grid).
@@ -178,7 +184,7 @@ pub struct BenchArgs {
         long,
         num_args = 2,
         value_names = ["A.json", "B.json"],
-        conflicts_with_all = [&ONE_SHAPE[..], &["plot", "without", "decode_layout"]].concat()
+        conflicts_with_all = [&ONE_SHAPE[..], &["plot", "without", "decode_layout", "tuning"]].concat()
     )]
     pub compare: Option<Vec<PathBuf>>,
     /// Plot a report's prefill throughput against sequence length, one line per path and
@@ -186,7 +192,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_name = "REPORT.json",
-        conflicts_with_all = [&ONE_SHAPE[..], &["without", "decode_layout"]].concat()
+        conflicts_with_all = [&ONE_SHAPE[..], &["without", "decode_layout", "tuning"]].concat()
     )]
     pub plot: Option<PathBuf>,
     /// The figure `--plot` writes, an `.svg` [default: bench.svg].
@@ -294,20 +300,25 @@ impl BenchArgs {
         (!words.is_empty()).then(|| (mods, words.join(" + ")))
     }
 
-    /// The tuning that turns off what `--without` names, with `--decode-layout`'s choice.
+    /// `--tuning`'s choices, with what `--without` names turned off and `--decode-layout`'s
+    /// choice unless `auto`.
     fn tuning(&self) -> wgattn::Tuning {
-        let off = |f| self.without.contains(&f).then_some(false);
-        wgattn::Tuning {
-            shader_f16: off(Fallback::ShaderF16),
-            subgroups: off(Fallback::Subgroups),
-            mapped_uploads: off(Fallback::MappedUploads),
-            decode_subgroup_keys: match self.decode_layout {
-                DecodeLayout::Auto => None,
-                DecodeLayout::SubgroupKeys => Some(true),
-                DecodeLayout::KeyPerInvocation => Some(false),
-            },
-            ..wgattn::Tuning::AUTO
+        let mut tuning = self.tuning.unwrap_or(wgattn::Tuning::AUTO);
+        for (fallback, field) in [
+            (Fallback::ShaderF16, &mut tuning.shader_f16),
+            (Fallback::Subgroups, &mut tuning.subgroups),
+            (Fallback::MappedUploads, &mut tuning.mapped_uploads),
+        ] {
+            if self.without.contains(&fallback) {
+                *field = Some(false);
+            }
         }
+        match self.decode_layout {
+            DecodeLayout::Auto => {}
+            DecodeLayout::SubgroupKeys => tuning.decode_subgroup_keys = Some(true),
+            DecodeLayout::KeyPerInvocation => tuning.decode_subgroup_keys = Some(false),
+        }
+        tuning
     }
 }
 
