@@ -2,7 +2,7 @@
 """wgattn against an oracle it was not written with: the ONNX `Attention` operator.
 
 Random cases (seeded) cover what SEMANTICS.md and ONNX `Attention` (opset 25) both express:
-GQA/MQA, Dv != D, both layouts, f32/f16/bf16, a past KV cache, key lengths
+GQA/MQA, head sizes multiple of 4 and odd, Dv != D, both layouts, f32/f16/bf16, a past KV cache, key lengths
 (`nonpad_kv_seqlen`), causal, sliding windows, softcap, explicit scale, boolean and additive
 masks of rank 1 to 4 with broadcast axes and short last axes, fully masked rows and large
 logits. Each case is written as a case file, run through `wgattn run` on every path asked for,
@@ -134,8 +134,10 @@ def random_case(rng, index):
     c["Lq"] = int(rng.choice([1, 1, 2, 3, 5, 7, 9, 17]))
     c["Lk"] = int(rng.integers(1, 41))
     c["P"] = 0 if rng.random() < 0.6 else int(rng.integers(1, 21))
-    c["D"] = int(rng.choice([4, 8, 12, 16, 32, 64, 80]))
-    c["Dv"] = c["D"] if rng.random() < 0.6 else int(rng.choice([4, 8, 12, 20]))
+    # Head sizes: multiples of 4 and 8 (the vec4/vec8 loads) and odd ones (the element-wise
+    # loads and the packed half-precision tails).
+    c["D"] = int(rng.choice([4, 8, 12, 16, 32, 64, 80, 1, 3, 5, 13, 36]))
+    c["Dv"] = c["D"] if rng.random() < 0.6 else int(rng.choice([4, 8, 12, 20, 1, 7, 10]))
     c["layout"] = str(rng.choice(["bhsd", "bshd"]))
     c["causal"] = bool(rng.random() < 0.4)
     c["kv_lengths"] = c["P"] == 0 and rng.random() < 0.3
