@@ -10,13 +10,12 @@ Markdown table of device medians (timestamp queries) and the dense rate
 
     WGPU_BACKEND=vulkan python3 benchmarks/gpu/sweep.py --quick --iters 2 --warmup 1
 """
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from table import dense_flops, shape_of, wgattn_bench  # noqa: E402
+from table import arguments, dense_flops, shape_of, wgattn_bench  # noqa: E402
 
 PREFILL = "--q-heads 8 --q-len 2048 --head-dim 64"
 DECODE = "--q-heads 32 --kv-heads 32 --q-len 1 --kv-len 8192 --head-dim 128"
@@ -37,13 +36,7 @@ def grid(quick):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--wgattn", default="./target/release/wgattn")
-    ap.add_argument("--out", default=os.environ.get("OUT", "/tmp/wgattn-gpu-sweep"))
-    ap.add_argument("--iters", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="small shapes (a CPU adapter)")
-    a = ap.parse_args()
+    a = arguments(__doc__, "/tmp/wgattn-gpu-sweep").parse_args()
     os.makedirs(a.out, exist_ok=True)
     rows = []
     with open(os.path.join(a.out, "sweep.jsonl"), "w") as log:

@@ -170,13 +170,20 @@ def cross_check(torch, F, exe, out_dir):
     return rows
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(doc, out):
+    """The options every script here takes: the binary, where to write (`$OUT` on the device
+    machine, else `out`), iterations, and small shapes for a CPU adapter."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--wgattn", default="./target/release/wgattn")
-    ap.add_argument("--out", default=os.environ.get("OUT", "/tmp/wgattn-gpu-table"))
+    ap.add_argument("--out", default=os.environ.get("OUT", out))
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="small shapes (a CPU adapter)")
+    return ap
+
+
+def main():
+    ap = arguments(__doc__, "/tmp/wgattn-gpu-table")
     ap.add_argument("--no-torch", action="store_true", help="wgattn only")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)

@@ -16,7 +16,7 @@ use super::case_file::Case;
 use super::options::{parse_returns, OptionFlags};
 use super::result_file::{check_output_dir, write_atomically};
 use super::shaders::{bindings, describe, feature_names, validate, TINT_NOTE};
-use super::tuning::parse_tuning;
+use super::tuning::{help, parse_tuning};
 
 /// The GPU path to plan.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,9 +66,7 @@ pub struct PlanArgs {
     /// Intermediates to plan for too: a comma-separated list of scores, logits, probs.
     #[arg(long = "return", value_name = "LIST", value_parser = parse_returns)]
     pub returns: Option<Returns>,
-    /// The engine's choices, as `wgattn run --tuning` takes them (comma-separated key=value),
-    /// to plan one kernel variant.
-    #[arg(long, value_name = "LIST", value_parser = parse_tuning)]
+    #[arg(long, value_name = "LIST", value_parser = parse_tuning, help = help!())]
     pub tuning: Option<wgattn::Tuning>,
 }
 

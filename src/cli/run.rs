@@ -9,7 +9,7 @@ use wgattn::{AttentionProblem, Context, ExecutionPath, Returns, Tuning};
 use super::case_file::Case;
 use super::options::{parse_returns, OptionFlags};
 use super::result_file;
-use super::tuning::parse_tuning;
+use super::tuning::{help, parse_tuning};
 
 /// Which implementation computes the result.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,12 +53,12 @@ pub struct RunArgs {
     /// Implementation to run.
     #[arg(long, value_enum, default_value_t = Engine::Auto)]
     pub path: Engine,
-    /// The engine's choices for this run, comma-separated key=value (any subset of:
-    /// rows-per-invocation=N, keys-per-tile=N, decode-max-q=N, decode-keys-per-split=N,
-    /// decode-invocations=N, decode-layout=subgroup-keys|key-per-invocation, shader-f16=on|off, subgroups=on|off,
-    /// mapped-uploads=on|off, opaque-loops=on|off, max-binding-bytes=N), to check one kernel
-    /// variant; every tuning computes the same attention (within rounding). GPU paths only.
-    #[arg(long, value_name = "LIST", value_parser = parse_tuning)]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_parser = parse_tuning,
+        help = concat!(help!(), " GPU paths only.")
+    )]
     pub tuning: Option<Tuning>,
     /// Fill the GPU's output buffers with NaN before the run, so an element no kernel wrote
     /// shows as NaN instead of a stale value.

@@ -4,11 +4,28 @@
 
 use wgattn::Tuning;
 
-/// What `--tuning` takes, for its help and its errors.
-pub const KEYS: &str = "rows-per-invocation=N, keys-per-tile=N, decode-max-q=N, \
-    decode-keys-per-split=N, decode-invocations=N, \
-    decode-layout=subgroup-keys|key-per-invocation, shader-f16=on|off, subgroups=on|off, \
-    mapped-uploads=on|off, opaque-loops=on|off, max-binding-bytes=N";
+/// `--tuning`'s help as a literal, the same for every subcommand that takes it, which adds
+/// what is its own with `concat!`; `help!(keys)` is the list of keys alone.
+macro_rules! help {
+    (keys) => {
+        "rows-per-invocation=N, keys-per-tile=N, decode-max-q=N, decode-keys-per-split=N, \
+         decode-invocations=N, decode-layout=subgroup-keys|key-per-invocation, \
+         shader-f16=on|off, subgroups=on|off, mapped-uploads=on|off, opaque-loops=on|off, \
+         max-binding-bytes=N"
+    };
+    () => {
+        concat!(
+            "The engine's choices, comma-separated key=value (any subset of: ",
+            $crate::cli::tuning::help!(keys),
+            "), to run one kernel variant; every tuning computes the same attention (within \
+             rounding)."
+        )
+    };
+}
+pub(crate) use help;
+
+/// What `--tuning` takes, for its errors.
+pub const KEYS: &str = help!(keys);
 
 /// Parses a comma-separated list of `key=value`; keys not given stay the engine's choice.
 pub fn parse_tuning(text: &str) -> Result<Tuning, String> {

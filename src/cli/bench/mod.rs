@@ -142,11 +142,16 @@ pub struct BenchArgs {
     /// `gpu_kernels[].variants` name the one that ran (`lanes8`: a subgroup per key).
     #[arg(long, value_enum, value_name = "LAYOUT", default_value = "auto")]
     pub decode_layout: DecodeLayout,
-    /// The engine's choices, as `wgattn run --tuning` takes them (comma-separated key=value:
-    /// keys-per-tile=N, rows-per-invocation=N, decode-invocations=N, ...), to time one kernel
-    /// variant (a tile-size sweep on a new GPU, say); `--without` and `--decode-layout` apply
-    /// on top. The JSON's `gpu_kernels[].variants` name what ran.
-    #[arg(long, value_name = "LIST", value_parser = crate::cli::tuning::parse_tuning)]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_parser = crate::cli::tuning::parse_tuning,
+        help = concat!(
+            crate::cli::tuning::help!(),
+            " `--without` and `--decode-layout` apply on top; the JSON's \
+             `gpu_kernels[].variants` name what ran."
+        )
+    )]
     pub tuning: Option<wgattn::Tuning>,
     /// Run a fixed grid of cases instead of one shape, write the JSON report (`--report`) and
     /// print a Markdown table: `standard` (prefill L 256-4096 and decode Lt 1024-8192, masks
