@@ -419,14 +419,12 @@ fn web_plans_specialize_on_subgroup_sizes_only_when_given() {
             "subgroups",
             "--path",
             "fused",
-        ];
-        args.extend([
             "--tuning",
             "decode-layout=subgroup-keys,decode-max-q=64",
             "-o",
             out.to_str().unwrap(),
             case.to_str().unwrap(),
-        ]);
+        ];
         if let Some(sizes) = sizes {
             args.extend(["--subgroup-sizes", sizes]);
         }
