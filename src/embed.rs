@@ -5,9 +5,12 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::fused::{self, Io};
+use crate::fused;
 use crate::gpu::{Held, Slice};
-use crate::problem::{AttentionOptions, AttentionProblem, InputDesc, MaskKind, TensorDesc};
+use crate::problem::{
+    AttentionOptions, AttentionProblem, ExecutionPath, InputDesc, MaskKind, TensorDesc,
+};
+use crate::staged;
 use crate::tensor::DType;
 
 /// A tensor held in a caller's GPU buffer: `shape` elements of `dtype`, packed little-endian
@@ -108,12 +111,14 @@ impl<'a> GpuInputs<'a> {
 pub struct RecordedAttention<'c> {
     held: Held<'c>,
     problem: AttentionProblem,
+    path: ExecutionPath,
 }
 
 impl std::fmt::Debug for RecordedAttention<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecordedAttention")
             .field("out_shape", &self.problem.out_shape())
+            .field("path", &self.path)
             .finish_non_exhaustive()
     }
 }
@@ -122,6 +127,19 @@ impl RecordedAttention<'_> {
     /// The validated problem that was recorded.
     pub fn problem(&self) -> &AttentionProblem {
         &self.problem
+    }
+
+    /// Bytes of the engine's buffers this recording holds (uniforms, mask tables, the fused
+    /// path's partials, the staged path's scores), beside the caller's. They are not counted
+    /// in [`Context::memory`], which covers the engine's pool.
+    pub fn gpu_bytes(&self) -> u64 {
+        self.held.bytes()
+    }
+
+    /// The path that was recorded: `Fused`, or `Staged` (asked for, or the fused kernels do
+    /// not take the problem); never `Auto`.
+    pub fn path(&self) -> ExecutionPath {
+        self.path
     }
 }
 
@@ -132,15 +150,18 @@ impl Drop for RecordedAttention<'_> {
 }
 
 /// Records masked attention into `encoder`: reads `inputs` from the caller's buffers and
-/// writes the result into `out` (`[B, Hq, Lq, Dv]` or `bshd`, the inputs' dtype), with the
-/// fused kernels. Nothing is submitted and nothing is read back.
+/// writes the result into `out` (`[B, Hq, Lq, Dv]` or `bshd`, the inputs' dtype), on the
+/// path [`AttentionOptions::path`] chooses as [`crate::masked_attention`] does (the fused
+/// kernels unless the staged path is asked for). Nothing is submitted and nothing is read
+/// back.
 ///
 /// Everything is validated first, as in [`crate::masked_attention`], plus the buffers:
 /// `STORAGE` usage, aligned offsets, room for each tensor (and for `out` rounded up to 4
 /// bytes: with an odd number of f16/bf16 elements the two bytes after it are written), and
-/// `out` in a buffer no input uses. Intermediates (`returns`) and the staged path are not
-/// offered here, nor are requests over the binding limits (they are split only by
-/// [`crate::masked_attention`]): those are errors.
+/// `out` in a buffer no input uses. Intermediates (`returns`) are not offered here, nor are
+/// requests over the binding limits (they are split only by [`crate::masked_attention`]):
+/// those are errors. The staged path takes an `Lq x Lt` scratch buffer for the scores,
+/// as it does there.
 ///
 /// ```
 /// use wgattn::{record_attention, AttentionOptions, Context, DType, GpuInputs, GpuTensor};
@@ -186,11 +207,6 @@ pub fn record_attention<'c>(
             "record_attention writes `out` only: use masked_attention for intermediates",
         ));
     }
-    if options.path == crate::ExecutionPath::Staged {
-        return Err(Error::InvalidCombination(
-            "record_attention runs the fused kernels only",
-        ));
-    }
     let p = AttentionProblem::from_desc(
         &InputDesc {
             q: inputs.q.desc(),
@@ -221,9 +237,16 @@ pub fn record_attention<'c>(
             got: format!("{:?}", out.shape),
         });
     }
-    fused::supports(ctx, &p)?;
-    let cfg = fused::Config::new(ctx, &p)?;
-    let bindings = fused::check_limits(ctx, &p, &cfg)?;
+    let path = crate::resolve_path(ctx, &p, options.path)?;
+    // Everything the path checks before it records (limits, grids, pipelines).
+    let chosen = match path {
+        ExecutionPath::Fused => {
+            let cfg = fused::Config::new(ctx, &p)?;
+            let bindings = fused::check_limits(ctx, &p, &cfg)?;
+            Chosen::Fused(cfg, bindings)
+        }
+        _ => Chosen::Staged(staged::Stages::new(ctx, &p)?),
+    };
 
     let e = p.dtype.size() as u64;
     let q = slice(ctx, "q", &inputs.q, e)?;
@@ -249,28 +272,57 @@ pub fn record_attention<'c>(
 
     let mut held = Held::unpooled(ctx);
     let scope = ctx.device().push_error_scope(wgpu::ErrorFilter::Validation);
-    let recorded = fused::encode(
-        ctx,
-        &p,
-        &cfg,
-        &bindings,
-        &Io {
-            q,
-            k,
-            v,
-            mask,
-            out: out_slice,
-            mods: inputs.mods,
-            block_mask: None,
-        },
-        &mut held,
-        encoder,
-    );
+    let recorded = match &chosen {
+        Chosen::Fused(cfg, bindings) => fused::encode(
+            ctx,
+            &p,
+            cfg,
+            bindings,
+            &fused::Io {
+                q,
+                k,
+                v,
+                mask,
+                out: out_slice,
+                mods: inputs.mods,
+                block_mask: None,
+            },
+            &mut held,
+            encoder,
+        ),
+        Chosen::Staged(stages) => stages.encode(
+            ctx,
+            &p,
+            &staged::Io {
+                q,
+                k,
+                v,
+                past_k: None,
+                past_v: None,
+                mask,
+                out: out_slice,
+                mods: inputs.mods,
+            },
+            &mut held,
+            encoder,
+            None,
+        ),
+    };
     if let Some(err) = crate::gpu::scope_error(scope) {
         return Err(Error::Gpu(format!("recording attention: {err}")));
     }
     recorded?;
-    Ok(RecordedAttention { held, problem: p })
+    Ok(RecordedAttention {
+        held,
+        problem: p,
+        path,
+    })
+}
+
+/// A path, validated and ready to record.
+enum Chosen {
+    Fused(fused::Config, fused::Bindings),
+    Staged(staged::Stages),
 }
 
 /// The binding of `t`: its bytes rounded up to 4, checked against the buffer.

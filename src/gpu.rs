@@ -438,20 +438,6 @@ impl<'b> Slice<'b> {
     }
 }
 
-/// A bind group of `pipeline` binding each buffer from offset 0 with the given size.
-pub(crate) fn bind_group(
-    ctx: &Context,
-    pipeline: &wgpu::ComputePipeline,
-    label: &str,
-    entries: &[(&wgpu::Buffer, u64)],
-) -> wgpu::BindGroup {
-    let slices: Vec<Slice<'_>> = entries
-        .iter()
-        .map(|(buffer, size)| Slice::whole(buffer, *size))
-        .collect();
-    bind_slices(ctx, pipeline, label, &slices)
-}
-
 /// A bind group of `pipeline` binding each slice in order.
 pub(crate) fn bind_slices(
     ctx: &Context,

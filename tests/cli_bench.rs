@@ -399,6 +399,41 @@ fn optional_features_can_be_left_unused() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+#[test]
+fn resident_inputs_are_timed_on_both_gpu_paths() {
+    // TINY in f32: q, k, v and out are 2 x 16 x 8 x 4 = 1 KiB each; the staged scores 2 KiB.
+    for (path, at_least) in [("staged", 6144.0), ("fused", 4096.0)] {
+        let o = bench_json(path, &["--resident"]);
+        assert_eq!(o["resident"], json!(true), "{o:?}");
+        assert!(o["median_ms"].num() > 0.0, "{o:?}");
+        assert!(o["gpu_bytes"].num() >= at_least, "{path}: {o:?}");
+        assert!(!o.contains_key("gpu_median_ms"), "{o:?}");
+        let plain = bench_ok(path, &["--resident"]);
+        assert!(plain.contains("resident: uploaded once"), "{plain}");
+    }
+    assert!(!bench_json("fused", &[]).contains_key("resident"));
+    let o = wgattn(&[&["bench", "--path", "reference", "--resident"][..], &TINY].concat());
+    assert_fails(&o, &["--resident", "staged or fused"]);
+    let o = wgattn(
+        &[
+            &[
+                "bench",
+                "--path",
+                "fused",
+                "--resident",
+                "--causal",
+                "--reuse-block-mask",
+            ][..],
+            &TINY,
+        ]
+        .concat(),
+    );
+    assert_fails(&o, &["--resident", "block mask"]);
+    // The scores' binding limit holds for a recorded staged call too.
+    let o = wgattn(&[&OVER_LIMIT[..], &["--resident"]].concat());
+    assert_fails(&o, &["exceeds limit", "max_storage_buffer_binding_size"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Failures.
 

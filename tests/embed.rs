@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use wgattn::{
-    record_attention, reference, AttentionOptions, BoolMask, Context, DType, Error, GpuInputs,
-    GpuMask, GpuTensor, Layout, Mask, Returns, Tensor,
+    record_attention, reference, AttentionOptions, BoolMask, Context, DType, Error, ExecutionPath,
+    GpuInputs, GpuMask, GpuTensor, Layout, Mask, Returns, Tensor,
 };
 
 /// One buffer holding several tensors at aligned offsets, as an app might pack them.
@@ -83,8 +83,17 @@ fn own_context() -> Context {
 
 /// One embedded case: q, k, v (and a mask) in one caller buffer at aligned offsets, `out` at
 /// an offset in another; recorded after a caller's own pass in the caller's encoder;
-/// checked against the reference, and `out` untouched until the caller submits.
+/// checked against the reference, and `out` untouched until the caller submits. On both
+/// paths: the default (fused) and the staged one.
 fn check_embedded(ctx: &Context, name: &str, case: Case) {
+    for path in [ExecutionPath::Auto, ExecutionPath::Staged] {
+        let mut case = case.clone();
+        case.opts.path = path;
+        check_embedded_on(ctx, &format!("{name} ({path:?})"), &case);
+    }
+}
+
+fn check_embedded_on(ctx: &Context, name: &str, case: &Case) {
     let dtype = case.dtype();
     let mut parts = vec![
         case.q.to_le_bytes(),
@@ -136,6 +145,11 @@ fn check_embedded(ctx: &Context, name: &str, case: Case) {
     let recorded = record_attention(ctx, &mut encoder, &inputs, &case.opts, &out)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(recorded.problem().out_shape(), out_shape);
+    let want_path = match case.opts.path {
+        ExecutionPath::Staged => ExecutionPath::Staged,
+        _ => ExecutionPath::Fused,
+    };
+    assert_eq!(recorded.path(), want_path, "{name}");
     drop(recorded); // allowed before the submission: wgpu keeps the buffers alive
 
     // Nothing has run yet: out still holds the poison.

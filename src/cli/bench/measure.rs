@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use wgattn::{
     AttentionInputs, AttentionOptions, AttentionProblem, BlockMask, Context, DType, ExecutionPath,
-    KernelTime, MaskMods, Tensor,
+    GpuInputs, GpuTensor, KernelTime, MaskMods, Tensor,
 };
 
 /// Which implementation is timed.
@@ -71,6 +71,9 @@ pub struct Request {
     pub mods: Option<(MaskMods, String)>,
     /// Build the block mask once, before the timed calls, and reuse it in each.
     pub reuse_block_mask: bool,
+    /// Keep q, k, v on the device: upload them once, then time each call recorded into an
+    /// encoder (`wgattn::record_attention`), submitted and waited for, with `out` left there.
+    pub resident: bool,
 }
 
 impl Request {
@@ -227,6 +230,7 @@ pub struct Prepared {
     kv_lengths: Option<Vec<i64>>,
     mods: Option<MaskMods>,
     reuse_block_mask: bool,
+    resident: bool,
     options: AttentionOptions,
     problem: AttentionProblem,
     gpu_path: Option<ExecutionPath>,
@@ -261,6 +265,7 @@ impl Prepared {
             kv_lengths,
             mods,
             reuse_block_mask: request.reuse_block_mask,
+            resident: request.resident,
             options,
             problem,
             gpu_path: request.path.gpu_path(),
@@ -304,7 +309,7 @@ impl Prepared {
         if self.gpu_path.is_none() {
             let (times, _) = timed(
                 iterations,
-                || wgattn::reference::masked_attention(&inputs, &self.options),
+                || Ok(wgattn::reference::masked_attention(&inputs, &self.options)?),
                 |_| None::<()>,
             )?;
             return Ok(Measured {
@@ -320,6 +325,9 @@ impl Prepared {
             wgattn::resolve_path(ctx, &self.problem, path)?;
         }
         ctx.trim_memory();
+        if self.resident {
+            return self.run_resident(iterations, ctx);
+        }
         let block_mask: Option<BlockMask> = if self.reuse_block_mask {
             Some(wgattn::block_mask(ctx, &inputs, &self.options)?)
         } else {
@@ -333,7 +341,7 @@ impl Prepared {
         ctx.set_gpu_timing(true);
         let timed_calls = timed(
             iterations,
-            || wgattn::masked_attention(ctx, &inputs, &self.options),
+            || Ok(wgattn::masked_attention(ctx, &inputs, &self.options)?),
             |out| out.gpu_time.map(|t| (t, out.gpu_kernels.clone())),
         );
         ctx.set_gpu_timing(false);
@@ -349,6 +357,76 @@ impl Prepared {
             gpu_bytes: ctx.memory().peak_bytes,
             gpu_times,
             gpu_kernels: per_kernel(&gpu),
+        })
+    }
+}
+
+impl Prepared {
+    /// `--resident`: q, k and v uploaded once into buffers of the bench's own (counted in
+    /// `gpu_bytes` beside the engine's buffers of a call), then each call is what an app keeping its tensors
+    /// (a KV cache) on the device pays per step: record into a fresh encoder, submit, wait.
+    /// `out` stays on the device; there is no device time (the engine times the calls it
+    /// submits itself).
+    fn run_resident(&self, iterations: &Iterations, ctx: &Context) -> Result<Measured> {
+        use wgpu::util::DeviceExt;
+        if self.reuse_block_mask {
+            return Err(anyhow!(
+                "--resident records with wgattn::record_attention, which takes no reused block mask"
+            ));
+        }
+        let device = ctx.device();
+        let upload = |t: &Tensor| {
+            let mut bytes = t.to_le_bytes();
+            bytes.resize(bytes.len().max(16).next_multiple_of(16), 0);
+            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("wgattn bench resident input"),
+                contents: &bytes,
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+        };
+        let (q, k, v) = (upload(&self.q), upload(&self.k), upload(&self.v));
+        let out_shape = self.problem.out_shape();
+        let out_bytes = out_shape.iter().product::<usize>() * self.problem.dtype.size();
+        let out = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgattn bench resident out"),
+            size: out_bytes.max(16).next_multiple_of(16) as u64,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let own_bytes = q.size() + k.size() + v.size() + out.size();
+        let dtype = self.problem.dtype;
+        let mut inputs = GpuInputs::new(
+            GpuTensor::new(&q, self.q.shape(), dtype),
+            GpuTensor::new(&k, self.k.shape(), dtype),
+            GpuTensor::new(&v, self.v.shape(), dtype),
+        );
+        inputs.kv_lengths = self.kv_lengths.as_deref();
+        inputs.mods = self.mods.as_ref();
+        let out_tensor = GpuTensor::new(&out, &out_shape, dtype);
+        let (times, engine_bytes) = timed(
+            iterations,
+            || {
+                let mut encoder = device.create_command_encoder(&Default::default());
+                let recorded = wgattn::record_attention(
+                    ctx,
+                    &mut encoder,
+                    &inputs,
+                    &self.options,
+                    &out_tensor,
+                )?;
+                ctx.queue().submit([encoder.finish()]);
+                device.poll(wgpu::PollType::wait_indefinitely())?;
+                Ok(recorded.gpu_bytes())
+            },
+            |bytes| Some(*bytes),
+        )?;
+        let engine_bytes = engine_bytes.into_iter().flatten().max().unwrap_or(0);
+        Ok(Measured {
+            flops: self.flops(),
+            times,
+            gpu_bytes: engine_bytes + own_bytes,
+            gpu_times: Vec::new(),
+            gpu_kernels: Vec::new(),
         })
     }
 }
@@ -416,7 +494,7 @@ fn per_kernel(calls: &[(Duration, Vec<KernelTime>)]) -> Vec<KernelTimes> {
 /// region.
 fn timed<T, G>(
     iterations: &Iterations,
-    mut f: impl FnMut() -> wgattn::Result<T>,
+    mut f: impl FnMut() -> Result<T>,
     gpu_time: impl Fn(&T) -> Option<G>,
 ) -> Result<(Vec<Duration>, Vec<Option<G>>)> {
     for _ in 0..iterations.warmup {
@@ -532,6 +610,7 @@ mod tests {
             kv_lengths: None,
             mods: None,
             reuse_block_mask: false,
+            resident: false,
         };
         assert_eq!(r.mask_description(), "none");
         r.causal = true;

@@ -27,13 +27,14 @@ use record::{Figures, RequestFields};
 use suite::SuiteName;
 
 /// The options that describe the one shape, which `--suite`, `--compare` and `--plot` refuse.
-const ONE_SHAPE: [&str; 20] = [
+const ONE_SHAPE: [&str; 21] = [
     "documents",
     "mask_mod",
     "score_mod",
     "alibi",
     "prefix_len",
     "reuse_block_mask",
+    "resident",
     "batch",
     "q_heads",
     "kv_heads",
@@ -120,6 +121,11 @@ pub struct BenchArgs {
     /// Build the block mask once before the timed calls and reuse it (`wgattn::block_mask`).
     #[arg(long)]
     pub reuse_block_mask: bool,
+    /// Keep q, k and v on the device: upload them once, then time each call as an app that
+    /// holds its tensors (a KV cache) there pays per step: `record_attention` into a fresh
+    /// encoder, submit, wait (no upload, no read-back; no device time). Staged or fused.
+    #[arg(long)]
+    pub resident: bool,
     /// Element type of q, k, v and out: f32, f16 or bf16.
     #[arg(long, value_name = "DTYPE", default_value = "f32", value_parser = parse_dtype)]
     pub dtype: DType,
@@ -267,6 +273,7 @@ impl BenchArgs {
             kv_lengths: None,
             mods: self.mods(),
             reuse_block_mask: self.reuse_block_mask,
+            resident: self.resident,
         }
     }
 
@@ -396,6 +403,9 @@ fn measure_one(
     adapter: &mut Option<Adapter>,
 ) -> Result<Measured> {
     validate(args, &request.shape)?;
+    if request.resident && request.path.gpu_path().is_none() {
+        bail!("--resident keeps tensors on the GPU: time --path staged or fused");
+    }
     let prepared = Prepared::new(request)?;
     let iterations = Iterations::fixed(args.warmup, args.iters);
     if request.path.gpu_path().is_none() {
@@ -461,11 +471,20 @@ fn print_table(args: &BenchArgs, request: &Request, adapter: &Adapter, m: &Measu
             "calls",
             format!("{} timed after {} warm-up", args.iters, args.warmup),
         ),
+        (
+            "inputs",
+            if request.resident {
+                "resident: uploaded once; each call records, submits and waits".into()
+            } else {
+                "uploaded by each call, out read back".to_string()
+            },
+        ),
         ("median ms", format!("{:.3}", ms(m.median()))),
         (
             "GPU median ms",
             match m.gpu_median() {
                 Some(t) => format!("{:.3} (the kernels alone: timestamp queries)", ms(t)),
+                None if request.resident => "- (not timed with --resident)".into(),
                 None if request.path.gpu_path().is_some() => "- (no timestamp queries)".into(),
                 None => "- (CPU)".into(),
             },

@@ -29,6 +29,9 @@ pub struct RequestFields {
     pub iters: usize,
     /// Untimed calls before them.
     pub warmup: usize,
+    /// Inputs kept on the device (`--resident`); absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resident: bool,
 }
 
 impl RequestFields {
@@ -51,6 +54,7 @@ impl RequestFields {
             mask,
             iters,
             warmup,
+            resident: request.resident,
         }
     }
 }

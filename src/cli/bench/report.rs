@@ -201,6 +201,7 @@ mod tests {
             mask: "padding".into(),
             iters: 2,
             warmup: 1,
+            resident: false,
         }
     }
 

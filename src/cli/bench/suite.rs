@@ -255,6 +255,7 @@ impl Block {
                 kv_lengths,
                 mods: None,
                 reuse_block_mask: false,
+                resident: false,
             },
         }
     }
