@@ -11,8 +11,10 @@ What it does, in one process:
      rate" the issue's 40% goal is measured against), median of CUDA-event timings.
   3. Each case of the issue-3 table through `wgattn bench --json` on the paths given (wall
      median and device median from timestamp queries), and through torch SDPA on the same
-     shapes and dtype with inputs already on the GPU (median of CUDA-event timings). Decode
-     cases also run the decode layout the adapter does not choose (`fused+LAYOUT`).
+     shapes and dtype with inputs already on the GPU (median of CUDA-event timings). The
+     fused path also runs with `--resident` (q, k, v kept on the GPU: each call records,
+     submits and waits, the wall-clock peer of SDPA's time), decode cases on staged too, and
+     decode cases the decode layout the adapter does not choose (`fused+LAYOUT`).
   4. A cross-runtime check: seeded inputs written as a case file, run by `wgattn run --path
      fused`, compared with numpy and (with torch) SDPA, both in float64.
 Every JSON line goes to OUT/table.jsonl; the Markdown table is printed last.
@@ -27,24 +29,24 @@ import time
 
 # name, wgattn bench arguments, paths, torch mask kind
 CASES = [
-    ("prefill L=2048 f32", "--q-heads 8 --q-len 2048 --head-dim 64", ["staged", "fused"], "none"),
-    ("prefill L=2048 f16", "--q-heads 8 --q-len 2048 --head-dim 64 --dtype f16", ["staged", "fused"], "none"),
-    ("prefill L=4096 f32", "--q-heads 8 --q-len 4096 --head-dim 64", ["fused"], "none"),
-    ("prefill L=4096 causal f32", "--q-heads 8 --q-len 4096 --head-dim 64 --causal", ["fused"], "causal"),
-    ("window 256 L=65536 f16", "--q-heads 1 --q-len 65536 --head-dim 64 --causal --window-left 256 --dtype f16", ["staged", "fused"], "window256"),
-    ("decode Lt=8192 f32", "--q-heads 32 --kv-heads 32 --q-len 1 --kv-len 8192 --head-dim 128", ["staged", "fused", "fused+key-per-invocation"], "none"),
-    ("decode Lt=8192 f16", "--q-heads 32 --kv-heads 32 --q-len 1 --kv-len 8192 --head-dim 128 --dtype f16", ["staged", "fused", "fused+key-per-invocation"], "none"),
+    ("prefill L=2048 f32", "--q-heads 8 --q-len 2048 --head-dim 64", ["staged", "fused", "fused+resident"], "none"),
+    ("prefill L=2048 f16", "--q-heads 8 --q-len 2048 --head-dim 64 --dtype f16", ["staged", "fused", "fused+resident"], "none"),
+    ("prefill L=4096 f32", "--q-heads 8 --q-len 4096 --head-dim 64", ["fused", "fused+resident"], "none"),
+    ("prefill L=4096 causal f32", "--q-heads 8 --q-len 4096 --head-dim 64 --causal", ["fused", "fused+resident"], "causal"),
+    ("window 256 L=65536 f16", "--q-heads 1 --q-len 65536 --head-dim 64 --causal --window-left 256 --dtype f16", ["staged", "fused", "fused+resident"], "window256"),
+    ("decode Lt=8192 f32", "--q-heads 32 --kv-heads 32 --q-len 1 --kv-len 8192 --head-dim 128", ["staged", "fused", "staged+resident", "fused+resident", "fused+key-per-invocation"], "none"),
+    ("decode Lt=8192 f16", "--q-heads 32 --kv-heads 32 --q-len 1 --kv-len 8192 --head-dim 128 --dtype f16", ["staged", "fused", "staged+resident", "fused+resident", "fused+key-per-invocation"], "none"),
 ]
 # Small shapes for a check on a CPU adapter.
 QUICK = [
     ("prefill L=256 f32", "--q-heads 2 --q-len 256 --head-dim 64", ["staged", "fused"], "none"),
     ("prefill L=256 causal f16", "--q-heads 2 --q-len 256 --head-dim 64 --causal --dtype f16", ["fused"], "causal"),
     ("window 16 L=1024 f16", "--q-heads 1 --q-len 1024 --head-dim 64 --causal --window-left 16 --dtype f16", ["fused"], "window16"),
-    ("decode Lt=1024 f32", "--q-heads 4 --kv-heads 4 --q-len 1 --kv-len 1024 --head-dim 128", ["staged", "fused", "fused+subgroup-keys"], "none"),
+    ("decode Lt=1024 f32", "--q-heads 4 --kv-heads 4 --q-len 1 --kv-len 1024 --head-dim 128", ["staged", "fused", "staged+resident", "fused+resident", "fused+subgroup-keys"], "none"),
 ]
-# A path "fused+LAYOUT" is the fused path with `--decode-layout LAYOUT`: the decode layout the
-# adapter does not choose itself (a GPU takes a subgroup per key, a CPU adapter a key per
-# invocation), timed beside its default.
+# A path "PATH+resident" is PATH with `--resident`. A path "fused+LAYOUT" is the fused path with
+# `--decode-layout LAYOUT`: the decode layout the adapter does not choose itself (a GPU takes a
+# subgroup per key, a CPU adapter a key per invocation), timed beside its default.
 
 
 def shape_of(rec):
@@ -59,8 +61,8 @@ def dense_flops(s):
 
 
 def wgattn_bench(exe, args, path, iters, warmup):
-    path, _, layout = path.partition("+")
-    extra = ["--decode-layout", layout] if layout else []
+    path, _, variant = path.partition("+")
+    extra = ["--resident"] if variant == "resident" else ["--decode-layout", variant] if variant else []
     cmd = [exe, "bench", "--path", path, *args.split(), *extra, "--iters", str(iters), "--warmup", str(warmup), "--json"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     line = next((l for l in r.stdout.splitlines() if l.startswith("{")), None)
@@ -253,8 +255,8 @@ def main():
         dev = rec.get("gpu_median_ms")
         return f"{rec['median_ms']:.2f} / {dev:.3f}" if dev else f"{rec['median_ms']:.2f} / -"
 
-    print("\n| case | staged wall / device ms | fused wall / device ms | fused device TFLOP/s (dense) | % of FP32 ceiling | torch SDPA ms | fused device / torch | other decode layout wall / device ms |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| case | staged wall / device ms | fused wall / device ms | staged / fused resident ms | fused device TFLOP/s (dense) | % of FP32 ceiling | torch SDPA ms | fused device / torch | fused resident / torch | other decode layout wall / device ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in table:
         f = row.get("fused")
         dev = f.get("gpu_median_ms") if f and "error" not in f else None
@@ -262,9 +264,13 @@ def main():
         pct = f"{100 * rate / ceiling:.1f}%" if rate and ceiling else ""
         tms = row.get("torch_ms")
         ratio = f"{dev / tms:.2f}x" if dev and tms else ""
-        other = next((row[p] for p in row if isinstance(p, str) and p.startswith("fused+")), None)
-        print(f"| {row['case']} | {cell(row.get('staged'))} | {cell(f)} | {rate / 1e12 if rate else 0:.3f} | {pct} | "
-              f"{f'{tms:.3f}' if tms else row.get('torch_error', '')} | {ratio} | {cell(other)} |")
+        other = next((row[p] for p in row if isinstance(p, str) and p.startswith("fused+") and p != "fused+resident"), None)
+        resident = [row.get(p) for p in ("staged+resident", "fused+resident")]
+        res_ms = [r["median_ms"] if r and "error" not in r else None for r in resident]
+        res_cell = " / ".join(f"{m:.3f}" if m else ("-" if r is None else "error") for m, r in zip(res_ms, resident))
+        res_ratio = f"{res_ms[1] / tms:.2f}x" if res_ms[1] and tms else ""
+        print(f"| {row['case']} | {cell(row.get('staged'))} | {cell(f)} | {res_cell} | {rate / 1e12 if rate else 0:.3f} | {pct} | "
+              f"{f'{tms:.3f}' if tms else row.get('torch_error', '')} | {ratio} | {res_ratio} | {cell(other)} |")
     for c in checks:
         print(f"cross-check {c}")
 
