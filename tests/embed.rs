@@ -5,8 +5,9 @@ mod common;
 
 use common::*;
 use wgattn::{
-    record_attention, reference, AttentionOptions, BoolMask, Context, DType, Error, ExecutionPath,
-    GpuInputs, GpuMask, GpuTensor, Layout, Mask, Returns, Tensor,
+    record_attention, reference, Alibi, AttentionOptions, BoolMask, Context, DType, Error,
+    ExecutionPath, GpuInputs, GpuMask, GpuTensor, Layout, Mask, MaskMods, Returns, Segments,
+    Tensor,
 };
 
 /// One buffer holding several tensors at aligned offsets, as an app might pack them.
@@ -126,6 +127,7 @@ fn check_embedded_on(ctx: &Context, name: &str, case: &Case) {
         at(2, leak(case.v.shape()), dtype),
     );
     inputs.kv_lengths = case.kv_lengths.as_deref();
+    inputs.mods = case.mods.as_ref();
     inputs.mask = case.mask.as_ref().map(|m| match m {
         Mask::Bool(b) => GpuMask::Bool(at(3, leak(b.shape()), DType::F32)),
         Mask::Additive(t) => GpuMask::Additive(at(3, leak(t.shape()), t.dtype())),
@@ -200,6 +202,26 @@ fn embedded_prefill_and_decode_agree_with_the_reference() {
     let dims = Dims::new(1, 2, 9, 21, 8);
     let case = Case::random(&mut rng, dims, DType::F32, Layout::Bhsd).with_mask(additive);
     check_embedded(&ctx, "additive f16 mask", case);
+    // Mods (their tables and ALiBi's slopes are the engine's own small uploads): two packed
+    // documents per sequence, ALiBi, and a key-length mask beside them.
+    let dims = Dims::new(2, 4, 12, 30, 8);
+    let seg = |n: usize| -> Vec<i64> {
+        (0..2)
+            .flat_map(|_| (0..n).map(|j| (j * 2 / n) as i64))
+            .collect()
+    };
+    let mut case = Case::random(&mut rng, dims, DType::F32, Layout::Bhsd)
+        .with_kv_lengths(vec![30, 25])
+        .with_opts(causal);
+    case.mods = Some(MaskMods {
+        segments: Some(Segments {
+            q: seg(12).into_iter().map(|s| s.max(1)).collect(),
+            kv: seg(30),
+        }),
+        alibi: Some(Alibi::default()),
+        ..Default::default()
+    });
+    check_embedded(&ctx, "segments + alibi + key lengths", case);
 }
 
 #[test]
