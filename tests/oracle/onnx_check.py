@@ -174,7 +174,7 @@ def random_tuning(rng):
     return ",".join(items)
 
 
-def describe(c):
+def describe(c, x):
     parts = [c["dtype"], f"B{c['B']} Hq{c['Hq']} Hkv{c['Hkv']} Lq{c['Lq']} Lk{c['Lk']} P{c['P']}",
              f"D{c['D']} Dv{c['Dv']}", c["layout"]]
     if c["causal"]:
@@ -190,7 +190,7 @@ def describe(c):
     if c["large"]:
         parts.append("large logits")
     if c["mask"] != "none":
-        parts.append(f"{c['mask']} mask {c['mask_shape']}")
+        parts.append(f"{c['mask']} mask {tuple(x['mask'].shape)}")
     return ", ".join(parts)
 
 
@@ -226,14 +226,12 @@ def build(c, directory):
             lens[0] = Lt
         tensors["kv_lengths"] = ("I64", (B,), lens.tobytes())
         oracle["kv_lengths"] = lens
-    c["mask_shape"] = None
     if c["mask"] != "none":
         rank = int(rng.integers(1, 5))
         full = [B, Hq, Lq, Lt][4 - rank:]
         shape = [d if rng.random() < 0.6 else 1 for d in full[:-1]]
         n = Lt if rng.random() < 0.7 else int(rng.integers(1, Lt + 1))
         shape = tuple(shape + [n])
-        c["mask_shape"] = shape
         if c["mask"] == "bool":
             m = rng.random(shape) < 0.75
             if m.ndim >= 2 and rng.random() < 0.5:
@@ -482,7 +480,7 @@ def main():
         case, x = build(c, directory)
         wants = {oracle: expected(c, x, oracle) for oracle in oracles}
         fully_masked = np.isneginf(wants[oracles[0]]["logits"]).all(axis=-1)
-        title = (f"case {index}: {describe(c)}; fully masked rows {int(fully_masked.sum())}"
+        title = (f"case {index}: {describe(c, x)}; fully masked rows {int(fully_masked.sum())}"
                  f"/{fully_masked.size}")
         if not args.quiet:
             print(title)
