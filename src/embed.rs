@@ -245,7 +245,7 @@ pub fn record_attention<'c>(
             let bindings = fused::check_limits(ctx, &p, &cfg)?;
             Chosen::Fused(cfg, bindings)
         }
-        _ => Chosen::Staged(staged::Stages::new(ctx, &p)?),
+        _ => Chosen::Staged(Box::new(staged::Stages::new(ctx, &p)?)),
     };
 
     let e = p.dtype.size() as u64;
@@ -322,7 +322,8 @@ pub fn record_attention<'c>(
 /// A path, validated and ready to record.
 enum Chosen {
     Fused(fused::Config, fused::Bindings),
-    Staged(staged::Stages),
+    // Boxed: the four pipelines and grids make it the larger variant by far.
+    Staged(Box<staged::Stages>),
 }
 
 /// The binding of `t`: its bytes rounded up to 4, checked against the buffer.
