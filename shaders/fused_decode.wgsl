@@ -9,7 +9,7 @@
 //   of one row, so a subgroup's loads coalesce), the scores from one subgroupAdd; each
 //   subgroup keeps an online softmax (running max and sum, its share of P·V) over its run of
 //   keys, and the workgroup merges them. On lavapipe it measured slower than the other
-//   layout (BENCHMARKS.md), so CPU adapters do not choose it.
+//   layout but for wide heads (BENCHMARKS.md), so CPU adapters choose it for those only.
 // - otherwise each invocation takes every WG-th key: its scores in private memory, then its
 //   share of P·V in a private accumulator; the workgroup reduces max, sum and accumulators.
 //

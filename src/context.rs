@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::kernels::{ShaderFeatures, Variant};
 use crate::mods::ModsInfo;
 use crate::pool::BufferPool;
+use crate::tensor::DType;
 
 /// A device to run attention on. Create one per device and share it (`Context` is
 /// `Send + Sync`); pipelines are built once per variant and buffers are reused across calls.
@@ -64,10 +65,11 @@ pub struct Tuning {
     pub decode_invocations: Option<u32>,
     /// Spread each key's row over a subgroup in the decode kernel (neighbouring invocations
     /// read neighbouring words of one row; the score from a subgroup sum) instead of one key
-    /// per invocation. Default: on for GPUs, where it makes the loads coalesce; off on CPU
-    /// adapters, where it measured slower (lavapipe, BENCHMARKS.md). It needs subgroups and
-    /// a workgroup that is a multiple of the adapter's largest subgroup: `Some(true)` cannot
-    /// turn it on elsewhere.
+    /// per invocation. Default: on for GPUs, where it makes the loads coalesce; on CPU
+    /// adapters only for wide heads (see [`Context::decode_subgroup_keys`]), where a key per
+    /// invocation holds too much in private memory (lavapipe, BENCHMARKS.md). It needs
+    /// subgroups and a workgroup that is a multiple of the adapter's largest subgroup:
+    /// `Some(true)` cannot turn it on elsewhere.
     pub decode_subgroup_keys: Option<bool>,
     /// Write inputs straight into mappable storage buffers instead of through wgpu's staging
     /// copy (default: on where the device shares memory with the host, a CPU or integrated
@@ -307,13 +309,26 @@ impl Context {
         self.unified && self.tuning().mapped_uploads.unwrap_or(true)
     }
 
-    /// Whether the decode kernel spreads each key over a subgroup here
-    /// ([`Tuning::decode_subgroup_keys`], by default on GPUs), given subgroups: for a problem
-    /// whose workgroup is a multiple of the adapter's largest subgroup (a large `Dv` can shrink
-    /// it below on small workgroup memory; the kernel then takes one key per invocation).
-    pub fn decode_subgroup_keys(&self) -> bool {
+    /// Whether the decode kernel spreads each key over a subgroup here for heads of `dtype`
+    /// with `head_dim` and `v_dim` elements ([`Tuning::decode_subgroup_keys`]), given
+    /// subgroups: for a problem whose workgroup is a multiple of the adapter's largest subgroup
+    /// (a large `Dv` can shrink it below on small workgroup memory; the kernel then takes one
+    /// key per invocation).
+    ///
+    /// By default on GPUs. On CPU adapters a key per invocation keeps q and its accumulators
+    /// (`D + Dv` elements) private to each invocation, and past `D + Dv = 256` (or at 256
+    /// with f16/bf16, whose conversions need registers too) lavapipe measured the subgroup
+    /// layout faster: f16 at `D = 128` 28 against 44 ms, `D = 256` 20-38% less in every dtype;
+    /// below, a key per invocation measured 0-20% faster (BENCHMARKS.md, 2026-12-06).
+    pub fn decode_subgroup_keys(&self, dtype: DType, head_dim: usize, v_dim: usize) -> bool {
         let cpu = self.info.device_type == wgpu::DeviceType::Cpu;
-        self.tuning().decode_subgroup_keys.unwrap_or(!cpu) && self.shader_features().subgroups
+        let wide = match head_dim + v_dim {
+            n if n > 256 => true,
+            256 => dtype != DType::F32,
+            _ => false,
+        };
+        self.tuning().decode_subgroup_keys.unwrap_or(!cpu || wide)
+            && self.shader_features().subgroups
     }
 
     /// The optional features kernels may use: what the device has, less what the tuning

@@ -68,10 +68,10 @@ impl Config {
         let tuning = ctx.tuning();
         let cpu = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
         if p.q_len <= tuning.decode_max_q.unwrap_or(DECODE_MAX_Q) {
-            // A subgroup per key (by default on GPUs) where every subgroup is whole: the
-            // workgroup a multiple of the largest subgroup.
+            // A subgroup per key (by default on GPUs, and for wide heads on CPU adapters)
+            // where every subgroup is whole: the workgroup a multiple of the largest subgroup.
             let info = ctx.adapter_info();
-            let subgroup_keys = ctx.decode_subgroup_keys();
+            let subgroup_keys = ctx.decode_subgroup_keys(p.dtype, p.head_dim, p.v_dim);
             let lanes_at = |wg: u32| {
                 let max = info.subgroup_max_size.max(1);
                 if subgroup_keys && max <= wg && wg.is_multiple_of(max) {

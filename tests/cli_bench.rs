@@ -297,10 +297,11 @@ fn gqa_and_half_precision_run() {
 
 /// `--decode-layout` picks the decode kernel's layout, and the JSON names the variant that ran:
 /// `lanes8` (a subgroup per key) only where asked for and the adapter has subgroups, never
-/// for `key-per-invocation`, and not by default on CPU adapters (lavapipe, llvmpipe).
+/// for `key-per-invocation`, and by default on CPU adapters (lavapipe, llvmpipe) only for
+/// wide heads (`D + Dv` past 256 in f32, from 256 in f16/bf16).
 #[test]
 fn decode_layout_is_chosen_and_reported() {
-    let variant = |layout: &str| {
+    let variant_of = |layout: &str, head_dim: &str, dtype: &str| {
         let o = one_object(&run_ok(&[
             "bench",
             "--path",
@@ -309,6 +310,10 @@ fn decode_layout_is_chosen_and_reported() {
             "1",
             "--kv-len",
             "300",
+            "--head-dim",
+            head_dim,
+            "--dtype",
+            dtype,
             "--iters",
             "2",
             "--decode-layout",
@@ -319,9 +324,13 @@ fn decode_layout_is_chosen_and_reported() {
         let variants = kernels[0]["variants"].as_array().expect("variants");
         assert_eq!(variants.len(), 1, "{o:?}");
         let v = variants[0].as_str().expect("a label").to_string();
-        assert!(v.starts_with("wgattn fused_decode f32 "), "{v}");
+        assert!(
+            v.starts_with(&format!("wgattn fused_decode {dtype} ")),
+            "{v}"
+        );
         (v, o["adapter"].as_str().unwrap_or_default().to_string())
     };
+    let variant = |layout: &str| variant_of(layout, "64", "f32");
     let (subgroup, adapter) = variant("subgroup-keys");
     assert_eq!(
         subgroup.contains(" lanes"),
@@ -333,6 +342,16 @@ fn decode_layout_is_chosen_and_reported() {
     let (auto, _) = variant("auto");
     if adapter.contains("llvmpipe") {
         assert_eq!(auto, per_invocation, "CPU adapters' default");
+        // Wide heads take a subgroup per key there, wherever subgroups are used.
+        let with_subgroups = subgroup.ends_with(" subgroups");
+        for (d, dtype, wide) in [
+            ("128", "f32", false),
+            ("128", "f16", true),
+            ("256", "f32", true),
+        ] {
+            let (auto, _) = variant_of("auto", d, dtype);
+            assert_eq!(auto.contains(" lanes"), wide && with_subgroups, "{auto}");
+        }
     }
     let o = wgattn(&["bench", "--path", "fused", "--decode-layout", "diagonal"]);
     assert_fails(&o, &["diagonal"]);

@@ -1,7 +1,7 @@
 //! `wgattn info`: the adapter the engine picks and what it offers.
 
 use anyhow::Result;
-use wgattn::Context;
+use wgattn::{Context, DType};
 
 /// Prints the adapter (honoring `WGPU_BACKEND`, `WGPU_ADAPTER_NAME`, `WGPU_POWER_PREF`), the
 /// features the engine uses and the limits that bound problem sizes.
@@ -51,10 +51,16 @@ pub fn info() -> Result<()> {
         ),
         (
             "decode keys (fused_decode)",
-            if ctx.decode_subgroup_keys() {
-                "a subgroup per key (GPU default)"
-            } else {
-                "one per invocation (CPU default, or no subgroups)"
+            match (
+                ctx.decode_subgroup_keys(DType::F32, 64, 64),
+                ctx.decode_subgroup_keys(DType::F32, 256, 256),
+            ) {
+                (true, _) => "a subgroup per key (GPU default, or as tuned)",
+                (false, true) => {
+                    "one per invocation, a subgroup per key from D + Dv = 256 in f16/bf16 \
+                     and past it in f32 (CPU default)"
+                }
+                (false, false) => "one per invocation (no subgroups, or as tuned)",
             }
             .into(),
         ),
