@@ -109,9 +109,15 @@ impl<'a> GpuInputs<'a> {
 /// wgpu keeps them alive for the GPU, so this may be dropped at any time, before or after the
 /// encoder is submitted.
 pub struct RecordedAttention<'c> {
+    // Read by `gpu_time`, which blocks and so is not offered on the web.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    ctx: &'c Context,
     held: Held<'c>,
     problem: AttentionProblem,
     path: ExecutionPath,
+    /// Where the passes' timestamps are read back, when the context times calls.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    timestamps: Option<crate::timing::Pending>,
 }
 
 impl std::fmt::Debug for RecordedAttention<'_> {
@@ -134,6 +140,27 @@ impl RecordedAttention<'_> {
     /// in [`Context::memory`], which covers the engine's pool.
     pub fn gpu_bytes(&self) -> u64 {
         self.held.bytes()
+    }
+
+    /// The device time of the recorded passes, where the context times calls
+    /// ([`Context::set_gpu_timing`] on an adapter with timestamp queries; else `None`): the
+    /// span from the first pass's begin to the last one's end, and each kernel's own time, as
+    /// [`crate::AttentionOutput::gpu_time`] and `gpu_kernels` report them. Call it after
+    /// submitting the encoder: it waits for the device (and reads a few hundred bytes back).
+    /// `None` too where the timestamps do not make a span (not submitted yet, or a driver that
+    /// writes none).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn gpu_time(&self) -> Option<(std::time::Duration, Vec<crate::KernelTime>)> {
+        let pending = self.timestamps.as_ref()?;
+        let mapped = pending.map();
+        self.ctx
+            .device()
+            .poll(wgpu::PollType::wait_indefinitely())
+            .ok()?;
+        match pollster::block_on(mapped.receive()) {
+            Some(Ok(())) => pending.read(self.ctx),
+            _ => None,
+        }
     }
 
     /// The path that was recorded: `Fused`, or `Staged` (asked for, or the fused kernels do
@@ -272,6 +299,7 @@ pub fn record_attention<'c>(
 
     let mut held = Held::unpooled(ctx);
     let scope = ctx.device().push_error_scope(wgpu::ErrorFilter::Validation);
+    crate::timing::start(ctx);
     let recorded = match &chosen {
         Chosen::Fused(cfg, bindings) => fused::encode(
             ctx,
@@ -308,14 +336,21 @@ pub fn record_attention<'c>(
             None,
         ),
     };
+    let timer = crate::timing::finish();
+    let timestamps = recorded.and_then(|()| {
+        timer
+            .map(|t| crate::timing::resolve(ctx, encoder, t))
+            .transpose()
+    });
     if let Some(err) = crate::gpu::scope_error(scope) {
         return Err(Error::Gpu(format!("recording attention: {err}")));
     }
-    recorded?;
     Ok(RecordedAttention {
+        ctx,
         held,
         problem: p,
         path,
+        timestamps: timestamps?,
     })
 }
 

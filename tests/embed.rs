@@ -327,3 +327,74 @@ fn bad_buffers_are_typed_errors() {
     // The encoder holds the good recording; submitting it is fine.
     ctx.queue().submit([encoder.finish()]);
 }
+
+/// With timing on, a recording reads its passes' timestamps back once the caller has submitted
+/// (lavapipe and llvmpipe's GL offer timestamp queries); with it off, it has none.
+#[test]
+fn recordings_report_their_device_time() {
+    let ctx = own_context();
+    if !ctx.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+        panic!("the software adapters offer timestamp queries; this one does not");
+    }
+    let mut rng = Rng::new(5);
+    let dims = Dims::new(1, 2, 1, 700, 16);
+    let case = Case::random(&mut rng, dims, DType::F32, Layout::Bhsd);
+    let bytes = |t: &Tensor| t.to_le_bytes();
+    let packed = pack(&ctx, &[bytes(&case.q), bytes(&case.k), bytes(&case.v)]);
+    let shapes = [case.q.shape(), case.k.shape(), case.v.shape()];
+    let at = |i: usize| GpuTensor {
+        buffer: &packed.buffer,
+        offset: packed.offsets[i],
+        shape: shapes[i],
+        dtype: DType::F32,
+    };
+    let inputs = GpuInputs::new(at(0), at(1), at(2));
+    let out_shape = [1usize, 2, 1, 16];
+    let out_buffer = poisoned(&ctx, 256);
+    let out = GpuTensor::new(&out_buffer, &out_shape, DType::F32);
+    for (timing, path, kernels) in [
+        (
+            true,
+            ExecutionPath::Auto,
+            &["fused_decode", "fused_combine"][..],
+        ),
+        (
+            true,
+            ExecutionPath::Staged,
+            &["qk_scores", "apply_mask", "softmax", "attend_values"],
+        ),
+        (false, ExecutionPath::Auto, &[]),
+    ] {
+        ctx.set_gpu_timing(timing);
+        let opts = AttentionOptions {
+            path,
+            ..case.opts.clone()
+        };
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let recorded = record_attention(&ctx, &mut encoder, &inputs, &opts, &out).unwrap();
+        ctx.queue().submit([encoder.finish()]);
+        let time = recorded.gpu_time();
+        let Some((span, each)) = time else {
+            assert!(!timing, "{path:?}: no device time with timing on");
+            continue;
+        };
+        assert!(timing, "{path:?}: a device time with timing off");
+        let names: Vec<&str> = each.iter().map(|k| k.kernel.as_str()).collect();
+        assert_eq!(names, kernels, "{path:?}");
+        let sum: std::time::Duration = each.iter().map(|k| k.time).sum();
+        assert!(
+            span > std::time::Duration::ZERO && sum <= span,
+            "{span:?} {each:?}"
+        );
+        // The result is there too.
+        let got = read(&ctx, &out_buffer, 0, 128);
+        let got = Tensor::from_le_bytes(out_shape.to_vec(), DType::F32, &got).unwrap();
+        let want = reference::masked_attention(&case.inputs(), &opts).unwrap();
+        assert_close(
+            &format!("{path:?}"),
+            &got,
+            &want.out,
+            Tol::for_dtype(DType::F32),
+        );
+    }
+}

@@ -346,17 +346,13 @@ impl Prepared {
         );
         ctx.set_gpu_timing(false);
         let (times, gpu) = timed_calls?;
-        // Every call's, or none.
-        let gpu: Vec<(Duration, Vec<KernelTime>)> =
-            gpu.into_iter().collect::<Option<_>>().unwrap_or_default();
-        let mut gpu_times: Vec<Duration> = gpu.iter().map(|(t, _)| *t).collect();
-        gpu_times.sort();
+        let (gpu_times, gpu_kernels) = device_figures(gpu);
         Ok(Measured {
             flops,
             times,
             gpu_bytes: ctx.memory().peak_bytes,
             gpu_times,
-            gpu_kernels: per_kernel(&gpu),
+            gpu_kernels,
         })
     }
 }
@@ -365,8 +361,7 @@ impl Prepared {
     /// `--resident`: q, k and v uploaded once into buffers of the bench's own (counted in
     /// `gpu_bytes` beside the engine's buffers of a call), then each call is what an app keeping its tensors
     /// (a KV cache) on the device pays per step: record into a fresh encoder, submit, wait.
-    /// `out` stays on the device; there is no device time (the engine times the calls it
-    /// submits itself).
+    /// `out` stays on the device; the device time comes from `RecordedAttention::gpu_time`.
     fn run_resident(&self, iterations: &Iterations, ctx: &Context) -> Result<Measured> {
         use wgpu::util::DeviceExt;
         if self.reuse_block_mask {
@@ -403,7 +398,9 @@ impl Prepared {
         inputs.kv_lengths = self.kv_lengths.as_deref();
         inputs.mods = self.mods.as_ref();
         let out_tensor = GpuTensor::new(&out, &out_shape, dtype);
-        let (times, engine_bytes) = timed(
+        // Device time beside the wall time, read back after each timed call's wait.
+        ctx.set_gpu_timing(true);
+        let timed_calls = timed(
             iterations,
             || {
                 let mut encoder = device.create_command_encoder(&Default::default());
@@ -416,19 +413,38 @@ impl Prepared {
                 )?;
                 ctx.queue().submit([encoder.finish()]);
                 device.poll(wgpu::PollType::wait_indefinitely())?;
-                Ok(recorded.gpu_bytes())
+                Ok(recorded)
             },
-            |bytes| Some(*bytes),
-        )?;
-        let engine_bytes = engine_bytes.into_iter().flatten().max().unwrap_or(0);
+            |recorded| Some((recorded.gpu_bytes(), recorded.gpu_time())),
+        );
+        ctx.set_gpu_timing(false);
+        let (times, figures) = timed_calls?;
+        let engine_bytes = figures.iter().flatten().map(|(b, _)| *b).max().unwrap_or(0);
+        let (gpu_times, gpu_kernels) = device_figures(
+            figures
+                .into_iter()
+                .map(|f| f.and_then(|(_, t)| t))
+                .collect(),
+        );
         Ok(Measured {
             flops: self.flops(),
             times,
             gpu_bytes: engine_bytes + own_bytes,
-            gpu_times: Vec::new(),
-            gpu_kernels: Vec::new(),
+            gpu_times,
+            gpu_kernels,
         })
     }
+}
+
+/// The device times of the timed calls, sorted, and each kernel's: every call's, or none.
+fn device_figures(
+    gpu: Vec<Option<(Duration, Vec<KernelTime>)>>,
+) -> (Vec<Duration>, Vec<KernelTimes>) {
+    let gpu: Vec<(Duration, Vec<KernelTime>)> =
+        gpu.into_iter().collect::<Option<_>>().unwrap_or_default();
+    let mut times: Vec<Duration> = gpu.iter().map(|(t, _)| *t).collect();
+    times.sort();
+    (times, per_kernel(&gpu))
 }
 
 /// Seeded q `[B, Hq, Lq, D]`, k `[B, Hkv, Lt, D]`, v `[B, Hkv, Lt, Dv]`, uniform in (-1, 1).

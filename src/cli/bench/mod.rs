@@ -123,7 +123,7 @@ pub struct BenchArgs {
     pub reuse_block_mask: bool,
     /// Keep q, k and v on the device: upload them once, then time each call as an app that
     /// holds its tensors (a KV cache) there pays per step: `record_attention` into a fresh
-    /// encoder, submit, wait (no upload, no read-back; no device time). Staged or fused.
+    /// encoder, submit, wait (no upload, no read-back of `out`). Staged or fused.
     #[arg(long)]
     pub resident: bool,
     /// Element type of q, k, v and out: f32, f16 or bf16.
@@ -484,7 +484,6 @@ fn print_table(args: &BenchArgs, request: &Request, adapter: &Adapter, m: &Measu
             "GPU median ms",
             match m.gpu_median() {
                 Some(t) => format!("{:.3} (the kernels alone: timestamp queries)", ms(t)),
-                None if request.resident => "- (not timed with --resident)".into(),
                 None if request.path.gpu_path().is_some() => "- (no timestamp queries)".into(),
                 None => "- (CPU)".into(),
             },
