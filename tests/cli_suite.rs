@@ -135,8 +135,9 @@ fn smoke_report_describes_the_run_and_the_adapter() {
 fn smoke_report_has_every_case_with_the_required_fields() {
     let r = &smoke().report;
     let cases = cases(r);
-    // prefill 2 L × 4 masks × 2 dtypes × 3 paths, decode 2 masks × 3, GQA 3, limit 2.
-    assert_eq!(cases.len(), 48 + 6 + 3 + 2);
+    // prefill 2 L × 4 masks × 2 dtypes × 3 paths, decode 2 masks × 3, GQA 3, resident
+    // decode 2, limit 2.
+    assert_eq!(cases.len(), 48 + 6 + 3 + 2 + 2);
     let mut ids = HashSet::new();
     for c in cases {
         for key in CASE_KEYS {
@@ -185,6 +186,16 @@ fn smoke_cases_carry_their_masks() {
         (Some(4), Some(2))
     );
     assert_eq!(gqa["q_len"], 1);
+    // Resident decode on both GPU paths, timed and named so; the others are not resident.
+    for path in ["fused", "staged"] {
+        let resident = case(r, &format!("decode_resident_f32_lt64_none_{path}"));
+        assert_eq!(resident["resident"], true, "{resident}");
+        assert_eq!(resident["status"], "ok", "{resident}");
+        assert!(resident["median_ms"].as_f64().unwrap() > 0.0, "{resident}");
+    }
+    assert!(case(r, "decode_f32_lt64_none_fused")
+        .get("resident")
+        .is_none());
 }
 
 #[test]

@@ -161,7 +161,8 @@ pub struct BenchArgs {
     pub tuning: Option<wgattn::Tuning>,
     /// Run a fixed grid of cases instead of one shape, write the JSON report (`--report`) and
     /// print a Markdown table: `standard` (prefill L 256-4096 and decode Lt 1024-8192, masks
-    /// none/causal/padding/window, f32/f16, fused/staged/reference) or `smoke` (a tiny grid).
+    /// none/causal/padding/window, f32/f16, fused/staged/reference; decode also with
+    /// `--resident` inputs) or `smoke` (a tiny grid).
     #[arg(
         long,
         value_enum,

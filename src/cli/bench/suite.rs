@@ -6,7 +6,7 @@
 //! Every grid is the product, block by block, of lengths × masks × dtypes × paths (fused,
 //! staged, reference), with seeded inputs in `bhsd`.
 //!
-//! **`standard`** (102 cases):
+//! **`standard`** (110 cases):
 //!
 //! - `prefill`: B = 1, H = 8, D = 64, Lq = Lt = L in {256, 1024, 4096}; masks `none`,
 //!   `causal`, `padding` (key lengths 3L/4, not causal) and `window` (causal, 256 keys to the
@@ -14,11 +14,15 @@
 //! - `decode`: B = 1, H = 32, D = 128, Lq = 1, Lt in {1024, 8192}; masks `none`, `padding`
 //!   (key lengths 3Lt/4); f32 and f16.
 //! - `decode_gqa`: as `decode` with Hkv = 8, Lt = 8192, no mask.
+//! - `decode_resident`: as `decode`, no mask, fused and staged, with q, k and v kept on the
+//!   device (`--resident`: each call records, submits and waits; what a KV cache held on the
+//!   GPU costs per step, without the per-call upload that dominates `decode` on a discrete
+//!   card).
 //!
 //! **`smoke`** (a few seconds on a software adapter, for tests and CI): `prefill` at H = 2,
 //! D = 16, L in {16, 64}, the four masks (window 8); `decode` at H = 4, D = 16, Lt = 64;
-//! `decode_gqa` with Hkv = 2; and `limit`, a staged case whose f32 scores (256 MiB) exceed the
-//! binding limit of software adapters and WebGPU's default.
+//! `decode_gqa` with Hkv = 2; `decode_resident` at Lt = 64; and `limit`, a staged case whose
+//! f32 scores (256 MiB) exceed the binding limit of software adapters and WebGPU's default.
 //!
 //! # What does not run
 //!
@@ -82,6 +86,7 @@ impl SuiteName {
         use GridMask::*;
         const ALL_PATHS: &[BenchPath] =
             &[BenchPath::Fused, BenchPath::Staged, BenchPath::Reference];
+        const GPU_PATHS: &[BenchPath] = &[BenchPath::Fused, BenchPath::Staged];
         const DTYPES: &[DType] = &[DType::F32, DType::F16];
         match self {
             SuiteName::Standard => vec![
@@ -94,6 +99,7 @@ impl SuiteName {
                     masks: &[None, Causal, Padding, Window(256)],
                     dtypes: DTYPES,
                     paths: ALL_PATHS,
+                    resident: false,
                 },
                 Block {
                     group: "decode",
@@ -104,6 +110,7 @@ impl SuiteName {
                     masks: &[None, Padding],
                     dtypes: DTYPES,
                     paths: ALL_PATHS,
+                    resident: false,
                 },
                 Block {
                     group: "decode_gqa",
@@ -114,6 +121,18 @@ impl SuiteName {
                     masks: &[None],
                     dtypes: DTYPES,
                     paths: ALL_PATHS,
+                    resident: false,
+                },
+                Block {
+                    group: "decode_resident",
+                    heads: (32, 32),
+                    head_dim: 128,
+                    decode: true,
+                    lens: &[1024, 8192],
+                    masks: &[None],
+                    dtypes: DTYPES,
+                    paths: GPU_PATHS,
+                    resident: true,
                 },
             ],
             SuiteName::Smoke => vec![
@@ -126,6 +145,7 @@ impl SuiteName {
                     masks: &[None, Causal, Padding, Window(8)],
                     dtypes: DTYPES,
                     paths: ALL_PATHS,
+                    resident: false,
                 },
                 Block {
                     group: "decode",
@@ -136,6 +156,7 @@ impl SuiteName {
                     masks: &[None, Padding],
                     dtypes: &[DType::F32],
                     paths: ALL_PATHS,
+                    resident: false,
                 },
                 Block {
                     group: "decode_gqa",
@@ -146,6 +167,18 @@ impl SuiteName {
                     masks: &[None],
                     dtypes: &[DType::F16],
                     paths: ALL_PATHS,
+                    resident: false,
+                },
+                Block {
+                    group: "decode_resident",
+                    heads: (4, 4),
+                    head_dim: 16,
+                    decode: true,
+                    lens: &[64],
+                    masks: &[None],
+                    dtypes: &[DType::F32],
+                    paths: GPU_PATHS,
+                    resident: true,
                 },
                 Block {
                     group: "limit",
@@ -156,6 +189,7 @@ impl SuiteName {
                     masks: &[None],
                     dtypes: &[DType::F32],
                     paths: &[BenchPath::Staged, BenchPath::Reference],
+                    resident: false,
                 },
             ],
         }
@@ -201,6 +235,8 @@ struct Block {
     masks: &'static [GridMask],
     dtypes: &'static [DType],
     paths: &'static [BenchPath],
+    /// Inputs kept on the device (`Request::resident`).
+    resident: bool,
 }
 
 impl Block {
@@ -255,7 +291,7 @@ impl Block {
                 kv_lengths,
                 mods: None,
                 reuse_block_mask: false,
-                resident: false,
+                resident: self.resident,
             },
         }
     }
@@ -426,6 +462,11 @@ pub fn emit_plan(suite: SuiteName, plan_path: &Path, webgpu_limits: bool) -> Res
         };
         if cell.request.path == BenchPath::Reference {
             let why = "the browser times the GPU paths only".to_string();
+            unplanned.push(finished(Status::Skipped, None, Some(why)));
+            continue;
+        }
+        if cell.request.resident {
+            let why = "a plan replays whole calls (no resident inputs)".to_string();
             unplanned.push(finished(Status::Skipped, None, Some(why)));
             continue;
         }
@@ -641,7 +682,7 @@ mod tests {
     #[test]
     fn standard_grid_is_the_documented_one() {
         let cells = SuiteName::Standard.cells();
-        assert_eq!(cells.len(), 102);
+        assert_eq!(cells.len(), 110);
         let ids: HashSet<&str> = cells.iter().map(|c| c.id.as_str()).collect();
         for id in [
             "prefill_f32_l1024_causal_fused",
@@ -649,6 +690,7 @@ mod tests {
             "prefill_f32_l256_padding_reference",
             "decode_f16_lt8192_padding_fused",
             "decode_gqa_f32_lt8192_none_reference",
+            "decode_resident_f16_lt8192_none_staged",
         ] {
             assert!(ids.contains(id), "{id}");
         }
@@ -670,6 +712,11 @@ mod tests {
             (32, 8)
         );
         assert_eq!(gqa.request.shape.q_len, 1);
+        // Only the resident group keeps its inputs on the device, and only on GPU paths.
+        for c in &cells {
+            assert_eq!(c.request.resident, c.group == "decode_resident", "{}", c.id);
+        }
+        assert!(!ids.contains("decode_resident_f32_lt8192_none_reference"));
     }
 
     #[test]
