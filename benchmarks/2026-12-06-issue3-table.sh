@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The issue-3 target table at this session's end (release build), as
+# benchmarks/2026-12-04-issue3-table.sh with the decode rounds also run with --resident
+# (q, k, v kept on the device). ROUNDS: decode rounds, 3 unless given.
+B=${B:-./target/release/wgattn}
+run() { echo "\$ wgattn $*"; $B "$@"; }
+run bench --path staged --q-heads 8 --q-len 2048 --head-dim 64 --iters 1 --warmup 1 --json
+run bench --path fused  --q-heads 8 --q-len 2048 --head-dim 64 --iters 3 --warmup 1 --json
+run bench --path fused  --q-heads 8 --q-len 4096 --head-dim 64 --iters 1 --warmup 1 --json
+run bench --path fused  --q-heads 8 --q-len 4096 --head-dim 64 --causal --iters 1 --warmup 1 --json
+run bench --path fused  --q-heads 1 --q-len 65536 --head-dim 64 --causal --window-left 256 --iters 1 --warmup 1 --dtype f16 --json
+run bench --path fused  --q-heads 1 --q-len 65536 --head-dim 64 --causal --window-left 256 --iters 1 --warmup 1 --dtype f32 --json
+run bench --path staged --q-heads 1 --q-len 65536 --head-dim 64 --causal --window-left 256 --iters 1 --warmup 0 --dtype f16 --json
+for round in $(seq "${ROUNDS:-3}"); do
+  for dt in f32 f16; do
+    for resident in "" --resident; do
+      run bench --path staged --q-heads 32 --q-len 1 --kv-len 8192 --head-dim 128 --iters 5 --warmup 1 --dtype $dt --json $resident
+      run bench --path fused  --q-heads 32 --q-len 1 --kv-len 8192 --head-dim 128 --iters 5 --warmup 1 --dtype $dt --json $resident
+    done
+  done
+done
