@@ -257,9 +257,10 @@ impl Context {
     /// When set (and the adapter offers `TIMESTAMP_QUERY`), every [`crate::masked_attention`]
     /// call (and its async form) times its kernels on the device with timestamp queries and
     /// reports it in [`AttentionOutput::gpu_time`] ([`crate::record_attention`] in
-    /// [`crate::RecordedAttention::gpu_time`], once the caller has submitted): the kernels alone, without the uploads and read-back the wall time includes (on a CPU
-    /// adapter those are host memory copies as long as the kernels). Off by default: it adds
-    /// a query resolution and a small read-back to each call.
+    /// [`crate::RecordedAttention::gpu_time`], once the caller has submitted): the kernels
+    /// alone, without the uploads and read-back the wall time includes (on a CPU adapter those
+    /// are host memory copies as long as the kernels). Off by default: it adds a query
+    /// resolution and a small read-back to each call.
     ///
     /// [`AttentionOutput::gpu_time`]: crate::AttentionOutput::gpu_time
     pub fn set_gpu_timing(&self, on: bool) {

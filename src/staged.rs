@@ -228,10 +228,7 @@ pub(crate) fn record(
     };
     let past_k = past(inputs.past_k, held)?;
     let past_v = past(inputs.past_v, held)?;
-    let mask = match inputs.mask {
-        Some(_) => Some(upload_mask(held, inputs.mask)?),
-        None => None,
-    };
+    let (mask, mask_bytes) = upload_mask(held, inputs.mask)?;
     let out = held.scratch(out_bytes)?;
     let readback = held.take(
         stages.layout.total,
@@ -247,7 +244,7 @@ pub(crate) fn record(
         past_v: past_v
             .as_ref()
             .map(|b| Slice::whole(b, bytes_of(inputs.past_v))),
-        mask: mask.as_ref().map(|(b, bytes)| Slice::whole(b, *bytes)),
+        mask: Some(Slice::whole(&mask, mask_bytes)),
         out: Slice::whole(&out, out_bytes),
         mods: inputs.mods,
     };
