@@ -197,6 +197,11 @@ fn async_future_is_send() {
 /// The async entry point does not hold its executor's thread while the device works: on a
 /// single-threaded executor the future returns `Pending`, the thread runs other work, and
 /// the wake-up comes from the engine (no busy polling), with the result the reference gives.
+///
+/// Whether the first poll finds the device done is a race the engine's helper thread may win
+/// (on GL the submission itself runs much of the work; one CI run in several saw it), and a
+/// future that is ready at once is correct then. So a call may finish without yielding, but
+/// not five in a row: an engine that waited on the executor's thread never yields at all.
 #[test]
 fn async_call_leaves_the_executor_thread_free() {
     use std::future::Future;
@@ -223,29 +228,37 @@ fn async_call_leaves_the_executor_thread_free() {
     let inputs = case.inputs();
     let signal = Arc::new(Signal::default());
     let waker = Waker::from(signal.clone());
-    let mut future = std::pin::pin!(wgattn::masked_attention_async(&ctx, &inputs, &case.opts));
+    let want = case.reference();
     let (mut pending, mut other_work) = (0, 0u64);
-    let out = loop {
-        match future.as_mut().poll(&mut TaskContext::from_waker(&waker)) {
-            Poll::Ready(r) => break r.unwrap(),
-            Poll::Pending => {
-                pending += 1;
-                // The thread is free: other tasks of the executor run here.
-                other_work += (0..1000u64).sum::<u64>();
-                let mut woken = signal.woken.lock().unwrap();
-                while !*woken {
-                    woken = signal.cond.wait(woken).unwrap();
+    for _attempt in 0..5 {
+        let mut future = std::pin::pin!(wgattn::masked_attention_async(&ctx, &inputs, &case.opts));
+        let out = loop {
+            match future.as_mut().poll(&mut TaskContext::from_waker(&waker)) {
+                Poll::Ready(r) => break r.unwrap(),
+                Poll::Pending => {
+                    pending += 1;
+                    // The thread is free: other tasks of the executor run here.
+                    other_work += (0..1000u64).sum::<u64>();
+                    let mut woken = signal.woken.lock().unwrap();
+                    while !*woken {
+                        woken = signal.cond.wait(woken).unwrap();
+                    }
+                    *woken = false;
                 }
-                *woken = false;
             }
+        };
+        assert_close("async out", &out.out, &want.out, Tol::for_dtype(DType::F32));
+        if pending >= 1 {
+            break;
         }
-    };
-    assert!(pending >= 1, "the future never yielded to its executor");
+    }
+    assert!(
+        pending >= 1,
+        "the future never yielded to its executor (five calls)"
+    );
     assert!(other_work > 0);
     assert!(
         pending < 100,
         "woken {pending} times: polling, not waiting for a wake-up"
     );
-    let want = case.reference();
-    assert_close("async out", &out.out, &want.out, Tol::for_dtype(DType::F32));
 }
