@@ -1,7 +1,10 @@
 // Fused attention for short query blocks against long keys (flash-decoding): one workgroup
-// per (query row, key split), which writes the split's partial (m, l, alive, acc) for
-// fused_combine. Splits start at the row's first allowed key, so masked key ranges cost
-// nothing but the empty splits' one write each.
+// per (group of R query rows, key split), which writes each row's partial (m, l, alive, acc)
+// for fused_combine. A group's rows are consecutive rows of one (batch, key/value head): the
+// query heads of a GQA group and the rows of the query block, so every key and value row
+// loaded serves all of them (R > 1 with a key per invocation only). Splits start at the
+// group's first allowed key, so masked key ranges cost nothing but the empty splits' one
+// write per row.
 //
 // Two layouts of the split's keys over the invocations:
 // - SUBGROUP_KEYS (the GPU default): each subgroup takes four keys at a time, its
@@ -15,7 +18,8 @@
 //
 // Template values: WG (invocations), CHUNK (keys per split, a multiple of WG), D4, DV4
 // (even with VEC8: its loops take eight elements per load), LANES (SUBGROUP_KEYS: the
-// adapter's smallest subgroup; WG is a multiple of its largest).
+// adapter's smallest subgroup; WG is a multiple of its largest), R (query rows per
+// workgroup, 1 to 4; 1 with SUBGROUP_KEYS or BLOCK_MASK; ROWS is defined where R > 1).
 #ifdef NATIVE_F16
 enable f16;
 #endif
@@ -35,6 +39,7 @@ const CHUNK: u32 = {{CHUNK}}u;
 const PER: u32 = CHUNK / WG;
 const D4: u32 = {{D4}}u;
 const DV4: u32 = {{DV4}}u;
+const R: u32 = {{R}}u;
 
 #ifdef SUBGROUP_KEYS
 const LANES: u32 = {{LANES}}u;
@@ -61,9 +66,26 @@ var<private> acc: array<vec4<f32>, PV * UW>;
 #else
 var<workgroup> accs: array<vec4<f32>, WG * DV4>;
 
-var<private> qr: array<vec4<f32>, D4>;
-var<private> acc: array<vec4<f32>, DV4>;
-var<private> sc: array<f32, PER>;
+// Row r's q at r * D4, its accumulator at r * DV4, its score of the t-th key at t * R + r;
+// per row its running max, alive flag and sum, and the workgroup's max and alive flag.
+var<private> qr: array<vec4<f32>, R * D4>;
+var<private> acc: array<vec4<f32>, R * DV4>;
+var<private> sc: array<f32, PER * R>;
+var<private> local_max: array<f32, R>;
+var<private> local_alive: array<f32, R>;
+var<private> local_sum: array<f32, R>;
+var<private> row_max: array<f32, R>;
+var<private> row_alive: array<f32, R>;
+#ifdef ROWS
+// Each row's position and head; its bias and p of the current key; the current key's k and v
+// rows, loaded once for all the rows.
+var<private> ri: array<u32, R>;
+var<private> rh: array<u32, R>;
+var<private> brow: array<f32, R>;
+var<private> prow: array<f32, R>;
+var<private> krow: array<vec4<f32>, D4>;
+var<private> vrow: array<vec4<f32>, DV4>;
+#endif
 #endif
 
 #import fused_io
@@ -71,24 +93,159 @@ var<private> sc: array<f32, PER>;
 
 #import reduce
 
+#ifndef SUBGROUP_KEYS
+// The per-row steps of the key-per-invocation layout. main calls each once per row with a
+// constant r (`if (R > 1u) { f(1u); }` ...), never from a loop over the rows: on lavapipe a
+// loop around a barrier is not unrolled, nor were loops over the rows inside the per-key
+// loops, and a private array indexed by a loop counter lives in memory rather than registers
+// (acc so made the f32 decode step 50% slower).
+#ifdef ROWS
+// Row r's position, head and q.
+fn row_q(r: u32, row0: u32, nrows: u32, b: u32) {
+    // A row past the group's last (a short final group) repeats it: computed, never written.
+    let row = row0 + min(r, nrows - 1u);
+    ri[r] = row % params.q_len;
+    rh[r] = (row / params.q_len) % params.q_heads;
+    let qo = q_offset(b, rh[r], ri[r]);
+    for (var d4 = 0u; d4 < trips(D4); d4++) {
+        qr[r * D4 + d4] = q4(qo, d4);
+    }
+}
+
+// Row r's bias of key j (-inf where disallowed); whether row r may see it.
+fn row_bias(r: u32, bd: Bounds, b: u32, j: i32, j_end: i32, full: bool) -> bool {
+    brow[r] = params.neg_inf;
+    if (j < j_end && structurally_allowed(bd, ri[r], u32(j))) {
+        var bias = mask_bias(b, rh[r], ri[r], u32(j));
+#ifdef MODS
+        if (!full && !mod_allowed(bd, b, rh[r], ri[r], u32(j))) {
+            bias = params.neg_inf;
+        }
+        bias += mod_bias(bd, rh[r], ri[r], u32(j));
+#endif
+        brow[r] = bias;
+    }
+    return brow[r] != params.neg_inf;
+}
+
+// Row r's score of key j (its k row in krow where row r may see it) into sc[t * R + r],
+// with the row's running max and alive flag.
+fn row_score(r: u32, t: u32, b: u32, j: i32) {
+    var x = params.neg_inf;
+    if (brow[r] != params.neg_inf) {
+        var a = vec4<f32>(0.0);
+        for (var d4 = 0u; d4 < trips(D4); d4++) {
+            a += qr[r * D4 + d4] * krow[d4];
+        }
+        let sm = mod_score(capped(params.scale * dot(a, vec4<f32>(1.0))), b, rh[r], ri[r], u32(j));
+        if (!score_removed(sm)) {
+            local_alive[r] = 1.0;
+            x = sm + brow[r];
+        }
+    }
+    sc[t * R + r] = x;
+    local_max[r] = max(local_max[r], x);
+}
+
+// Row r's p of the t-th key, added to its sum; whether it adds to the row's values. Every
+// score but -inf takes part, NaN included (it makes the row NaN, as in the reference; max
+// may pass over NaN, so the max alone cannot tell).
+fn row_p(r: u32, t: u32) -> bool {
+    let x = sc[t * R + r];
+    prow[r] = 0.0;
+    if (bitcast<u32>(x) != bitcast<u32>(params.neg_inf)) {
+        prow[r] = exp(x - row_max[r]);
+        local_sum[r] += prow[r];
+    }
+    return contributes(prow[r]);
+}
+
+// Row r's share of the current key's v row (in vrow): none where its p is 0, even where v
+// holds NaN.
+fn row_add(r: u32) {
+    let p = prow[r];
+    if (contributes(p)) {
+        for (var d4 = 0u; d4 < trips(DV4); d4++) {
+            acc[r * DV4 + d4] += p * vrow[d4];
+        }
+    }
+}
+#endif
+
+// The workgroup's max and alive flag of row r.
+fn row_stats(lid: u32, r: u32) {
+    row_max[r] = reduce(lid, local_max[r], 0u);
+    row_alive[r] = reduce(lid, local_alive[r], 0u);
+}
+
+// Sums row r's accumulators over the workgroup, each invocation its share of the value
+// columns, and writes the row's partial. With subgroups, each subgroup first sums its own
+// in registers and its first active invocation stores that (the others store zeros; see
+// reduce.wgsl).
+fn row_partial(lid: u32, r: u32, split: u32, row0: u32, nrows: u32) {
+    let l = reduce(lid, local_sum[r], 1u);
+#ifdef SUBGROUPS
+    let leader = lid == subgroupBroadcastFirst(lid);
+    for (var d4 = 0u; d4 < trips(DV4); d4++) {
+        let total = subgroupAdd(acc[r * DV4 + d4]);
+        accs[lid * DV4 + d4] = select(vec4<f32>(0.0), total, leader);
+    }
+#else
+    for (var d4 = 0u; d4 < trips(DV4); d4++) {
+        accs[lid * DV4 + d4] = acc[r * DV4 + d4];
+    }
+#endif
+    workgroupBarrier();
+    if (r < nrows) {
+        let slot = split * params.rows + row0 + r;
+        if (lid == 0u) {
+            partials[slot] = vec4<f32>(row_max[r], l, row_alive[r], 0.0);
+        }
+        let base = params.splits * params.rows + slot * DV4;
+        for (var d4 = lid; d4 < trips(DV4); d4 += WG) {
+            var total = vec4<f32>(0.0);
+            for (var t = 0u; t < trips(WG); t++) {
+                total += accs[t * DV4 + d4];
+            }
+            partials[base + d4] = total;
+        }
+    }
+    workgroupBarrier();
+}
+#endif
+
 @compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    // Rows of one (batch, kv head): its query heads' rows, (b * Hkv + hk) * gl + g * Lq + i.
+    let gl = params.group * params.q_len;
+    let per_block = (gl + R - 1u) / R;
+    let n_groups = params.rows / gl * per_block;
     let wg = linear_workgroup(wid, nwg);
-    let row = wg % params.rows;
-    let split = wg / params.rows;
+    let split = wg / n_groups;
     if (split >= params.splits) {
         return;
     }
-    let i = row % params.q_len;
-    let h = (row / params.q_len) % params.q_heads;
-    let b = row / (params.q_len * params.q_heads);
+    let first = (wg % n_groups % per_block) * R;
+    let row0 = wg % n_groups / per_block * gl + first;
+    let nrows = min(R, gl - first);
+    let i = row0 % params.q_len;
+    let h = (row0 / params.q_len) % params.q_heads;
+    let b = row0 / (params.q_len * params.q_heads);
     let hk = h / params.group;
     let bd = bounds_of(b);
-    let range = key_range(bd, i, i);
+    // The group's rows' query positions: the union of their key ranges.
+    var i_lo = i;
+    var i_hi = i;
+    for (var r = 1u; r < nrows; r++) {
+        let ir = (row0 + r) % params.q_len;
+        i_lo = min(i_lo, ir);
+        i_hi = max(i_hi, ir);
+    }
+    let range = key_range(bd, i_lo, i_hi);
 #ifdef BLOCK_MASK
     // Splits aligned to the block mask's key blocks (one row by CHUNK keys each); an empty
     // block leaves the split with no keys.
@@ -108,14 +265,14 @@ fn main(
     // A split with no keys left (masked, or past the row's range) says so in its partial and
     // stops: no loads, no reductions (the condition is uniform across the workgroup).
     if (j_end <= j_begin) {
-        if (lid == 0u) {
-            partials[split * params.rows + row] = vec4<f32>(params.neg_inf, 0.0, 0.0, 0.0);
+        if (lid < nrows) {
+            partials[split * params.rows + row0 + lid] = vec4<f32>(params.neg_inf, 0.0, 0.0, 0.0);
         }
         return;
     }
 
-    let qo = q_offset(b, h, i);
 #ifdef SUBGROUP_KEYS
+    let qo = q_offset(b, h, i);
     // The subgroup's size and this invocation's place in it, counted over its active
     // invocations, and the subgroup's number from a counter: nothing assumed about how
     // invocations map to subgroups.
@@ -281,7 +438,7 @@ fn main(
         }
     }
     workgroupBarrier();
-    let slot = split * params.rows + row;
+    let slot = split * params.rows + row0;
     if (lid == 0u) {
         partials[slot] = vec4<f32>(big_m, big_l, any_alive, 0.0);
     }
@@ -294,12 +451,46 @@ fn main(
         partials[base + d4] = total;
     }
 #else
+#ifdef ROWS
+    // R rows share each key's k and v rows: loaded once where any row may see the key.
+    row_q(0u, row0, nrows, b);
+    if (R > 1u) { row_q(1u, row0, nrows, b); }
+    if (R > 2u) { row_q(2u, row0, nrows, b); }
+    if (R > 3u) { row_q(3u, row0, nrows, b); }
+    for (var r = 0u; r < R; r++) {
+        local_max[r] = params.neg_inf;
+    }
+    for (var t = 0u; t < trips(PER); t++) {
+        let j = j_begin + i32(t * WG + lid);
+        var seen = row_bias(0u, bd, b, j, j_end, full);
+        if (R > 1u) { seen = row_bias(1u, bd, b, j, j_end, full) || seen; }
+        if (R > 2u) { seen = row_bias(2u, bd, b, j, j_end, full) || seen; }
+        if (R > 3u) { seen = row_bias(3u, bd, b, j, j_end, full) || seen; }
+        if (seen) {
+            let ko = kv_offset(b, hk, u32(j), params.head_dim);
+#ifdef VEC8
+            for (var d8 = 0u; d8 < trips(D4 / 2u); d8++) {
+                let kk = k8(ko, d8);
+                krow[2u * d8] = kk[0];
+                krow[2u * d8 + 1u] = kk[1];
+            }
+#else
+            for (var d4 = 0u; d4 < trips(D4); d4++) {
+                krow[d4] = k4(ko, d4);
+            }
+#endif
+        }
+        row_score(0u, t, b, j);
+        if (R > 1u) { row_score(1u, t, b, j); }
+        if (R > 2u) { row_score(2u, t, b, j); }
+        if (R > 3u) { row_score(3u, t, b, j); }
+    }
+#else
+    let qo = q_offset(b, h, i);
     for (var d4 = 0u; d4 < trips(D4); d4++) {
         qr[d4] = q4(qo, d4);
     }
-
-    var local_max = params.neg_inf;
-    var local_alive = 0.0;
+    local_max[0] = params.neg_inf;
     for (var t = 0u; t < trips(PER); t++) {
         let j = j_begin + i32(t * WG + lid);
         var x = params.neg_inf;
@@ -326,24 +517,52 @@ fn main(
 #endif
                 let sm = mod_score(capped(params.scale * dot(a, vec4<f32>(1.0))), b, h, i, u32(j));
                 if (!score_removed(sm)) {
-                    local_alive = 1.0;
+                    local_alive[0] = 1.0;
                     x = sm + bias;
                 }
             }
         }
         sc[t] = x;
-        local_max = max(local_max, x);
+        local_max[0] = max(local_max[0], x);
     }
-    let m = reduce(lid, local_max, 0u);
-    let alive = reduce(lid, local_alive, 0u);
+#endif
+    row_stats(lid, 0u);
+    if (R > 1u) { row_stats(lid, 1u); }
+    if (R > 2u) { row_stats(lid, 2u); }
+    if (R > 3u) { row_stats(lid, 3u); }
+#ifdef ROWS
+    for (var t = 0u; t < trips(PER); t++) {
+        var used = row_p(0u, t);
+        if (R > 1u) { used = row_p(1u, t) || used; }
+        if (R > 2u) { used = row_p(2u, t) || used; }
+        if (R > 3u) { used = row_p(3u, t) || used; }
+        if (used) {
+            let vo = kv_offset(b, hk, u32(j_begin + i32(t * WG + lid)), params.v_dim);
+#ifdef VEC8
+            for (var d8 = 0u; d8 < trips(DV4 / 2u); d8++) {
+                let vv = v8(vo, d8);
+                vrow[2u * d8] = vv[0];
+                vrow[2u * d8 + 1u] = vv[1];
+            }
+#else
+            for (var d4 = 0u; d4 < trips(DV4); d4++) {
+                vrow[d4] = v4(vo, d4);
+            }
+#endif
+            row_add(0u);
+            if (R > 1u) { row_add(1u); }
+            if (R > 2u) { row_add(2u); }
+            if (R > 3u) { row_add(3u); }
+        }
+    }
+#else
     // Every score but -inf takes part, NaN included (it makes the row NaN, as in the
-    // reference; max may pass over NaN, so m alone cannot tell).
-    var local_sum = 0.0;
+    // reference; max may pass over NaN, so the max alone cannot tell).
     for (var t = 0u; t < trips(PER); t++) {
         let x = sc[t];
         if (bitcast<u32>(x) != bitcast<u32>(params.neg_inf)) {
-            let p = exp(x - m);
-            local_sum += p;
+            let p = exp(x - row_max[0]);
+            local_sum[0] += p;
             if (contributes(p)) {
                 let vo = kv_offset(b, hk, u32(j_begin + i32(t * WG + lid)), params.v_dim);
 #ifdef VEC8
@@ -360,34 +579,10 @@ fn main(
             }
         }
     }
-    let l = reduce(lid, local_sum, 1u);
-
-    // Sum the accumulators: each invocation adds up its share of the value columns. With
-    // subgroups, each subgroup first sums its own in registers and its first active
-    // invocation stores that (the others store zeros; see reduce.wgsl).
-#ifdef SUBGROUPS
-    let leader = lid == subgroupBroadcastFirst(lid);
-    for (var d4 = 0u; d4 < trips(DV4); d4++) {
-        let total = subgroupAdd(acc[d4]);
-        accs[lid * DV4 + d4] = select(vec4<f32>(0.0), total, leader);
-    }
-#else
-    for (var d4 = 0u; d4 < trips(DV4); d4++) {
-        accs[lid * DV4 + d4] = acc[d4];
-    }
 #endif
-    workgroupBarrier();
-    let slot = split * params.rows + row;
-    if (lid == 0u) {
-        partials[slot] = vec4<f32>(m, l, alive, 0.0);
-    }
-    let base = params.splits * params.rows + slot * DV4;
-    for (var d4 = lid; d4 < trips(DV4); d4 += WG) {
-        var total = vec4<f32>(0.0);
-        for (var t = 0u; t < trips(WG); t++) {
-            total += accs[t * DV4 + d4];
-        }
-        partials[base + d4] = total;
-    }
+    row_partial(lid, 0u, split, row0, nrows);
+    if (R > 1u) { row_partial(lid, 1u, split, row0, nrows); }
+    if (R > 2u) { row_partial(lid, 2u, split, row0, nrows); }
+    if (R > 3u) { row_partial(lid, 3u, split, row0, nrows); }
 #endif
 }

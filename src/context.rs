@@ -63,6 +63,12 @@ pub struct Tuning {
     /// the device's limit (default: 16 on CPU adapters, else 64); halved while its
     /// accumulators do not fit in workgroup memory.
     pub decode_invocations: Option<u32>,
+    /// Query rows per workgroup of the decode kernel, at most 4 and the workgroup's size:
+    /// rows of one batch entry and key/value head (the query heads of a GQA group, the rows
+    /// of the query block), so every key and value row loaded serves all of them. The engine
+    /// takes the most up to this that divides their number (default: 4 on CPU adapters, else
+    /// 1); always 1 with a subgroup per key or a block mask.
+    pub decode_rows: Option<u32>,
     /// Spread each key's row over a subgroup in the decode kernel (neighbouring invocations
     /// read neighbouring words of one row; the score from a subgroup sum) instead of one key
     /// per invocation. Default: on for GPUs, where it makes the loads coalesce; on CPU
@@ -102,6 +108,7 @@ impl Tuning {
         decode_max_q: None,
         decode_keys_per_split: None,
         decode_invocations: None,
+        decode_rows: None,
         decode_subgroup_keys: None,
         mapped_uploads: None,
         shader_f16: None,
@@ -313,18 +320,26 @@ impl Context {
     /// with `head_dim` and `v_dim` elements ([`Tuning::decode_subgroup_keys`]), given
     /// subgroups: for a problem whose workgroup is a multiple of the adapter's largest subgroup
     /// (a large `Dv` can shrink it below on small workgroup memory; the kernel then takes one
-    /// key per invocation).
+    /// key per invocation). `rows` is how many query rows a key per invocation would serve
+    /// with each key loaded ([`Tuning::decode_rows`]; 1 for one row per workgroup).
     ///
     /// By default on GPUs. On CPU adapters a key per invocation keeps q and its accumulators
-    /// (`D + Dv` elements) private to each invocation, and past `D + Dv = 256` (or at 256
-    /// with f16/bf16, whose conversions need registers too) lavapipe measured the subgroup
-    /// layout faster: f16 at `D = 128` 28 against 44 ms, `D = 256` 20-38% less in every dtype;
-    /// below, a key per invocation measured 0-20% faster (BENCHMARKS.md, 2026-12-06).
-    pub fn decode_subgroup_keys(&self, dtype: DType, head_dim: usize, v_dim: usize) -> bool {
+    /// (`D + Dv` elements per row) private to each invocation, and past `D + Dv = 256` (or at
+    /// 256 with f16/bf16, whose conversions need registers too, for one row) lavapipe measured
+    /// the subgroup layout faster: f16 at `D = 128` 28 against 44 ms, `D = 256` 20-38% less in
+    /// every dtype; below, a key per invocation measured 0-20% faster, and f16 at `D = 128`
+    /// with four rows sharing each key 13 against 24 ms (BENCHMARKS.md, 2026-12-06).
+    pub fn decode_subgroup_keys(
+        &self,
+        dtype: DType,
+        head_dim: usize,
+        v_dim: usize,
+        rows: usize,
+    ) -> bool {
         let cpu = self.info.device_type == wgpu::DeviceType::Cpu;
         let wide = match head_dim + v_dim {
             n if n > 256 => true,
-            256 => dtype != DType::F32,
+            256 => dtype != DType::F32 && rows <= 1,
             _ => false,
         };
         self.tuning().decode_subgroup_keys.unwrap_or(!cpu || wide)

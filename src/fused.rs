@@ -22,6 +22,10 @@ const DECODE_MAX_Q: usize = 4;
 /// Keys per split of the decode kernel (`Tuning::decode_keys_per_split` overrides it; on
 /// lavapipe 512 to 4096 measured the same within the run-to-run spread, BENCHMARKS.md).
 const DECODE_CHUNK: u32 = 512;
+/// Query rows per workgroup of the decode kernel on CPU adapters (`Tuning::decode_rows`
+/// overrides it), and the most it takes.
+const DECODE_ROWS_CPU: u32 = 4;
+const DECODE_ROWS_MAX: u32 = 4;
 /// Fewer workgroups than this leave a device idle: split the keys.
 const TARGET_WORKGROUPS: u64 = 64;
 /// Invocations of `fused_combine` per workgroup (`WORKGROUP` in its WGSL).
@@ -71,7 +75,28 @@ impl Config {
             // A subgroup per key (by default on GPUs, and for wide heads on CPU adapters)
             // where every subgroup is whole: the workgroup a multiple of the largest subgroup.
             let info = ctx.adapter_info();
-            let subgroup_keys = ctx.decode_subgroup_keys(p.dtype, p.head_dim, p.v_dim);
+            // Query rows per workgroup with a key per invocation: consecutive rows of one
+            // (batch, kv head), the most up to the cap that divides their number, so each key
+            // and value row loaded serves all of them. One with a block mask (one kind per
+            // row and key block), and with a subgroup per key (its layout keeps one row).
+            let block_mask = p.mods.as_ref().is_some_and(|m| m.flags.masks());
+            let per_kv_head = (p.group() * p.q_len).max(1) as u32;
+            let cap = if block_mask {
+                1
+            } else {
+                tuning
+                    .decode_rows
+                    .unwrap_or(if cpu { DECODE_ROWS_CPU } else { 1 })
+                    .clamp(1, DECODE_ROWS_MAX)
+            };
+            let rows_up_to = |cap: u32| {
+                (1..=cap.min(per_kv_head))
+                    .rev()
+                    .find(|r| per_kv_head.is_multiple_of(*r))
+                    .unwrap_or(1)
+            };
+            let subgroup_keys =
+                ctx.decode_subgroup_keys(p.dtype, p.head_dim, p.v_dim, rows_up_to(cap) as usize);
             let lanes_at = |wg: u32| {
                 let max = info.subgroup_max_size.max(1);
                 if subgroup_keys && max <= wg && wg.is_multiple_of(max) {
@@ -102,11 +127,18 @@ impl Config {
                 .clamp(1, 1 << 16)
                 .next_multiple_of(wg);
             let splits = lt.div_ceil(chunk as u64).max(1);
+            // (Each of the workgroup's rows writes an empty split's partial: at most wg.)
+            let r = if lanes > 0 {
+                1
+            } else {
+                rows_up_to(cap.min(wg))
+            };
+            let groups = (p.rows() as u64 / per_kv_head as u64) * (per_kv_head / r) as u64;
             return Ok(Config {
                 kernel: Kernel::FusedDecode,
                 tile: Tile {
                     rows: wg,
-                    per_invocation: 1,
+                    per_invocation: r,
                     keys: chunk,
                     d4,
                     dv4,
@@ -116,7 +148,7 @@ impl Config {
                 },
                 splits: splits as u32,
                 split_len: chunk,
-                workgroups: p.rows() as u64 * splits,
+                workgroups: groups * splits,
                 combine: true,
             });
         }

@@ -298,12 +298,18 @@ fn gqa_and_half_precision_run() {
 /// `--decode-layout` picks the decode kernel's layout, and the JSON names the variant that ran:
 /// `lanes8` (a subgroup per key) only where asked for and the adapter has subgroups, never
 /// for `key-per-invocation`, and by default on CPU adapters (lavapipe, llvmpipe) only for
-/// wide heads (`D + Dv` past 256 in f32, from 256 in f16/bf16).
+/// wide heads (`D + Dv` past 256 in f32, from 256 in f16/bf16 unless query rows share each
+/// key), where a key per invocation takes up to four query rows of a GQA group per workgroup
+/// (`wg16x4`).
 #[test]
 fn decode_layout_is_chosen_and_reported() {
-    let variant_of = |layout: &str, head_dim: &str, dtype: &str| {
+    let variant_with = |layout: &str, head_dim: &str, dtype: &str, heads: [&str; 2]| {
         let o = one_object(&run_ok(&[
             "bench",
+            "--q-heads",
+            heads[0],
+            "--kv-heads",
+            heads[1],
             "--path",
             "fused",
             "--q-len",
@@ -330,6 +336,9 @@ fn decode_layout_is_chosen_and_reported() {
         );
         (v, o["adapter"].as_str().unwrap_or_default().to_string())
     };
+    let variant_of = |layout: &str, head_dim: &str, dtype: &str| {
+        variant_with(layout, head_dim, dtype, ["2", "2"])
+    };
     let variant = |layout: &str| variant_of(layout, "64", "f32");
     let (subgroup, adapter) = variant("subgroup-keys");
     assert_eq!(
@@ -351,7 +360,19 @@ fn decode_layout_is_chosen_and_reported() {
         ] {
             let (auto, _) = variant_of("auto", d, dtype);
             assert_eq!(auto.contains(" lanes"), wide && with_subgroups, "{auto}");
+            assert!(
+                auto.contains(" wg16x1 "),
+                "one query row per workgroup: {auto}"
+            );
         }
+        // Four query heads to a key/value head: a key per invocation with the four rows in
+        // one workgroup, f16 D = 128 included.
+        for (d, dtype) in [("128", "f32"), ("128", "f16"), ("64", "bf16")] {
+            let (gqa, _) = variant_with("auto", d, dtype, ["8", "2"]);
+            assert!(gqa.contains(" wg16x4 ") && !gqa.contains(" lanes"), "{gqa}");
+        }
+        let (gqa, _) = variant_with("auto", "256", "f32", ["8", "2"]);
+        assert_eq!(gqa.contains(" lanes"), with_subgroups, "{gqa}");
     }
     let o = wgattn(&["bench", "--path", "fused", "--decode-layout", "diagonal"]);
     assert_fails(&o, &["diagonal"]);
@@ -385,8 +406,9 @@ fn tuning_picks_the_variant_timed() {
         "--decode-layout",
         "key-per-invocation",
     ]);
+    // (A key per invocation takes the query block's three rows in one workgroup.)
     assert!(
-        decode.starts_with("wgattn fused_decode f32 nomask wg32x1 "),
+        decode.starts_with("wgattn fused_decode f32 nomask wg32x3 "),
         "{decode}"
     );
     assert!(

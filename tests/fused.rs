@@ -11,13 +11,14 @@ use wgattn::{
 };
 
 /// Kernel configurations every case runs under: the adapter's defaults (on lavapipe with
-/// shader-f16 and subgroups), one row per invocation with 4-key tiles (the GPU configuration,
-/// many tiles) without the optional features and with GL's opaque loops, two rows with 8-key
-/// tiles, every query length on the decode kernel without the optional features (opaque
-/// loops) and with short splits (40 keys, rounded up to 48), eight rows with 12-key tiles,
-/// and every query length on the decode kernel with a subgroup per key (its GPU layout; two
-/// subgroups of 8 per workgroup on lavapipe, which offers subgroups on Vulkan only) and
-/// short splits.
+/// shader-f16 and subgroups; up to four query rows per decode workgroup), one row per
+/// invocation with 4-key tiles (the GPU configuration, many tiles) without the optional
+/// features and with GL's opaque loops, two rows with 8-key tiles and one query row per decode
+/// workgroup, every query length on the decode kernel without the optional features (opaque
+/// loops), with short splits (40 keys, rounded up to 48) and up to 3 query rows per
+/// workgroup, eight rows with 12-key tiles, and every query length on the decode kernel with
+/// a subgroup per key (its GPU layout; two subgroups of 8 per workgroup on lavapipe, which
+/// offers subgroups on Vulkan only) and short splits.
 const TUNINGS: [Tuning; 6] = [
     Tuning::AUTO,
     Tuning {
@@ -33,6 +34,7 @@ const TUNINGS: [Tuning; 6] = [
         rows_per_invocation: Some(2),
         keys_per_tile: Some(8),
         decode_max_q: None,
+        decode_rows: Some(1),
         ..Tuning::AUTO
     },
     Tuning {
@@ -40,6 +42,7 @@ const TUNINGS: [Tuning; 6] = [
         keys_per_tile: None,
         decode_max_q: Some(1 << 20),
         decode_keys_per_split: Some(40),
+        decode_rows: Some(3),
         shader_f16: Some(false),
         subgroups: Some(false),
         opaque_loops: Some(true),
@@ -626,6 +629,39 @@ fn fused_decode_splits() {
             ..Case::default()
         },
         45,
+    );
+    // A query row per GQA head of a group and per row of the block: up to 4 rows share
+    // each key and value row loaded (bshd, so the group's rows are not adjacent in q).
+    check(
+        "decode gqa group",
+        Case {
+            b: 2,
+            hq: 8,
+            hkv: 2,
+            lq: 2,
+            lk: 2,
+            past: 600,
+            layout: Layout::Bshd,
+            options: causal.clone(),
+            ..Case::default()
+        },
+        47,
+    );
+    check(
+        "decode gqa kv lengths, additive mask",
+        Case {
+            b: 2,
+            hq: 6,
+            hkv: 2,
+            lq: 1,
+            lk: 700,
+            d: 40,
+            dv: 24,
+            kv_lengths: Some(vec![700, 333]),
+            mask: Some("add"),
+            ..Case::default()
+        },
+        48,
     );
     check(
         "prefill split",

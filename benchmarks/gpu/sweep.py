@@ -21,17 +21,24 @@ PREFILL = "--q-heads 8 --q-len 2048 --head-dim 64"
 DECODE = "--q-heads 32 --kv-heads 32 --q-len 1 --kv-len 8192 --head-dim 128"
 QUICK_PREFILL = "--q-heads 2 --q-len 256 --head-dim 64"
 QUICK_DECODE = "--q-heads 4 --kv-heads 4 --q-len 1 --kv-len 1024 --head-dim 128"
+GQA = "--q-heads 32 --kv-heads 8 --q-len 1 --kv-len 8192 --head-dim 128"
+QUICK_GQA = "--q-heads 8 --kv-heads 2 --q-len 1 --kv-len 1024 --head-dim 128"
 
 
 def grid(quick):
     """(case, bench arguments, tuning list or None for the engine's choice)."""
-    prefill, decode = (QUICK_PREFILL, QUICK_DECODE) if quick else (PREFILL, DECODE)
+    prefill, decode, gqa = (QUICK_PREFILL, QUICK_DECODE, QUICK_GQA) if quick else (PREFILL, DECODE, GQA)
     runs = [("prefill", prefill, None)]
     runs += [("prefill", prefill, f"keys-per-tile={k},rows-per-invocation={r}")
              for k in (16, 32, 64) for r in (1, 2, 4)]
     runs += [("decode", decode, None)]
     runs += [("decode", decode, f"decode-invocations={n},decode-layout={layout}")
              for n in (32, 64, 128, 256) for layout in ("subgroup-keys", "key-per-invocation")]
+    # A GQA group's four query heads sharing each key (a key per invocation) against a
+    # subgroup per key, one head per workgroup.
+    runs += [("decode gqa", gqa, None), ("decode gqa", gqa, "decode-layout=subgroup-keys")]
+    runs += [("decode gqa", gqa, f"decode-layout=key-per-invocation,decode-rows={r},decode-invocations={n}")
+             for r in (1, 2, 4) for n in (32, 64)]
     return runs
 
 

@@ -36,6 +36,7 @@ CASES = [
     ("window 256 L=65536 f16", "--q-heads 1 --q-len 65536 --head-dim 64 --causal --window-left 256 --dtype f16", ["staged", "fused", "fused+resident"], "window256"),
     ("decode Lt=8192 f32", "--q-heads 32 --kv-heads 32 --q-len 1 --kv-len 8192 --head-dim 128", ["staged", "fused", "staged+resident", "fused+resident", "fused+key-per-invocation"], "none"),
     ("decode Lt=8192 f16", "--q-heads 32 --kv-heads 32 --q-len 1 --kv-len 8192 --head-dim 128 --dtype f16", ["staged", "fused", "staged+resident", "fused+resident", "fused+key-per-invocation"], "none"),
+    ("decode GQA 32/8 Lt=8192 f32", "--q-heads 32 --kv-heads 8 --q-len 1 --kv-len 8192 --head-dim 128", ["staged", "fused", "fused+resident", "fused+key-per-invocation"], "none"),
 ]
 # Small shapes for a check on a CPU adapter.
 QUICK = [

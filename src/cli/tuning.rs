@@ -9,7 +9,7 @@ use wgattn::Tuning;
 macro_rules! help {
     (keys) => {
         "rows-per-invocation=N, keys-per-tile=N, decode-max-q=N, decode-keys-per-split=N, \
-         decode-invocations=N, decode-layout=subgroup-keys|key-per-invocation, \
+         decode-invocations=N, decode-rows=N, decode-layout=subgroup-keys|key-per-invocation, \
          shader-f16=on|off, subgroups=on|off, mapped-uploads=on|off, opaque-loops=on|off, \
          max-binding-bytes=N"
     };
@@ -55,6 +55,7 @@ pub fn parse_tuning(text: &str) -> Result<Tuning, String> {
             "decode-max-q" => tuning.decode_max_q = Some(count()? as usize),
             "decode-keys-per-split" => tuning.decode_keys_per_split = Some(count()?),
             "decode-invocations" => tuning.decode_invocations = Some(count()?),
+            "decode-rows" => tuning.decode_rows = Some(count()?),
             "decode-layout" => {
                 tuning.decode_subgroup_keys = Some(match value {
                     "subgroup-keys" => true,
@@ -93,7 +94,7 @@ mod tests {
     fn parses_every_key() {
         let t = parse_tuning(
             "rows-per-invocation=2, keys-per-tile=8,decode-max-q=17,decode-keys-per-split=48,\
-             decode-invocations=128,decode-layout=subgroup-keys,shader-f16=off,subgroups=off,mapped-uploads=on,\
+             decode-invocations=128,decode-rows=3,decode-layout=subgroup-keys,shader-f16=off,subgroups=off,mapped-uploads=on,\
              opaque-loops=on,max-binding-bytes=4096",
         )
         .unwrap();
@@ -102,6 +103,7 @@ mod tests {
         assert_eq!(t.decode_max_q, Some(17));
         assert_eq!(t.decode_keys_per_split, Some(48));
         assert_eq!(t.decode_invocations, Some(128));
+        assert_eq!(t.decode_rows, Some(3));
         assert_eq!(t.decode_subgroup_keys, Some(true));
         assert_eq!(t.shader_f16, Some(false));
         assert_eq!(t.subgroups, Some(false));

@@ -386,6 +386,9 @@ impl Variant {
                 d.push("SUBGROUP_KEYS");
             }
         }
+        if self.kernel == Kernel::FusedDecode && self.tile.per_invocation > 1 {
+            d.push("ROWS");
+        }
         if self.features.opaque_loops {
             d.push("OPAQUE_LOOPS");
         }
@@ -490,12 +493,12 @@ impl Variant {
                         };
                         push(Variant::new(Kernel::Fused, dtype, mask).with_tile(tile));
                     }
-                    // One key per invocation, and a subgroup per key (lavapipe's 8 lanes,
-                    // and the 32 of most GPUs).
-                    for lanes in [0, 8, 32] {
+                    // One key per invocation (one query row per workgroup, and four), and a
+                    // subgroup per key (lavapipe's 8 lanes, and the 32 of most GPUs).
+                    for (lanes, rows) in [(0, 1), (0, 4), (8, 1), (32, 1)] {
                         let tile = Tile {
                             rows: 16.max(lanes),
-                            per_invocation: 1,
+                            per_invocation: rows,
                             keys: 512,
                             d4,
                             dv4,

@@ -159,14 +159,16 @@ def random_case(rng, index):
 
 
 def random_tuning(rng):
-    """A `wgattn run --tuning` list: small tiles and splits, the other decode layout, the
-    fallbacks without shader-f16 or subgroups; the results must not change."""
+    """A `wgattn run --tuning` list: small tiles and splits, the other decode layout, other
+    query rows per decode workgroup, the fallbacks without shader-f16 or subgroups; the
+    results must not change."""
     items = [f"keys-per-tile={rng.choice([4, 8, 12, 20])}",
              f"rows-per-invocation={rng.choice([1, 2, 3, 4])}",
              f"decode-max-q={rng.choice([1, 4, 9, 17, 70])}",
              f"decode-keys-per-split={rng.choice([16, 48, 64, 200])}",
              f"decode-invocations={rng.choice([4, 16, 64, 128])}",
-             f"decode-layout={rng.choice(['subgroup-keys', 'key-per-invocation'])}"]
+             f"decode-layout={rng.choice(['subgroup-keys', 'key-per-invocation'])}",
+             f"decode-rows={rng.choice([1, 2, 3, 4, 8, 16])}"]
     if rng.random() < 0.3:
         items.append("shader-f16=off")
     if rng.random() < 0.3:
