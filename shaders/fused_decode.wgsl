@@ -2,9 +2,8 @@
 // per (group of R query rows, key split), which writes each row's partial (m, l, alive, acc)
 // for fused_combine. A group's rows are consecutive rows of one (batch, key/value head): the
 // query heads of a GQA group and the rows of the query block, so every key and value row
-// loaded serves all of them (R > 1 with a key per invocation only). Splits start at the
-// group's first allowed key, so masked key ranges cost nothing but the empty splits' one
-// write per row.
+// loaded serves all of them. Splits start at the group's first allowed key, so masked key
+// ranges cost nothing but the empty splits' one write per row.
 //
 // Two layouts of the split's keys over the invocations:
 // - SUBGROUP_KEYS (the GPU default): each subgroup takes four keys at a time, its
@@ -19,7 +18,7 @@
 // Template values: WG (invocations), CHUNK (keys per split, a multiple of WG), D4, DV4
 // (even with VEC8: its loops take eight elements per load), LANES (SUBGROUP_KEYS: the
 // adapter's smallest subgroup; WG is a multiple of its largest), R (query rows per
-// workgroup, 1 to 4; 1 with SUBGROUP_KEYS or BLOCK_MASK; ROWS is defined where R > 1).
+// workgroup, 1 to 4; 1 with BLOCK_MASK; ROWS is defined where R > 1).
 #ifdef NATIVE_F16
 enable f16;
 #endif
@@ -61,8 +60,26 @@ const PV: u32 = (VU + LANES - 1u) / LANES;
 
 var<workgroup> groups: atomic<u32>;
 
-var<private> qr: array<vec4<f32>, PK * UW>;
-var<private> acc: array<vec4<f32>, PV * UW>;
+// Row r's units of q at r * PK * UW, of its accumulator at r * PV * UW.
+var<private> qr: array<vec4<f32>, R * PK * UW>;
+var<private> acc: array<vec4<f32>, R * PV * UW>;
+#ifdef ROWS
+// Per row its running max, sum and alive flag, position and head, and the current four keys'
+// bias and p; the four keys' k and v units, loaded once for all the rows (key c of unit k at
+// 4 * k + c, with VEC8 its two halves at 8 * k + 2 * c and the next); the subgroup's size
+// and this invocation's place in it.
+var<private> rm: array<f32, R>;
+var<private> rl: array<f32, R>;
+var<private> ralive: array<f32, R>;
+var<private> ri: array<u32, R>;
+var<private> rh: array<u32, R>;
+var<private> bias4s: array<vec4<f32>, R>;
+var<private> p4s: array<vec4<f32>, R>;
+var<private> kst: array<vec4<f32>, 4u * PK * UW>;
+var<private> vst: array<vec4<f32>, 4u * PV * UW>;
+var<private> sg_lane: u32;
+var<private> sg_size: u32;
+#endif
 #else
 var<workgroup> accs: array<vec4<f32>, WG * DV4>;
 
@@ -92,6 +109,184 @@ var<private> vrow: array<vec4<f32>, DV4>;
 #import mods
 
 #import reduce
+
+#ifdef SUBGROUP_KEYS
+#ifdef ROWS
+// The per-row steps of the subgroup-per-key layout with R > 1 rows, called as those of the
+// other layout are (below): once per row with a constant r.
+
+// Row r's position, head and this invocation's units of its q.
+fn sg_row_q(r: u32, row0: u32, nrows: u32, b: u32) {
+    // A row past the group's last (a short final group) repeats it: computed, never written.
+    let row = row0 + min(r, nrows - 1u);
+    ri[r] = row % params.q_len;
+    rh[r] = (row / params.q_len) % params.q_heads;
+    rm[r] = params.neg_inf;
+    let qo = q_offset(b, rh[r], ri[r]);
+    for (var k = 0u; k < trips(PK); k++) {
+        let u = sg_lane + k * sg_size;
+        if (u < KU) {
+#ifdef VEC8
+            qr[(r * PK + k) * 2u] = q4(qo, 2u * u);
+            qr[(r * PK + k) * 2u + 1u] = q4(qo, 2u * u + 1u);
+#else
+            qr[r * PK + k] = q4(qo, u);
+#endif
+        }
+    }
+}
+
+// Row r's bias of keys j0..j0+3 (-inf where disallowed); whether it may see any of them.
+fn sg_row_bias(r: u32, bd: Bounds, b: u32, j0: i32, j_end: i32, full: bool) -> bool {
+    let i = i32(ri[r]);
+    var interior = j0 >= i + bd.lo && j0 + 3 <= i + bd.hi && j0 + 3 < bd.kv_len && j0 + 3 < j_end;
+#ifndef MASK_NONE
+    interior = false;
+#endif
+#ifdef MODS
+    interior = interior && mods_free(full);
+#endif
+    var bias = vec4<f32>(0.0);
+    if (!interior) {
+        bias = bias4(b, rh[r], ri[r], bd, j0, j_end, full);
+    }
+    bias4s[r] = bias;
+    return any(bias != vec4<f32>(params.neg_inf));
+}
+
+// Row r's scores of the four keys (their units in kst), its online-softmax step (at most one
+// rescale) and its p in p4s[r]; whether the row takes any of the keys.
+fn sg_row_scores(r: u32, b: u32, j0: i32) -> bool {
+    let z = vec4<f32>(0.0);
+    let one = vec4<f32>(1.0);
+    let neg = vec4<f32>(params.neg_inf);
+    var a0 = z;
+    var a1 = z;
+    var a2 = z;
+    var a3 = z;
+    for (var k = 0u; k < trips(PK); k++) {
+        let u = sg_lane + k * sg_size;
+        if (u < KU) {
+#ifdef VEC8
+            let qa = qr[(r * PK + k) * 2u];
+            let qb = qr[(r * PK + k) * 2u + 1u];
+            let e = 8u * k;
+            a0 += qa * kst[e] + qb * kst[e + 1u];
+            a1 += qa * kst[e + 2u] + qb * kst[e + 3u];
+            a2 += qa * kst[e + 4u] + qb * kst[e + 5u];
+            a3 += qa * kst[e + 6u] + qb * kst[e + 7u];
+#else
+            let qv = qr[r * PK + k];
+            let e = 4u * k;
+            a0 += qv * kst[e];
+            a1 += qv * kst[e + 1u];
+            a2 += qv * kst[e + 2u];
+            a3 += qv * kst[e + 3u];
+#endif
+        }
+    }
+    let score = subgroupAdd(vec4<f32>(dot(a0, one), dot(a1, one), dot(a2, one), dot(a3, one)));
+    let sm = modded4(capped4(params.scale * score), b, rh[r], ri[r], j0);
+    let bias = bias4s[r];
+#ifdef MOD_USER_SCORE
+    // A key whose modded score is -inf is removed like a masked one.
+    let removed = bitcast<vec4<u32>>(sm) == bitcast<vec4<u32>>(neg);
+    let ok = (bias != neg) & !removed;
+#else
+    let ok = bias != neg;
+#endif
+    p4s[r] = z;
+    if (!any(ok)) {
+        return false;
+    }
+    ralive[r] = 1.0;
+    let x = select(neg, sm + bias, ok);
+    let gmax = max(max(x.x, x.y), max(x.z, x.w));
+    if (gmax > rm[r]) {
+        let corr = exp(rm[r] - gmax);
+        rl[r] *= corr;
+        for (var k = 0u; k < trips(PV * UW); k++) {
+            acc[r * PV * UW + k] *= corr;
+        }
+        rm[r] = gmax;
+    }
+    let p = select(z, exp(x - rm[r]), ok);
+    rl[r] += dot(p, one);
+    p4s[r] = p;
+    return true;
+}
+
+// Row r's share of the four keys' v units (in vst): a key with p = 0 adds nothing, even where
+// v holds NaN.
+fn sg_row_values(r: u32) {
+    let z = vec4<f32>(0.0);
+    let p = p4s[r];
+    for (var k = 0u; k < trips(PV); k++) {
+        let u = sg_lane + k * sg_size;
+        if (u < VU) {
+#ifdef VEC8
+            let e = 8u * k;
+            let o = (r * PV + k) * 2u;
+            acc[o] += select(z, p.x * vst[e], contributes(p.x)) + select(z, p.y * vst[e + 2u], contributes(p.y))
+                + select(z, p.z * vst[e + 4u], contributes(p.z)) + select(z, p.w * vst[e + 6u], contributes(p.w));
+            acc[o + 1u] += select(z, p.x * vst[e + 1u], contributes(p.x)) + select(z, p.y * vst[e + 3u], contributes(p.y))
+                + select(z, p.z * vst[e + 5u], contributes(p.z)) + select(z, p.w * vst[e + 7u], contributes(p.w));
+#else
+            let e = 4u * k;
+            acc[r * PV + k] += select(z, p.x * vst[e], contributes(p.x)) + select(z, p.y * vst[e + 1u], contributes(p.y))
+                + select(z, p.z * vst[e + 2u], contributes(p.z)) + select(z, p.w * vst[e + 3u], contributes(p.w));
+#endif
+        }
+    }
+}
+
+// Merges row r over the subgroups (weights exp(m_s - M); the sum counted once per subgroup, by
+// its invocation 0) and writes its partial.
+fn sg_row_partial(lid: u32, r: u32, s: u32, nsg: u32, split: u32, row0: u32, nrows: u32) {
+    var l = rl[r];
+    // A subgroup smaller than the adapter's reported minimum would leave units unread: the
+    // row comes out NaN rather than quietly wrong.
+    if (sg_size < LANES) {
+        l = params.neg_inf - params.neg_inf;
+    }
+    let m = rm[r];
+    let big_m = reduce(lid, m, 0u);
+    let any_alive = reduce(lid, ralive[r], 0u);
+    var w = 0.0;
+    if (m > params.neg_inf) {
+        w = exp(m - big_m);
+    }
+    let big_l = reduce(lid, select(0.0, l * w, sg_lane == 0u), 1u);
+    for (var k = 0u; k < trips(PV); k++) {
+        let u = sg_lane + k * sg_size;
+        if (u < VU) {
+#ifdef VEC8
+            accs[s * DV4 + 2u * u] = acc[(r * PV + k) * 2u] * w;
+            accs[s * DV4 + 2u * u + 1u] = acc[(r * PV + k) * 2u + 1u] * w;
+#else
+            accs[s * DV4 + u] = acc[r * PV + k] * w;
+#endif
+        }
+    }
+    workgroupBarrier();
+    if (r < nrows) {
+        let slot = split * params.rows + row0 + r;
+        if (lid == 0u) {
+            partials[slot] = vec4<f32>(big_m, big_l, any_alive, 0.0);
+        }
+        let base = params.splits * params.rows + slot * DV4;
+        for (var d4 = lid; d4 < trips(DV4); d4 += WG) {
+            var total = vec4<f32>(0.0);
+            for (var t = 0u; t < nsg; t++) {
+                total += accs[t * DV4 + d4];
+            }
+            partials[base + d4] = total;
+        }
+    }
+    workgroupBarrier();
+}
+#endif
+#endif
 
 #ifndef SUBGROUP_KEYS
 // The per-row steps of the key-per-invocation layout. main calls each once per row with a
@@ -289,6 +484,100 @@ fn main(
     s = subgroupBroadcastFirst(s);
     workgroupBarrier();
     let nsg = atomicLoad(&groups);
+#ifdef ROWS
+    // R rows share each group of four keys' k and v units: loaded once where any row may see
+    // one of the keys.
+    sg_lane = lane;
+    sg_size = sg;
+    sg_row_q(0u, row0, nrows, b);
+    if (R > 1u) { sg_row_q(1u, row0, nrows, b); }
+    if (R > 2u) { sg_row_q(2u, row0, nrows, b); }
+    if (R > 3u) { sg_row_q(3u, row0, nrows, b); }
+    let run = ((j_end - j_begin + 4 * i32(nsg) - 1) / (4 * i32(nsg))) * 4;
+    let run_end = min(j_end, j_begin + (i32(s) + 1) * run);
+    for (var j0 = j_begin + i32(s) * run; j0 < run_end; j0 += 4) {
+        var seen = sg_row_bias(0u, bd, b, j0, j_end, full);
+        if (R > 1u) { seen = sg_row_bias(1u, bd, b, j0, j_end, full) || seen; }
+        if (R > 2u) { seen = sg_row_bias(2u, bd, b, j0, j_end, full) || seen; }
+        if (R > 3u) { seen = sg_row_bias(3u, bd, b, j0, j_end, full) || seen; }
+        if (!seen) {
+            continue;
+        }
+        // Keys past the split's end are read at its last key (and then disallowed).
+        let last = j_end - 1;
+        let k0 = kv_offset(b, hk, u32(j0), params.head_dim);
+        let k1 = kv_offset(b, hk, u32(min(j0 + 1, last)), params.head_dim);
+        let k2 = kv_offset(b, hk, u32(min(j0 + 2, last)), params.head_dim);
+        let k3 = kv_offset(b, hk, u32(min(j0 + 3, last)), params.head_dim);
+        for (var k = 0u; k < trips(PK); k++) {
+            let u = lane + k * sg;
+            if (u < KU) {
+#ifdef VEC8
+                let x0 = k8(k0, u);
+                let x1 = k8(k1, u);
+                let x2 = k8(k2, u);
+                let x3 = k8(k3, u);
+                kst[8u * k] = x0[0];
+                kst[8u * k + 1u] = x0[1];
+                kst[8u * k + 2u] = x1[0];
+                kst[8u * k + 3u] = x1[1];
+                kst[8u * k + 4u] = x2[0];
+                kst[8u * k + 5u] = x2[1];
+                kst[8u * k + 6u] = x3[0];
+                kst[8u * k + 7u] = x3[1];
+#else
+                kst[4u * k] = k4(k0, u);
+                kst[4u * k + 1u] = k4(k1, u);
+                kst[4u * k + 2u] = k4(k2, u);
+                kst[4u * k + 3u] = k4(k3, u);
+#endif
+            }
+        }
+        var used = sg_row_scores(0u, b, j0);
+        if (R > 1u) { used = sg_row_scores(1u, b, j0) || used; }
+        if (R > 2u) { used = sg_row_scores(2u, b, j0) || used; }
+        if (R > 3u) { used = sg_row_scores(3u, b, j0) || used; }
+        if (!used) {
+            continue;
+        }
+        let v0 = kv_offset(b, hk, u32(j0), params.v_dim);
+        let v1 = kv_offset(b, hk, u32(min(j0 + 1, last)), params.v_dim);
+        let v2 = kv_offset(b, hk, u32(min(j0 + 2, last)), params.v_dim);
+        let v3 = kv_offset(b, hk, u32(min(j0 + 3, last)), params.v_dim);
+        for (var k = 0u; k < trips(PV); k++) {
+            let u = lane + k * sg;
+            if (u < VU) {
+#ifdef VEC8
+                let y0 = v8(v0, u);
+                let y1 = v8(v1, u);
+                let y2 = v8(v2, u);
+                let y3 = v8(v3, u);
+                vst[8u * k] = y0[0];
+                vst[8u * k + 1u] = y0[1];
+                vst[8u * k + 2u] = y1[0];
+                vst[8u * k + 3u] = y1[1];
+                vst[8u * k + 4u] = y2[0];
+                vst[8u * k + 5u] = y2[1];
+                vst[8u * k + 6u] = y3[0];
+                vst[8u * k + 7u] = y3[1];
+#else
+                vst[4u * k] = v4(v0, u);
+                vst[4u * k + 1u] = v4(v1, u);
+                vst[4u * k + 2u] = v4(v2, u);
+                vst[4u * k + 3u] = v4(v3, u);
+#endif
+            }
+        }
+        sg_row_values(0u);
+        if (R > 1u) { sg_row_values(1u); }
+        if (R > 2u) { sg_row_values(2u); }
+        if (R > 3u) { sg_row_values(3u); }
+    }
+    sg_row_partial(lid, 0u, s, nsg, split, row0, nrows);
+    if (R > 1u) { sg_row_partial(lid, 1u, s, nsg, split, row0, nrows); }
+    if (R > 2u) { sg_row_partial(lid, 2u, s, nsg, split, row0, nrows); }
+    if (R > 3u) { sg_row_partial(lid, 3u, s, nsg, split, row0, nrows); }
+#else
     for (var k = 0u; k < trips(PK); k++) {
         let u = lane + k * sg;
         if (u < KU) {
@@ -450,6 +739,7 @@ fn main(
         }
         partials[base + d4] = total;
     }
+#endif
 #else
 #ifdef ROWS
     // R rows share each key's k and v rows: loaded once where any row may see the key.

@@ -67,7 +67,7 @@ pub struct Tuning {
     /// rows of one batch entry and key/value head (the query heads of a GQA group, the rows
     /// of the query block), so every key and value row loaded serves all of them. The engine
     /// takes the most up to this that divides their number (default: 4 on CPU adapters, else
-    /// 1); always 1 with a subgroup per key or a block mask.
+    /// 1); always 1 with a block mask.
     pub decode_rows: Option<u32>,
     /// Spread each key's row over a subgroup in the decode kernel (neighbouring invocations
     /// read neighbouring words of one row; the score from a subgroup sum) instead of one key
@@ -320,26 +320,20 @@ impl Context {
     /// with `head_dim` and `v_dim` elements ([`Tuning::decode_subgroup_keys`]), given
     /// subgroups: for a problem whose workgroup is a multiple of the adapter's largest subgroup
     /// (a large `Dv` can shrink it below on small workgroup memory; the kernel then takes one
-    /// key per invocation). `rows` is how many query rows a key per invocation would serve
-    /// with each key loaded ([`Tuning::decode_rows`]; 1 for one row per workgroup).
+    /// key per invocation).
     ///
     /// By default on GPUs. On CPU adapters a key per invocation keeps q and its accumulators
-    /// (`D + Dv` elements per row) private to each invocation, and past `D + Dv = 256` (or at
-    /// 256 with f16/bf16, whose conversions need registers too, for one row) lavapipe measured
-    /// the subgroup layout faster: f16 at `D = 128` 28 against 44 ms, `D = 256` 20-38% less in
-    /// every dtype; below, a key per invocation measured 0-20% faster, and f16 at `D = 128`
-    /// with four rows sharing each key 13 against 24 ms (BENCHMARKS.md, 2026-12-06).
-    pub fn decode_subgroup_keys(
-        &self,
-        dtype: DType,
-        head_dim: usize,
-        v_dim: usize,
-        rows: usize,
-    ) -> bool {
+    /// (`D + Dv` elements per query row) private to each invocation, and past `D + Dv = 256`
+    /// (or at 256 with f16/bf16, whose conversions need registers too) lavapipe measured the
+    /// subgroup layout faster: f16 at `D = 128` 28 against 44 ms, `D = 256` 20-38% less in
+    /// every dtype; below, a key per invocation measured 0-20% faster (BENCHMARKS.md,
+    /// 2026-12-06). With query rows sharing each key ([`Tuning::decode_rows`]) the same
+    /// choice held (f16 `D = 128`, four rows: 12-13 against 13-14 ms).
+    pub fn decode_subgroup_keys(&self, dtype: DType, head_dim: usize, v_dim: usize) -> bool {
         let cpu = self.info.device_type == wgpu::DeviceType::Cpu;
         let wide = match head_dim + v_dim {
             n if n > 256 => true,
-            256 => dtype != DType::F32 && rows <= 1,
+            256 => dtype != DType::F32,
             _ => false,
         };
         self.tuning().decode_subgroup_keys.unwrap_or(!cpu || wide)

@@ -75,10 +75,9 @@ impl Config {
             // A subgroup per key (by default on GPUs, and for wide heads on CPU adapters)
             // where every subgroup is whole: the workgroup a multiple of the largest subgroup.
             let info = ctx.adapter_info();
-            // Query rows per workgroup with a key per invocation: consecutive rows of one
-            // (batch, kv head), the most up to the cap that divides their number, so each key
-            // and value row loaded serves all of them. One with a block mask (one kind per
-            // row and key block), and with a subgroup per key (its layout keeps one row).
+            // Query rows per workgroup: consecutive rows of one (batch, kv head), the most up
+            // to the cap that divides their number, so each key and value row loaded serves
+            // all of them. One with a block mask (one kind per row and key block).
             let block_mask = p.mods.as_ref().is_some_and(|m| m.flags.masks());
             let per_kv_head = (p.group() * p.q_len).max(1) as u32;
             let cap = if block_mask {
@@ -95,8 +94,7 @@ impl Config {
                     .find(|r| per_kv_head.is_multiple_of(*r))
                     .unwrap_or(1)
             };
-            let subgroup_keys =
-                ctx.decode_subgroup_keys(p.dtype, p.head_dim, p.v_dim, rows_up_to(cap) as usize);
+            let subgroup_keys = ctx.decode_subgroup_keys(p.dtype, p.head_dim, p.v_dim);
             let lanes_at = |wg: u32| {
                 let max = info.subgroup_max_size.max(1);
                 if subgroup_keys && max <= wg && wg.is_multiple_of(max) {
@@ -128,11 +126,7 @@ impl Config {
                 .next_multiple_of(wg);
             let splits = lt.div_ceil(chunk as u64).max(1);
             // (Each of the workgroup's rows writes an empty split's partial: at most wg.)
-            let r = if lanes > 0 {
-                1
-            } else {
-                rows_up_to(cap.min(wg))
-            };
+            let r = rows_up_to(cap.min(wg));
             let groups = (p.rows() as u64 / per_kv_head as u64) * (per_kv_head / r) as u64;
             return Ok(Config {
                 kernel: Kernel::FusedDecode,

@@ -401,9 +401,6 @@ fn tuning_and_poison_run_each_variant_to_the_reference() {
     run_ok(&cases["decode"].0, &default_run, &["--path", "fused"]);
     let kernels_of = |path: &Path| result_metadata(path).get("kernels").cloned();
     let subgroups = kernels_of(&default_run).is_some_and(|k| k.contains("subgroups"));
-    // A subgroup per key keeps one query row per workgroup; without subgroups the layout is
-    // a key per invocation, which takes the decode case's three query rows in one.
-    let decode_workgroup = if subgroups { "wg64x1" } else { "wg64x3" };
     // (case, tuning, words the variant that ran must show, words it must not).
     let runs: [(&str, &str, &[&str], &[&str]); 4] = [
         (
@@ -415,13 +412,9 @@ fn tuning_and_poison_run_each_variant_to_the_reference() {
         (
             "decode",
             "decode-keys-per-split=16,decode-layout=subgroup-keys,decode-invocations=64",
-            // Splits are a multiple of the workgroup: 64 keys, two splits.
-            &[
-                "fused_decode f16",
-                " k64 ",
-                "fused_combine",
-                decode_workgroup,
-            ],
+            // Splits are a multiple of the workgroup: 64 keys, two splits; the case's three
+            // query rows in one workgroup (either layout, with subgroups or without).
+            &["fused_decode f16", " k64 ", "fused_combine", "wg64x3"],
             &[],
         ),
         (

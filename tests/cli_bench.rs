@@ -298,9 +298,8 @@ fn gqa_and_half_precision_run() {
 /// `--decode-layout` picks the decode kernel's layout, and the JSON names the variant that ran:
 /// `lanes8` (a subgroup per key) only where asked for and the adapter has subgroups, never
 /// for `key-per-invocation`, and by default on CPU adapters (lavapipe, llvmpipe) only for
-/// wide heads (`D + Dv` past 256 in f32, from 256 in f16/bf16 unless query rows share each
-/// key), where a key per invocation takes up to four query rows of a GQA group per workgroup
-/// (`wg16x4`).
+/// wide heads (`D + Dv` past 256 in f32, from 256 in f16/bf16), where either layout takes up
+/// to four query rows of a GQA group per workgroup (`wg16x4`).
 #[test]
 fn decode_layout_is_chosen_and_reported() {
     let variant_with = |layout: &str, head_dim: &str, dtype: &str, heads: [&str; 2]| {
@@ -365,14 +364,18 @@ fn decode_layout_is_chosen_and_reported() {
                 "one query row per workgroup: {auto}"
             );
         }
-        // Four query heads to a key/value head: a key per invocation with the four rows in
-        // one workgroup, f16 D = 128 included.
-        for (d, dtype) in [("128", "f32"), ("128", "f16"), ("64", "bf16")] {
+        // Four query heads to a key/value head: the four rows in one workgroup, in the same
+        // layout as one row would take.
+        for (d, dtype, wide) in [
+            ("128", "f32", false),
+            ("128", "f16", true),
+            ("64", "bf16", false),
+            ("256", "f32", true),
+        ] {
             let (gqa, _) = variant_with("auto", d, dtype, ["8", "2"]);
-            assert!(gqa.contains(" wg16x4 ") && !gqa.contains(" lanes"), "{gqa}");
+            assert!(gqa.contains(" wg16x4 "), "{gqa}");
+            assert_eq!(gqa.contains(" lanes"), wide && with_subgroups, "{gqa}");
         }
-        let (gqa, _) = variant_with("auto", "256", "f32", ["8", "2"]);
-        assert_eq!(gqa.contains(" lanes"), with_subgroups, "{gqa}");
     }
     let o = wgattn(&["bench", "--path", "fused", "--decode-layout", "diagonal"]);
     assert_fails(&o, &["diagonal"]);

@@ -18,8 +18,9 @@ use wgattn::{
 /// loops), with short splits (40 keys, rounded up to 48) and up to 3 query rows per
 /// workgroup, eight rows with 12-key tiles, and every query length on the decode kernel with
 /// a subgroup per key (its GPU layout; two subgroups of 8 per workgroup on lavapipe, which
-/// offers subgroups on Vulkan only) and short splits.
-const TUNINGS: [Tuning; 6] = [
+/// offers subgroups on Vulkan only) and short splits, with up to four query rows per
+/// workgroup (the CPU default) or one (the GPU default).
+const TUNINGS: [Tuning; 7] = [
     Tuning::AUTO,
     Tuning {
         rows_per_invocation: Some(1),
@@ -58,6 +59,13 @@ const TUNINGS: [Tuning; 6] = [
         decode_max_q: Some(1 << 20),
         decode_keys_per_split: Some(40),
         decode_subgroup_keys: Some(true),
+        ..Tuning::AUTO
+    },
+    Tuning {
+        decode_max_q: Some(1 << 20),
+        decode_keys_per_split: Some(40),
+        decode_subgroup_keys: Some(true),
+        decode_rows: Some(1),
         ..Tuning::AUTO
     },
 ];
@@ -197,11 +205,12 @@ fn check(name: &str, c: Case, seed: u64) {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // The adapter's own configuration and the decode kernel's GPU layout always (where the
-    // adapter has subgroups: without, that layout does not exist), plus one of the others
-    // chosen by the seed (every configuration compiles its own pipelines, which the software
-    // adapter takes seconds for).
-    for t in [0, 5, 1 + seed as usize % 4] {
-        if t == 5 && !tuned(5).shader_features().subgroups {
+    // adapter has subgroups: without, that layout does not exist), with several query rows
+    // per workgroup or one as the seed says, plus one of the others chosen by the seed (every
+    // configuration compiles its own pipelines, which the software adapter takes seconds for).
+    let subgroup_keys = 5 + (seed as usize / 4) % 2;
+    for t in [0, subgroup_keys, 1 + seed as usize % 4] {
+        if t == subgroup_keys && !tuned(t).shader_features().subgroups {
             continue;
         }
         let tuning = &TUNINGS[t];

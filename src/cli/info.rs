@@ -52,14 +52,14 @@ pub fn info() -> Result<()> {
         (
             "decode keys (fused_decode)",
             match (
-                ctx.decode_subgroup_keys(DType::F32, 64, 64, 1),
-                ctx.decode_subgroup_keys(DType::F32, 256, 256, 1),
+                ctx.decode_subgroup_keys(DType::F32, 64, 64),
+                ctx.decode_subgroup_keys(DType::F32, 256, 256),
             ) {
                 (true, _) => "a subgroup per key (GPU default, or as tuned)",
                 (false, true) => {
-                    "one per invocation, up to 4 query rows of a GQA group or query block \
-                     sharing each key; a subgroup per key past D + Dv = 256, and at 256 in \
-                     f16/bf16 with one row (CPU default)"
+                    "one per invocation, a subgroup per key from D + Dv = 256 in f16/bf16 \
+                     and past it in f32; up to 4 query rows of a GQA group or query block \
+                     sharing each key (CPU default)"
                 }
                 (false, false) => "one per invocation (no subgroups, or as tuned)",
             }

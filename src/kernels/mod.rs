@@ -493,9 +493,9 @@ impl Variant {
                         };
                         push(Variant::new(Kernel::Fused, dtype, mask).with_tile(tile));
                     }
-                    // One key per invocation (one query row per workgroup, and four), and a
-                    // subgroup per key (lavapipe's 8 lanes, and the 32 of most GPUs).
-                    for (lanes, rows) in [(0, 1), (0, 4), (8, 1), (32, 1)] {
+                    // One key per invocation and a subgroup per key (lavapipe's 8 lanes, and
+                    // the 32 of most GPUs), each with one query row per workgroup and four.
+                    for (lanes, rows) in [(0, 1), (0, 4), (8, 1), (8, 4), (32, 1), (32, 4)] {
                         let tile = Tile {
                             rows: 16.max(lanes),
                             per_invocation: rows,
