@@ -23,8 +23,10 @@ const DECODE_MAX_Q: usize = 4;
 /// lavapipe 512 to 4096 measured the same within the run-to-run spread, BENCHMARKS.md).
 const DECODE_CHUNK: u32 = 512;
 /// Query rows per workgroup of the decode kernel on CPU adapters (`Tuning::decode_rows`
-/// overrides it), and the most it takes.
+/// overrides it; GPUs take one until one is measured).
 const DECODE_ROWS_CPU: u32 = 4;
+/// The most query rows per workgroup the decode kernel takes (its per-row steps are written
+/// out for four rows).
 const DECODE_ROWS_MAX: u32 = 4;
 /// Fewer workgroups than this leave a device idle: split the keys.
 const TARGET_WORKGROUPS: u64 = 64;
@@ -75,25 +77,6 @@ impl Config {
             // A subgroup per key (by default on GPUs, and for wide heads on CPU adapters)
             // where every subgroup is whole: the workgroup a multiple of the largest subgroup.
             let info = ctx.adapter_info();
-            // Query rows per workgroup: consecutive rows of one (batch, kv head), the most up
-            // to the cap that divides their number, so each key and value row loaded serves
-            // all of them. One with a block mask (one kind per row and key block).
-            let block_mask = p.mods.as_ref().is_some_and(|m| m.flags.masks());
-            let per_kv_head = (p.group() * p.q_len).max(1) as u32;
-            let cap = if block_mask {
-                1
-            } else {
-                tuning
-                    .decode_rows
-                    .unwrap_or(if cpu { DECODE_ROWS_CPU } else { 1 })
-                    .clamp(1, DECODE_ROWS_MAX)
-            };
-            let rows_up_to = |cap: u32| {
-                (1..=cap.min(per_kv_head))
-                    .rev()
-                    .find(|r| per_kv_head.is_multiple_of(*r))
-                    .unwrap_or(1)
-            };
             let subgroup_keys = ctx.decode_subgroup_keys(p.dtype, p.head_dim, p.v_dim);
             let lanes_at = |wg: u32| {
                 let max = info.subgroup_max_size.max(1);
@@ -125,8 +108,24 @@ impl Config {
                 .clamp(1, 1 << 16)
                 .next_multiple_of(wg);
             let splits = lt.div_ceil(chunk as u64).max(1);
-            // (Each of the workgroup's rows writes an empty split's partial: at most wg.)
-            let r = rows_up_to(cap.min(wg));
+            // Query rows per workgroup: consecutive rows of one (batch, kv head), the most up
+            // to the cap that divides their number, so each key and value row loaded serves
+            // all of them; at most the workgroup's size (each row writes an empty split's
+            // partial), and one with a block mask (one kind per row and key block).
+            let block_mask = p.mods.as_ref().is_some_and(|m| m.flags.masks());
+            let per_kv_head = (p.group() * p.q_len).max(1) as u32;
+            let cap = if block_mask {
+                1
+            } else {
+                tuning
+                    .decode_rows
+                    .unwrap_or(if cpu { DECODE_ROWS_CPU } else { 1 })
+                    .clamp(1, DECODE_ROWS_MAX.min(wg))
+            };
+            let r = (1..=cap.min(per_kv_head))
+                .rev()
+                .find(|r| per_kv_head.is_multiple_of(*r))
+                .unwrap_or(1);
             let groups = (p.rows() as u64 / per_kv_head as u64) * (per_kv_head / r) as u64;
             return Ok(Config {
                 kernel: Kernel::FusedDecode,

@@ -167,7 +167,7 @@ impl Binding {
 pub struct Tile {
     /// Invocations per workgroup (`BQ` query rows of `fused`, `WG` of `fused_decode`).
     pub rows: u32,
-    /// Query rows per invocation (`R` of `fused`).
+    /// Query rows per invocation (`R` of `fused`), or per workgroup (`R` of `fused_decode`).
     pub per_invocation: u32,
     /// Keys per tile (`BK` of `fused`) or per split (`CHUNK` of `fused_decode`).
     pub keys: u32,
