@@ -18,7 +18,8 @@
 // Template values: WG (invocations), CHUNK (keys per split, a multiple of WG), D4, DV4
 // (even with VEC8: its loops take eight elements per load), LANES (SUBGROUP_KEYS: the
 // adapter's smallest subgroup; WG is a multiple of its largest), R (query rows per
-// workgroup, 1 to 4; 1 with BLOCK_MASK; ROWS is defined where R > 1).
+// workgroup, 1 to 4, dividing group * Lq, so no group of rows is short; 1 with BLOCK_MASK;
+// ROWS is defined where R > 1).
 #ifdef NATIVE_F16
 enable f16;
 #endif
@@ -64,15 +65,12 @@ var<workgroup> groups: atomic<u32>;
 var<private> qr: array<vec4<f32>, R * PK * UW>;
 var<private> acc: array<vec4<f32>, R * PV * UW>;
 #ifdef ROWS
-// Per row its running max, sum and alive flag, position and head, and the current four keys'
-// bias and p; the four keys' k and v units, loaded once for all the rows (key c of unit k at
+// Per row its running max, sum and alive flag, and the current four keys' bias and p; the four keys' k and v units, loaded once for all the rows (key c of unit k at
 // 4 * k + c, with VEC8 its two halves at 8 * k + 2 * c and the next); the subgroup's size
 // and this invocation's place in it.
 var<private> rm: array<f32, R>;
 var<private> rl: array<f32, R>;
 var<private> ralive: array<f32, R>;
-var<private> ri: array<u32, R>;
-var<private> rh: array<u32, R>;
 var<private> bias4s: array<vec4<f32>, R>;
 var<private> p4s: array<vec4<f32>, R>;
 var<private> kst: array<vec4<f32>, 4u * PK * UW>;
@@ -94,10 +92,8 @@ var<private> local_sum: array<f32, R>;
 var<private> row_max: array<f32, R>;
 var<private> row_alive: array<f32, R>;
 #ifdef ROWS
-// Each row's position and head; its bias and p of the current key; the current key's k and v
-// rows, loaded once for all the rows.
-var<private> ri: array<u32, R>;
-var<private> rh: array<u32, R>;
+// Each row's bias and p of the current key; the current key's k and v rows, loaded once for
+// all the rows.
 var<private> brow: array<f32, R>;
 var<private> prow: array<f32, R>;
 var<private> krow: array<vec4<f32>, D4>;
@@ -110,19 +106,29 @@ var<private> vrow: array<vec4<f32>, DV4>;
 
 #import reduce
 
+#ifdef ROWS
+// Each row's position and head (both layouts).
+var<private> ri: array<u32, R>;
+var<private> rh: array<u32, R>;
+
+// Sets row r's position and head; the offset of its q.
+fn row_place(r: u32, row0: u32, b: u32) -> u32 {
+    let row = row0 + r;
+    ri[r] = row % params.q_len;
+    rh[r] = (row / params.q_len) % params.q_heads;
+    return q_offset(b, rh[r], ri[r]);
+}
+#endif
+
 #ifdef SUBGROUP_KEYS
 #ifdef ROWS
 // The per-row steps of the subgroup-per-key layout with R > 1 rows, called as those of the
 // other layout are (below): once per row with a constant r.
 
 // Row r's position, head and this invocation's units of its q.
-fn sg_row_q(r: u32, row0: u32, nrows: u32, b: u32) {
-    // A row past the group's last (a short final group) repeats it: computed, never written.
-    let row = row0 + min(r, nrows - 1u);
-    ri[r] = row % params.q_len;
-    rh[r] = (row / params.q_len) % params.q_heads;
+fn sg_row_q(r: u32, row0: u32, b: u32) {
+    let qo = row_place(r, row0, b);
     rm[r] = params.neg_inf;
-    let qo = q_offset(b, rh[r], ri[r]);
     for (var k = 0u; k < trips(PK); k++) {
         let u = sg_lane + k * sg_size;
         if (u < KU) {
@@ -242,7 +248,7 @@ fn sg_row_values(r: u32) {
 
 // Merges row r over the subgroups (weights exp(m_s - M); the sum counted once per subgroup, by
 // its invocation 0) and writes its partial.
-fn sg_row_partial(lid: u32, r: u32, s: u32, nsg: u32, split: u32, row0: u32, nrows: u32) {
+fn sg_row_partial(lid: u32, r: u32, s: u32, nsg: u32, split: u32, row0: u32) {
     var l = rl[r];
     // A subgroup smaller than the adapter's reported minimum would leave units unread: the
     // row comes out NaN rather than quietly wrong.
@@ -269,19 +275,17 @@ fn sg_row_partial(lid: u32, r: u32, s: u32, nsg: u32, split: u32, row0: u32, nro
         }
     }
     workgroupBarrier();
-    if (r < nrows) {
-        let slot = split * params.rows + row0 + r;
-        if (lid == 0u) {
-            partials[slot] = vec4<f32>(big_m, big_l, any_alive, 0.0);
+    let slot = split * params.rows + row0 + r;
+    if (lid == 0u) {
+        partials[slot] = vec4<f32>(big_m, big_l, any_alive, 0.0);
+    }
+    let base = params.splits * params.rows + slot * DV4;
+    for (var d4 = lid; d4 < trips(DV4); d4 += WG) {
+        var total = vec4<f32>(0.0);
+        for (var t = 0u; t < nsg; t++) {
+            total += accs[t * DV4 + d4];
         }
-        let base = params.splits * params.rows + slot * DV4;
-        for (var d4 = lid; d4 < trips(DV4); d4 += WG) {
-            var total = vec4<f32>(0.0);
-            for (var t = 0u; t < nsg; t++) {
-                total += accs[t * DV4 + d4];
-            }
-            partials[base + d4] = total;
-        }
+        partials[base + d4] = total;
     }
     workgroupBarrier();
 }
@@ -295,13 +299,10 @@ fn sg_row_partial(lid: u32, r: u32, s: u32, nsg: u32, split: u32, row0: u32, nro
 // loops, and a private array indexed by a loop counter lives in memory rather than registers
 // (acc so made the f32 decode step 50% slower).
 #ifdef ROWS
-// Row r's position, head and q.
-fn row_q(r: u32, row0: u32, nrows: u32, b: u32) {
-    // A row past the group's last (a short final group) repeats it: computed, never written.
-    let row = row0 + min(r, nrows - 1u);
-    ri[r] = row % params.q_len;
-    rh[r] = (row / params.q_len) % params.q_heads;
-    let qo = q_offset(b, rh[r], ri[r]);
+// Row r's position, head and q; its running max starts at -inf.
+fn row_q(r: u32, row0: u32, b: u32) {
+    let qo = row_place(r, row0, b);
+    local_max[r] = params.neg_inf;
     for (var d4 = 0u; d4 < trips(D4); d4++) {
         qr[r * D4 + d4] = q4(qo, d4);
     }
@@ -377,7 +378,7 @@ fn row_stats(lid: u32, r: u32) {
 // columns, and writes the row's partial. With subgroups, each subgroup first sums its own
 // in registers and its first active invocation stores that (the others store zeros; see
 // reduce.wgsl).
-fn row_partial(lid: u32, r: u32, split: u32, row0: u32, nrows: u32) {
+fn row_partial(lid: u32, r: u32, split: u32, row0: u32) {
     let l = reduce(lid, local_sum[r], 1u);
 #ifdef SUBGROUPS
     let leader = lid == subgroupBroadcastFirst(lid);
@@ -391,19 +392,17 @@ fn row_partial(lid: u32, r: u32, split: u32, row0: u32, nrows: u32) {
     }
 #endif
     workgroupBarrier();
-    if (r < nrows) {
-        let slot = split * params.rows + row0 + r;
-        if (lid == 0u) {
-            partials[slot] = vec4<f32>(row_max[r], l, row_alive[r], 0.0);
+    let slot = split * params.rows + row0 + r;
+    if (lid == 0u) {
+        partials[slot] = vec4<f32>(row_max[r], l, row_alive[r], 0.0);
+    }
+    let base = params.splits * params.rows + slot * DV4;
+    for (var d4 = lid; d4 < trips(DV4); d4 += WG) {
+        var total = vec4<f32>(0.0);
+        for (var t = 0u; t < trips(WG); t++) {
+            total += accs[t * DV4 + d4];
         }
-        let base = params.splits * params.rows + slot * DV4;
-        for (var d4 = lid; d4 < trips(DV4); d4 += WG) {
-            var total = vec4<f32>(0.0);
-            for (var t = 0u; t < trips(WG); t++) {
-                total += accs[t * DV4 + d4];
-            }
-            partials[base + d4] = total;
-        }
+        partials[base + d4] = total;
     }
     workgroupBarrier();
 }
@@ -417,7 +416,7 @@ fn main(
 ) {
     // Rows of one (batch, kv head): its query heads' rows, (b * Hkv + hk) * gl + g * Lq + i.
     let gl = params.group * params.q_len;
-    let per_block = (gl + R - 1u) / R;
+    let per_block = gl / R;
     let n_groups = params.rows / gl * per_block;
     let wg = linear_workgroup(wid, nwg);
     let split = wg / n_groups;
@@ -426,7 +425,6 @@ fn main(
     }
     let first = (wg % n_groups % per_block) * R;
     let row0 = wg % n_groups / per_block * gl + first;
-    let nrows = min(R, gl - first);
     let i = row0 % params.q_len;
     let h = (row0 / params.q_len) % params.q_heads;
     let b = row0 / (params.q_len * params.q_heads);
@@ -435,7 +433,7 @@ fn main(
     // The group's rows' query positions: the union of their key ranges.
     var i_lo = i;
     var i_hi = i;
-    for (var r = 1u; r < nrows; r++) {
+    for (var r = 1u; r < R; r++) {
         let ir = (row0 + r) % params.q_len;
         i_lo = min(i_lo, ir);
         i_hi = max(i_hi, ir);
@@ -460,7 +458,7 @@ fn main(
     // A split with no keys left (masked, or past the row's range) says so in its partial and
     // stops: no loads, no reductions (the condition is uniform across the workgroup).
     if (j_end <= j_begin) {
-        if (lid < nrows) {
+        if (lid < R) {
             partials[split * params.rows + row0 + lid] = vec4<f32>(params.neg_inf, 0.0, 0.0, 0.0);
         }
         return;
@@ -489,10 +487,10 @@ fn main(
     // one of the keys.
     sg_lane = lane;
     sg_size = sg;
-    sg_row_q(0u, row0, nrows, b);
-    if (R > 1u) { sg_row_q(1u, row0, nrows, b); }
-    if (R > 2u) { sg_row_q(2u, row0, nrows, b); }
-    if (R > 3u) { sg_row_q(3u, row0, nrows, b); }
+    sg_row_q(0u, row0, b);
+    if (R > 1u) { sg_row_q(1u, row0, b); }
+    if (R > 2u) { sg_row_q(2u, row0, b); }
+    if (R > 3u) { sg_row_q(3u, row0, b); }
     let run = ((j_end - j_begin + 4 * i32(nsg) - 1) / (4 * i32(nsg))) * 4;
     let run_end = min(j_end, j_begin + (i32(s) + 1) * run);
     for (var j0 = j_begin + i32(s) * run; j0 < run_end; j0 += 4) {
@@ -573,10 +571,10 @@ fn main(
         if (R > 2u) { sg_row_values(2u); }
         if (R > 3u) { sg_row_values(3u); }
     }
-    sg_row_partial(lid, 0u, s, nsg, split, row0, nrows);
-    if (R > 1u) { sg_row_partial(lid, 1u, s, nsg, split, row0, nrows); }
-    if (R > 2u) { sg_row_partial(lid, 2u, s, nsg, split, row0, nrows); }
-    if (R > 3u) { sg_row_partial(lid, 3u, s, nsg, split, row0, nrows); }
+    sg_row_partial(lid, 0u, s, nsg, split, row0);
+    if (R > 1u) { sg_row_partial(lid, 1u, s, nsg, split, row0); }
+    if (R > 2u) { sg_row_partial(lid, 2u, s, nsg, split, row0); }
+    if (R > 3u) { sg_row_partial(lid, 3u, s, nsg, split, row0); }
 #else
     for (var k = 0u; k < trips(PK); k++) {
         let u = lane + k * sg;
@@ -743,13 +741,10 @@ fn main(
 #else
 #ifdef ROWS
     // R rows share each key's k and v rows: loaded once where any row may see the key.
-    row_q(0u, row0, nrows, b);
-    if (R > 1u) { row_q(1u, row0, nrows, b); }
-    if (R > 2u) { row_q(2u, row0, nrows, b); }
-    if (R > 3u) { row_q(3u, row0, nrows, b); }
-    for (var r = 0u; r < R; r++) {
-        local_max[r] = params.neg_inf;
-    }
+    row_q(0u, row0, b);
+    if (R > 1u) { row_q(1u, row0, b); }
+    if (R > 2u) { row_q(2u, row0, b); }
+    if (R > 3u) { row_q(3u, row0, b); }
     for (var t = 0u; t < trips(PER); t++) {
         let j = j_begin + i32(t * WG + lid);
         var seen = row_bias(0u, bd, b, j, j_end, full);
@@ -870,9 +865,9 @@ fn main(
         }
     }
 #endif
-    row_partial(lid, 0u, split, row0, nrows);
-    if (R > 1u) { row_partial(lid, 1u, split, row0, nrows); }
-    if (R > 2u) { row_partial(lid, 2u, split, row0, nrows); }
-    if (R > 3u) { row_partial(lid, 3u, split, row0, nrows); }
+    row_partial(lid, 0u, split, row0);
+    if (R > 1u) { row_partial(lid, 1u, split, row0); }
+    if (R > 2u) { row_partial(lid, 2u, split, row0); }
+    if (R > 3u) { row_partial(lid, 3u, split, row0); }
 #endif
 }
