@@ -49,7 +49,7 @@ fn main(
             bias += mod_bias(bd, h, i, j);
 #endif
             let s = work[base + j];
-            if (bias != params.neg_inf) {
+            if (allows(bias)) {
                 any_alive = any_alive || !score_removed(s);
                 logit = s + bias;
             }

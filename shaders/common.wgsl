@@ -87,6 +87,16 @@ fn contributes(p: f32) -> bool {
     return bitcast<u32>(p) != 0u;
 }
 
+// `allows(bias)`: the bias lets its key take part, anything but -inf (NaN included: a NaN in
+// an additive mask at an allowed key makes the row NaN, as in the reference).
+fn allows(bias: f32) -> bool {
+    return bitcast<u32>(bias) != bitcast<u32>(params.neg_inf);
+}
+
+fn allows4(bias: vec4<f32>) -> vec4<bool> {
+    return bitcast<vec4<u32>>(bias) != vec4<u32>(bitcast<u32>(params.neg_inf));
+}
+
 fn is_nan(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
 }

@@ -104,9 +104,9 @@ fn accumulate_tile(i_first: u32, b: u32, h: u32, bd: Bounds, j0: i32, j_end: i32
 #ifdef MOD_USER_SCORE
             // A key whose modded score is -inf is removed like a masked one.
             let removed = bitcast<vec4<u32>>(sm) == bitcast<vec4<u32>>(neg);
-            let ok = (bias != neg) & !removed;
+            let ok = allows4(bias) & !removed;
 #else
-            let ok = bias != neg;
+            let ok = allows4(bias);
 #endif
             if (any(ok)) {
                 alive[r] = true;

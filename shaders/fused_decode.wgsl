@@ -157,7 +157,7 @@ fn sg_row_bias(r: u32, bd: Bounds, b: u32, j0: i32, j_end: i32, full: bool) -> b
         bias = bias4(b, rh[r], ri[r], bd, j0, j_end, full);
     }
     bias4s[r] = bias;
-    return any(bias != vec4<f32>(params.neg_inf));
+    return any(allows4(bias));
 }
 
 // Row r's scores of the four keys (their units in kst), its online-softmax step (at most one
@@ -197,9 +197,9 @@ fn sg_row_scores(r: u32, b: u32, j0: i32) -> bool {
 #ifdef MOD_USER_SCORE
     // A key whose modded score is -inf is removed like a masked one.
     let removed = bitcast<vec4<u32>>(sm) == bitcast<vec4<u32>>(neg);
-    let ok = (bias != neg) & !removed;
+    let ok = allows4(bias) & !removed;
 #else
-    let ok = bias != neg;
+    let ok = allows4(bias);
 #endif
     p4s[r] = z;
     if (!any(ok)) {
@@ -321,14 +321,14 @@ fn row_bias(r: u32, bd: Bounds, b: u32, j: i32, j_end: i32, full: bool) -> bool 
 #endif
         brow[r] = bias;
     }
-    return brow[r] != params.neg_inf;
+    return allows(brow[r]);
 }
 
 // Row r's score of key j (its k row in krow where row r may see it) into sc[t * R + r],
 // with the row's running max and alive flag.
 fn row_score(r: u32, t: u32, b: u32, j: i32) {
     var x = params.neg_inf;
-    if (brow[r] != params.neg_inf) {
+    if (allows(brow[r])) {
         var a = vec4<f32>(0.0);
         for (var d4 = 0u; d4 < trips(D4); d4++) {
             a += qr[r * D4 + d4] * krow[d4];
@@ -614,7 +614,7 @@ fn main(
         var bias = z;
         if (!interior) {
             bias = bias4(b, h, i, bd, j0, j_end, full);
-            if (all(bias == neg)) {
+            if (!any(allows4(bias))) {
                 continue;
             }
         }
@@ -654,9 +654,9 @@ fn main(
 #ifdef MOD_USER_SCORE
         // A key whose modded score is -inf is removed like a masked one.
         let removed = bitcast<vec4<u32>>(sm) == bitcast<vec4<u32>>(neg);
-        let ok = (bias != neg) & !removed;
+        let ok = allows4(bias) & !removed;
 #else
-        let ok = bias != neg;
+        let ok = allows4(bias);
 #endif
         if (!any(ok)) {
             continue;
@@ -787,7 +787,7 @@ fn main(
             }
             bias += mod_bias(bd, h, i, u32(j));
 #endif
-            if (bias != params.neg_inf) {
+            if (allows(bias)) {
                 let ko = kv_offset(b, hk, u32(j), params.head_dim);
                 var a = vec4<f32>(0.0);
 #ifdef VEC8

@@ -699,6 +699,60 @@ fn non_finite_inputs_at_allowed_positions_propagate_like_the_reference() {
     }
 }
 
+/// NaN in an additive mask at an allowed position makes its row NaN (`logits = s + bias`, as
+/// in the reference, ONNX and PyTorch); a NaN where another mask disallows the key is not
+/// seen (-inf is selected there). Checked on every kernel that reads a mask: staged, fused
+/// prefill (Lq = 5) and the decode kernel in both layouts, one query row per workgroup
+/// (Lq = 1) and three (Lq = 3).
+#[test]
+fn nan_in_an_additive_mask_makes_its_row_nan_where_the_key_is_allowed() {
+    let (hq, lk) = (3, 9);
+    for (dtype, lq) in DTYPES.into_iter().flat_map(|d| [(d, 5), (d, 3), (d, 1)]) {
+        // Mask [Hq, Lq, Lk]: head 0 has NaN at key 2 of every row (allowed); head 1 at key
+        // 7, past the key length 6 (disallowed); head 2 none.
+        let mut data = vec![0.25f32; hq * lq * lk];
+        for i in 0..lq {
+            data[i * lk + 2] = f32::NAN;
+            data[(lq + i) * lk + 7] = f32::NAN;
+            data[(2 * lq + i) * lk + 4] = -1.5;
+        }
+        let mask = Mask::Additive(Tensor::from_f32_as([hq, lq, lk], &data, dtype).unwrap());
+        for (path, cx) in [
+            (ExecutionPath::Staged, ctx()),
+            (ExecutionPath::Fused, ctx()),
+            (ExecutionPath::Fused, subgroup_keys_ctx()),
+        ] {
+            let mut c = case(98, Dims::new(1, hq, lq, lk, 8), dtype)
+                .path(path)
+                .with_mask(mask.clone())
+                .with_kv_lengths(vec![6]);
+            if path == ExecutionPath::Fused {
+                c = c.with_opts(|o| o.returns = Returns::default());
+            }
+            let got = wgattn::masked_attention(cx, &c.inputs(), &c.opts).unwrap();
+            let want = c.reference();
+            compare(
+                &format!("{dtype} {path:?} lq {lq}"),
+                &got,
+                &want,
+                &c.opts.returns,
+                Tols::for_dtype(dtype),
+            );
+            let out = got.out.to_f32_vec();
+            let row = |h: usize| &out[h * lq * 8..(h + 1) * lq * 8];
+            assert!(
+                row(0).iter().all(|x| x.is_nan()),
+                "{dtype} {path:?} lq {lq}: a NaN bias at an allowed key makes the row NaN: {:?}",
+                row(0)
+            );
+            assert!(
+                row(1).iter().chain(row(2)).all(|x| x.is_finite()),
+                "{dtype} {path:?} lq {lq}: a NaN bias at a disallowed key is not seen"
+            );
+        }
+    }
+}
+
 /// A whole split of the decode kernel's keys with NaN in `k` (every score of the split NaN),
 /// the other splits finite: the merged row is NaN, as in the reference, not the finite
 /// merge of the other splits.
