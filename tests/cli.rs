@@ -102,7 +102,6 @@ fn run_f32_matches_reference() {
     let case = dir.path("case.safetensors");
     CaseFile::new(&q, &k, &v)
         .meta("causal", "true")
-        .meta("description", "unknown keys are ignored")
         .write(&case);
     let got = run_ok(&case, &dir.path("out.safetensors"), &[]);
     assert_eq!(names(&got), ["out"]);
@@ -113,6 +112,56 @@ fn run_f32_matches_reference() {
     let want = reference::masked_attention(&AttentionInputs::new(&q, &k, &v), &options).unwrap();
     assert_close("out", &got["out"], &want.out, tol(DType::F32));
     assert_eq!(dir.files(), ["case.safetensors", "out.safetensors"]);
+}
+
+/// Metadata keys that are no option are ignored, each named in one warning on stderr (a
+/// misspelt option must not change the result silently); `format`, which safetensors writers
+/// add, is not warned of.
+#[test]
+fn unknown_metadata_is_ignored_with_a_warning() {
+    let dir = Scratch::new("unknown_metadata");
+    let (q, k, v) = qkv(1, DType::F32, DIMS);
+    let case = dir.path("case.safetensors");
+    let out = dir.path("out.safetensors");
+    let run = |file: CaseFile| {
+        file.write(&case);
+        let o = wgattn(&[
+            "run",
+            &dir.arg("case.safetensors"),
+            "-o",
+            &dir.arg("out.safetensors"),
+        ]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let warnings: Vec<String> = text(&o.stderr)
+            .lines()
+            .filter(|l| l.starts_with("warning:"))
+            .map(str::to_string)
+            .collect();
+        (read_result(&out), warnings)
+    };
+    let (got, warnings) = run(CaseFile::new(&q, &k, &v)
+        .meta("causal", "true")
+        .meta("is_causal", "false")
+        .meta("description", "from a test")
+        .meta("format", "pt"));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let w = &warnings[0];
+    assert!(
+        w.contains("metadata `description`, `is_causal` ignored") && w.contains("`causal`"),
+        "{w}"
+    );
+    assert!(!w.contains("`format`"), "{w}");
+    let options = AttentionOptions {
+        causal: true,
+        ..Default::default()
+    };
+    let want = reference::masked_attention(&AttentionInputs::new(&q, &k, &v), &options).unwrap();
+    assert_close("out", &got["out"], &want.out, tol(DType::F32));
+    let (_, warnings) = run(CaseFile::new(&q, &k, &v)
+        .meta("causal", "true")
+        .meta("window_left", "3")
+        .meta("format", "np"));
+    assert!(warnings.is_empty(), "{warnings:?}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Reading a case file (`SEMANTICS.md`, "Case files"): the tensors of one attention call and
 //! its options as string metadata.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -8,7 +9,7 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use wgattn::{AttentionInputs, BoolMask, DType, Mask, MaskMods, Tensor};
 
-use super::options::OptionValues;
+use super::options::{OptionValues, OPTION_KEYS};
 
 /// The tensor names a case file may hold; any other name is a mistake (`attn_mask`, `Q`).
 pub const TENSOR_NAMES: [&str; 7] = ["q", "k", "v", "mask", "past_k", "past_v", "kv_lengths"];
@@ -27,6 +28,10 @@ pub struct Case {
     pub mods: Option<MaskMods>,
     /// The options the file's metadata gives.
     pub options: OptionValues,
+    /// Metadata keys that are neither an option nor a mod's (nor `format`, which safetensors
+    /// writers add), sorted: ignored, and named in a warning by [`Case::read`], since a
+    /// misspelt option (`is_causal`, `window`) would otherwise change the result silently.
+    pub ignored_metadata: Vec<String>,
 }
 
 impl Case {
@@ -34,7 +39,19 @@ impl Case {
     pub fn read(path: &Path) -> Result<Case> {
         let bytes = std::fs::read(path)
             .with_context(|| format!("cannot read case file {}", path.display()))?;
-        Self::parse(&bytes).with_context(|| format!("case file {}", path.display()))
+        let case = Self::parse(&bytes).with_context(|| format!("case file {}", path.display()))?;
+        if !case.ignored_metadata.is_empty() {
+            let keys: Vec<&str> = case.ignored_metadata.iter().map(String::as_str).collect();
+            eprintln!(
+                "warning: case file {}: metadata {} ignored (the options are {}; the mods' \
+                 keys {})",
+                path.display(),
+                quoted(&keys),
+                quoted(&OPTION_KEYS),
+                quoted(&super::case_mods::MOD_KEYS)
+            );
+        }
+        Ok(case)
     }
 
     /// [`Case::read`] on the bytes of a file.
@@ -69,6 +86,7 @@ impl Case {
             kv_lengths: get("kv_lengths").map(|t| kv_lengths(&t)).transpose()?,
             mods: super::case_mods::read(&file, header.metadata().as_ref())?,
             options,
+            ignored_metadata: ignored_metadata(header.metadata().as_ref()),
         })
     }
 
@@ -86,6 +104,20 @@ impl Case {
             block_mask: None,
         }
     }
+}
+
+fn ignored_metadata(meta: Option<&HashMap<String, String>>) -> Vec<String> {
+    let mut keys: Vec<String> = meta
+        .into_iter()
+        .flat_map(HashMap::keys)
+        .filter(|k| {
+            let k = k.as_str();
+            !OPTION_KEYS.contains(&k) && !super::case_mods::MOD_KEYS.contains(&k) && k != "format"
+        })
+        .cloned()
+        .collect();
+    keys.sort_unstable();
+    keys
 }
 
 fn check_names(names: &[&str]) -> Result<()> {

@@ -24,6 +24,15 @@ pub const MOD_TENSORS: [&str; 10] = [
     "modality_causal",
 ];
 
+/// The metadata keys [`read`] reads.
+pub const MOD_KEYS: [&str; 5] = [
+    "mask_mod",
+    "score_mod",
+    "alibi",
+    "blocked_ids",
+    "blocked_classes",
+];
+
 /// Reads the mods of a case; `None` when it has none.
 pub fn read(
     file: &SafeTensors<'_>,

@@ -6,6 +6,18 @@ use std::collections::HashMap;
 use anyhow::{anyhow, Result};
 use wgattn::{AttentionOptions, Layout, Returns};
 
+/// The metadata keys [`OptionValues::from_metadata`] reads.
+pub const OPTION_KEYS: [&str; 8] = [
+    "causal",
+    "causal_offset",
+    "scale",
+    "softcap",
+    "window_left",
+    "window_right",
+    "layout",
+    "return",
+];
+
 /// Every option of `SEMANTICS.md`'s case files; `None` = not given here.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OptionValues {
@@ -20,8 +32,9 @@ pub struct OptionValues {
 }
 
 impl OptionValues {
-    /// Reads the known keys of a case file's metadata. Other keys (a description, a producer)
-    /// are ignored; a known key whose value does not parse is an error naming both.
+    /// Reads the known keys of a case file's metadata ([`OPTION_KEYS`]). Other keys (a
+    /// description, a producer) are ignored here (`Case::read` warns of them); a known key
+    /// whose value does not parse is an error naming both.
     pub fn from_metadata(metadata: Option<&HashMap<String, String>>) -> Result<Self> {
         let Some(meta) = metadata else {
             return Ok(Self::default());
@@ -181,7 +194,21 @@ pub fn parse_returns(s: &str) -> Result<Returns, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bool;
+    use super::{parse_bool, OptionValues, OPTION_KEYS};
+
+    /// Each listed key is read: a value no option accepts is an error naming the key (so
+    /// the list the unknown-key warning uses is the list that is read).
+    #[test]
+    fn every_listed_key_is_read() {
+        for key in OPTION_KEYS {
+            let meta = [(key.to_string(), "?".to_string())].into_iter().collect();
+            let err = OptionValues::from_metadata(Some(&meta)).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("`{key}`")),
+                "{key}: {err}"
+            );
+        }
+    }
 
     #[test]
     fn booleans_from_any_writer() {
