@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use wgattn::{DType, ExecutionPath, Layout, Returns};
+use wgattn::{DType, ExecutionPath, Layout, Mask, Returns, Tensor};
 
 /// 32 cases per property (16 for the fused one) keep the suite fast on the software adapter.
 fn config() -> Config {
@@ -24,7 +24,9 @@ const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 /// full-size rather than 1), and the last axis as a fraction of `Lt`.
 #[derive(Clone, Debug)]
 struct MaskSpec {
-    /// 0 = none, 1 = boolean, 2 = additive.
+    /// 0 = none, 1 = boolean, 2 = additive, 3 = additive with one NaN or +inf entry (a NaN
+    /// makes the rows that see it at an allowed key NaN, +inf their softmax NaN or one-hot;
+    /// where another mask disallows the key it is not seen).
     kind: u8,
     /// 1 to 4.
     rank: usize,
@@ -62,7 +64,7 @@ struct Spec {
 
 fn mask_spec() -> impl Strategy<Value = MaskSpec> {
     (
-        0u8..3,
+        0u8..4,
         1usize..=4,
         any::<[bool; 3]>(),
         0usize..64,
@@ -190,10 +192,23 @@ fn build(s: &Spec) -> Case {
             .map(|axis| if m.full[axis] { full[axis] } else { 1 })
             .collect();
         shape.push(n);
-        case.mask = Some(if m.kind == 1 {
-            random_bool_mask(&mut rng, &shape, 0.7)
-        } else {
-            random_additive_mask(&mut rng, &shape, m.dtype, 3.0, 0.2)
+        case.mask = Some(match m.kind {
+            1 => random_bool_mask(&mut rng, &shape, 0.7),
+            2 => random_additive_mask(&mut rng, &shape, m.dtype, 3.0, 0.2),
+            _ => {
+                let Mask::Additive(t) = random_additive_mask(&mut rng, &shape, m.dtype, 3.0, 0.2)
+                else {
+                    unreachable!("an additive mask")
+                };
+                let mut x = t.to_f32_vec();
+                let at = rng.below(x.len());
+                x[at] = if rng.bool(0.5) {
+                    f32::NAN
+                } else {
+                    f32::INFINITY
+                };
+                Mask::Additive(Tensor::from_f32_as(shape.clone(), &x, m.dtype).unwrap())
+            }
         });
     }
     case
