@@ -116,7 +116,7 @@ fn run_f32_matches_reference() {
 
 /// Metadata keys that are no option are ignored, each named in one warning on stderr (a
 /// misspelt option must not change the result silently); `format`, which safetensors writers
-/// add, is not warned of.
+/// add, and `description` are not warned of.
 #[test]
 fn unknown_metadata_is_ignored_with_a_warning() {
     let dir = Scratch::new("unknown_metadata");
@@ -142,12 +142,12 @@ fn unknown_metadata_is_ignored_with_a_warning() {
     let (got, warnings) = run(CaseFile::new(&q, &k, &v)
         .meta("causal", "true")
         .meta("is_causal", "false")
-        .meta("description", "from a test")
+        .meta("note", "from a test")
         .meta("format", "pt"));
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     let w = &warnings[0];
     assert!(
-        w.contains("metadata `description`, `is_causal` ignored") && w.contains("`causal`"),
+        w.contains("metadata `is_causal`, `note` ignored") && w.contains("`causal`"),
         "{w}"
     );
     assert!(!w.contains("`format`"), "{w}");
@@ -160,7 +160,8 @@ fn unknown_metadata_is_ignored_with_a_warning() {
     let (_, warnings) = run(CaseFile::new(&q, &k, &v)
         .meta("causal", "true")
         .meta("window_left", "3")
-        .meta("format", "np"));
+        .meta("format", "np")
+        .meta("description", "a causal window"));
     assert!(warnings.is_empty(), "{warnings:?}");
 }
 

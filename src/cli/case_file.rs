@@ -11,6 +11,10 @@ use wgattn::{AttentionInputs, BoolMask, DType, Mask, MaskMods, Tensor};
 
 use super::options::{OptionValues, OPTION_KEYS};
 
+/// Metadata keys that describe a case without being options, ignored without a warning:
+/// `format` (which safetensors writers add) and `description`.
+pub const DESCRIPTIVE_KEYS: [&str; 2] = ["format", "description"];
+
 /// The tensor names a case file may hold; any other name is a mistake (`attn_mask`, `Q`).
 pub const TENSOR_NAMES: [&str; 7] = ["q", "k", "v", "mask", "past_k", "past_v", "kv_lengths"];
 
@@ -28,9 +32,9 @@ pub struct Case {
     pub mods: Option<MaskMods>,
     /// The options the file's metadata gives.
     pub options: OptionValues,
-    /// Metadata keys that are neither an option nor a mod's (nor `format`, which safetensors
-    /// writers add), sorted: ignored, and named in a warning by [`Case::read`], since a
-    /// misspelt option (`is_causal`, `window`) would otherwise change the result silently.
+    /// Metadata keys that are neither an option nor a mod's nor [`DESCRIPTIVE_KEYS`], sorted:
+    /// ignored, and named in a warning by [`Case::read`], since a misspelt option
+    /// (`is_causal`, `window`) would otherwise change the result silently.
     pub ignored_metadata: Vec<String>,
 }
 
@@ -112,7 +116,9 @@ fn ignored_metadata(meta: Option<&HashMap<String, String>>) -> Vec<String> {
         .flat_map(HashMap::keys)
         .filter(|k| {
             let k = k.as_str();
-            !OPTION_KEYS.contains(&k) && !super::case_mods::MOD_KEYS.contains(&k) && k != "format"
+            !OPTION_KEYS.contains(&k)
+                && !super::case_mods::MOD_KEYS.contains(&k)
+                && !DESCRIPTIVE_KEYS.contains(&k)
         })
         .cloned()
         .collect();
