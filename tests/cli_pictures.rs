@@ -297,6 +297,42 @@ fn heatmap_padded_batch_shows_masked_columns_for_the_heads_and_rows_asked() {
     assert!(pic.title().contains("queries 2..6"), "{}", pic.title());
 }
 
+/// A panel's label names the drawn query rows that see no key (out = 0), counted as queries
+/// whatever range is drawn: here the key-lengths trap, offset `kv_len - Lq = 2 - 4`, leaves
+/// batch 0's queries 0 and 1 without a key.
+#[test]
+fn heatmap_labels_name_the_rows_that_see_no_key() {
+    let dir = Scratch::new("unseeing");
+    let [q, k, v] = random_qkv(3, 2, 2, 4, 5, 8);
+    let case = dir.path("case.safetensors");
+    write_case(
+        &case,
+        [&q, &k, &v],
+        None,
+        Some(&[2, 5]),
+        &[("causal", "true")],
+    );
+    let case = case.to_str().unwrap();
+    let out = dir.arg("heat.png");
+    let labels = |range: &str| {
+        run_ok(&["heatmap", case, "-o", &out, "--query-range", range]);
+        let pic = Picture::read(Path::new(&out));
+        let labels: Vec<String> = pic.panels().into_iter().map(|p| p.label).collect();
+        labels
+    };
+    let all = "; queries 0-1 see no key (out = 0)";
+    assert_eq!(
+        labels("0..4"),
+        [format!("head 0{all}"), format!("head 1{all}")]
+    );
+    let one = "; query 1 sees no key (out = 0)";
+    assert_eq!(
+        labels("1..3"),
+        [format!("head 0{one}"), format!("head 1{one}")]
+    );
+    assert_eq!(labels("2..4"), ["head 0", "head 1"]);
+}
+
 #[test]
 fn heatmap_of_1500_keys_is_max_pooled_and_says_so() {
     let dir = Scratch::new("pooled");

@@ -180,11 +180,13 @@ pub fn heatmap(args: &HeatmapArgs) -> Result<()> {
                 let at = (row0 + r) * lt + c;
                 allowed[at].then_some(probs[at])
             });
-            let label = if group > 1 {
+            let head = if group > 1 {
                 format!("head {h} (kv head {})", h / group)
             } else {
                 format!("head {h}")
             };
+            let drawn = &allowed[row0 * lt..(row0 + rows.len()) * lt];
+            let label = head + &summary::unseeing_rows(drawn, lt, rows.start);
             Panel { label, cells }
         })
         .collect();

@@ -240,7 +240,7 @@ fn blocks(p: &AttentionProblem, allowed: &[bool], kv_lengths: Option<&[i64]>) ->
     let lt = p.total_len();
     let plane = p.q_len * lt;
     let block = |label: String, allowed: &[bool]| Block {
-        label: label + &unseeing_rows(allowed, lt),
+        label: label + &summary::unseeing_rows(allowed, lt, 0),
         allowed: allowed.to_vec(),
     };
     let mut out = Vec::new();
@@ -263,45 +263,6 @@ fn blocks(p: &AttentionProblem, allowed: &[bool], kv_lengths: Option<&[i64]>) ->
         }
     }
     out
-}
-
-/// `; queries 0-1, 7 see no key (out = 0)` for the rows of a row-major `Lq x Lt` plane that
-/// allow no key (fully masked: their output is 0), or nothing. At most four runs of rows are
-/// listed, then how many rows more.
-fn unseeing_rows(allowed: &[bool], lt: usize) -> String {
-    let rows: Vec<usize> = allowed
-        .chunks(lt)
-        .enumerate()
-        .filter(|(_, row)| !row.contains(&true))
-        .map(|(i, _)| i)
-        .collect();
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    for &i in &rows {
-        match runs.last_mut() {
-            Some((_, end)) if *end + 1 == i => *end = i,
-            _ => runs.push((i, i)),
-        }
-    }
-    let mut listed: Vec<String> = runs
-        .iter()
-        .take(4)
-        .map(|&(a, b)| {
-            if a == b {
-                a.to_string()
-            } else {
-                format!("{a}-{b}")
-            }
-        })
-        .collect();
-    let shown: usize = runs.iter().take(4).map(|&(a, b)| b - a + 1).sum();
-    if shown < rows.len() {
-        listed.push(format!("{} more", rows.len() - shown));
-    }
-    match rows.len() {
-        0 => String::new(),
-        1 => format!("; query {} sees no key (out = 0)", rows[0]),
-        _ => format!("; queries {} see no key (out = 0)", listed.join(", ")),
-    }
 }
 
 /// Reads or builds the mask, then prints and/or draws it.
@@ -414,31 +375,4 @@ fn print_ascii(p: &AttentionProblem, shape: &str, masks: &str, blocks: &[Block])
         .lock()
         .write_all(text.as_bytes())
         .context("writing to stdout")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unseeing_rows;
-
-    /// A plane of `lt = 2` keys whose rows `empty` allow nothing.
-    fn plane(rows: usize, empty: &[usize]) -> Vec<bool> {
-        (0..rows * 2).map(|e| !empty.contains(&(e / 2))).collect()
-    }
-
-    #[test]
-    fn rows_that_see_no_key_are_named_in_runs() {
-        assert_eq!(unseeing_rows(&plane(3, &[]), 2), "");
-        assert_eq!(
-            unseeing_rows(&plane(3, &[2]), 2),
-            "; query 2 sees no key (out = 0)"
-        );
-        assert_eq!(
-            unseeing_rows(&plane(14, &[0, 1, 3, 5, 6, 7, 9, 11, 12]), 2),
-            "; queries 0-1, 3, 5-7, 9, 2 more see no key (out = 0)"
-        );
-        // One allowed key keeps a row off the list.
-        let mut p = plane(2, &[0, 1]);
-        p[3] = true;
-        assert_eq!(unseeing_rows(&p, 2), "; query 0 sees no key (out = 0)");
-    }
 }

@@ -140,9 +140,48 @@ fn list(values: &[i64]) -> String {
     format!("[{}, ... ({} values)]", head.join(", "), values.len())
 }
 
+/// `; queries 0-1, 7 see no key (out = 0)` for the rows of a row-major `rows x Lt` plane that
+/// allow no key (fully masked: their output is 0), or nothing; `first` is the query index of
+/// the plane's first row. At most four runs of rows are listed, then how many rows more.
+pub fn unseeing_rows(allowed: &[bool], lt: usize, first: usize) -> String {
+    let rows: Vec<usize> = allowed
+        .chunks(lt)
+        .enumerate()
+        .filter(|(_, row)| !row.contains(&true))
+        .map(|(i, _)| first + i)
+        .collect();
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &i in &rows {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == i => *end = i,
+            _ => runs.push((i, i)),
+        }
+    }
+    let mut listed: Vec<String> = runs
+        .iter()
+        .take(4)
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect();
+    let shown: usize = runs.iter().take(4).map(|&(a, b)| b - a + 1).sum();
+    if shown < rows.len() {
+        listed.push(format!("{} more", rows.len() - shown));
+    }
+    match rows.len() {
+        0 => String::new(),
+        1 => format!("; query {} sees no key (out = 0)", rows[0]),
+        _ => format!("; queries {} see no key (out = 0)", listed.join(", ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::short;
+    use super::{short, unseeing_rows};
 
     #[test]
     fn short_numbers() {
@@ -153,5 +192,29 @@ mod tests {
         assert_eq!(short(0.0), "0");
         assert_eq!(short(1.5e-7), "1.500e-7");
         assert_eq!(short(-2.5e9), "-2.500e9");
+    }
+
+    /// A plane of `lt = 2` keys whose rows `empty` allow nothing.
+    fn plane(rows: usize, empty: &[usize]) -> Vec<bool> {
+        (0..rows * 2).map(|e| !empty.contains(&(e / 2))).collect()
+    }
+
+    #[test]
+    fn rows_that_see_no_key_are_named_in_runs() {
+        assert_eq!(unseeing_rows(&plane(3, &[]), 2, 0), "");
+        assert_eq!(
+            unseeing_rows(&plane(3, &[2]), 2, 0),
+            "; query 2 sees no key (out = 0)"
+        );
+        assert_eq!(
+            unseeing_rows(&plane(14, &[0, 1, 3, 5, 6, 7, 9, 11, 12]), 2, 0),
+            "; queries 0-1, 3, 5-7, 9, 2 more see no key (out = 0)"
+        );
+        // One allowed key keeps a row off the list.
+        let mut p = plane(2, &[0, 1]);
+        p[3] = true;
+        assert_eq!(unseeing_rows(&p, 2, 0), "; query 0 sees no key (out = 0)");
+        // Rows counted from the first one drawn.
+        assert_eq!(unseeing_rows(&p, 2, 5), "; query 5 sees no key (out = 0)");
     }
 }
