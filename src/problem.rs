@@ -406,7 +406,7 @@ impl AttentionProblem {
             ("q", "S", q_len),
             ("q", "D", head_dim),
             ("k", "H", kv_heads),
-            ("v", "D", v_dim),
+            ("v", "Dv", v_dim),
         ] {
             if n == 0 {
                 return Err(Error::ZeroSizedAxis { what, axis });
