@@ -1,17 +1,17 @@
 //! Property test of the mods: over random shapes, caches, paths and random subsets of the
 //! structured masks and a user mask_mod / score_mod (with their Rust closures for the
-//! reference), the GPU equals the f64 reference. Proptest draws the sizes and which mods are
+//! reference), beside an additive mask tensor or none, the GPU equals the f64 reference. Proptest draws the sizes and which mods are
 //! on (so a failure shrinks to a small case) and a seed for every value.
 
 mod common;
 
-use common::{compare, ctx, Case, Dims, Rng, Tols};
+use common::{compare, ctx, random_additive_mask, Case, Dims, Rng, Tols};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use wgattn::reference::{self, RustMods};
 use wgattn::{
-    masked_attention, Alibi, Aux, BlockedTokens, DType, ExecutionPath, Layout, MaskMods,
-    Modalities, Segments, TokenFilter,
+    masked_attention, Alibi, Aux, BlockedTokens, DType, ExecutionPath, Layout, Mask, MaskMods,
+    Modalities, Segments, Tensor, TokenFilter,
 };
 
 #[derive(Clone, Debug)]
@@ -27,6 +27,9 @@ struct Spec {
     fused: bool,
     /// Segments, prefix-LM, ALiBi, token filter, modalities, mask_mod, score_mod.
     on: [bool; 7],
+    /// A mask tensor beside the mods: 0 none, 1 an additive `[1, Hq, Lq, Lt]` f32 mask with
+    /// some -inf, 2 the same with one NaN or +inf entry.
+    mask: u8,
     seed: u64,
 }
 
@@ -39,10 +42,11 @@ fn spec() -> impl Strategy<Value = Spec> {
         any::<(bool, bool)>(),
         // One to three mods at a time, so each one decides enough positions to be seen.
         prop::sample::subsequence((0..7).collect::<Vec<usize>>(), 1..=3),
+        0u8..3,
         any::<u64>(),
     )
         .prop_map(
-            |((b, hkv, group, lq), past, d, dtype, (causal, fused), picked, seed)| Spec {
+            |((b, hkv, group, lq), past, d, dtype, (causal, fused), picked, mask, seed)| Spec {
                 b,
                 hkv,
                 group,
@@ -53,6 +57,7 @@ fn spec() -> impl Strategy<Value = Spec> {
                 causal,
                 fused,
                 on: std::array::from_fn(|i| picked.contains(&i)),
+                mask,
                 seed,
             },
         )
@@ -127,6 +132,24 @@ fn check(s: &Spec) {
         o.path = path;
     });
     case.mods = Some(mods(s, &mut rng, lt));
+    if s.mask > 0 {
+        let shape = [1, s.hkv * s.group, s.lq, lt];
+        let Mask::Additive(t) = random_additive_mask(&mut rng, &shape, DType::F32, 2.0, 0.1) else {
+            unreachable!("an additive mask")
+        };
+        let mut x = t.to_f32_vec();
+        if s.mask == 2 {
+            let at = rng.below(x.len());
+            x[at] = if rng.bool(0.5) {
+                f32::NAN
+            } else {
+                f32::INFINITY
+            };
+        }
+        case.mask = Some(Mask::Additive(
+            Tensor::from_f32_as(shape.to_vec(), &x, DType::F32).unwrap(),
+        ));
+    }
     let weights = case
         .mods
         .as_ref()
