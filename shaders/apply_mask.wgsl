@@ -49,8 +49,9 @@ fn main(
             bias += mod_bias(bd, h, i, j);
 #endif
             let s = work[base + j];
-            if (allows(bias)) {
-                any_alive = any_alive || !score_removed(s);
+            // A key the score_mod removed is -inf whatever its bias (NaN included).
+            if (allows(bias) && !score_removed(s)) {
+                any_alive = true;
                 logit = s + bias;
             }
         }

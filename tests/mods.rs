@@ -12,8 +12,8 @@ mod custom_mask_example;
 use common::{compare, ctx, subgroup_keys_ctx, Case, Dims, Rng, Tols, ALL_RETURNS};
 use wgattn::reference::{self, RustMods};
 use wgattn::{
-    masked_attention, Alibi, Aux, BlockedTokens, DType, Error, ExecutionPath, Layout, MaskMods,
-    Modalities, Segments, TokenFilter,
+    masked_attention, Alibi, Aux, BlockedTokens, DType, Error, ExecutionPath, Layout, Mask,
+    MaskMods, Modalities, Segments, Tensor, TokenFilter,
 };
 
 type MaskFn = dyn Fn(usize, usize, usize, usize) -> bool + Sync;
@@ -305,6 +305,77 @@ fn user_score_mod_and_its_minus_infinity() {
         out[row..row + 8].iter().all(|&x| x == 0.0),
         "row removed by score_mod is 0"
     );
+}
+
+/// A key the score_mod removes (-inf) is -inf whatever the mask holds there: NaN or +inf in an
+/// additive mask at a removed key leaves the row as a 0 there would (it is selected away,
+/// not added to), on every path and in both references; elsewhere a NaN still makes its row
+/// NaN. Prefill (Lq = 9) and decode (Lq = 1).
+#[test]
+fn a_key_the_score_mod_removes_ignores_non_finite_mask_values() {
+    for lq in [9, 1] {
+        let mut rng = Rng::new(68);
+        let (h, lk) = (2, 9);
+        let case = Case::random(
+            &mut rng,
+            Dims::new(1, h, lq, lk, 8),
+            DType::F32,
+            Layout::Bhsd,
+        );
+        let mods = MaskMods {
+            score_mod: Some("if (k % 4u == 1u) { return minus_infinity(); }\nreturn s;".into()),
+            ..Default::default()
+        };
+        let score = |s: f64, _b: usize, _h: usize, _q: usize, k: usize| {
+            if k % 4 == 1 {
+                f64::NEG_INFINITY
+            } else {
+                s
+            }
+        };
+        // [1, H, Lq, Lk]: NaN at removed key 1 and +inf at removed key 5 of every row of head
+        // 0; head 1 also has NaN at key 2 (not removed) of its last row.
+        let mut data: Vec<f32> = (0..h * lq * lk).map(|_| rng.uniform()).collect();
+        let clean = data.clone();
+        for i in 0..lq {
+            data[i * lk + 1] = f32::NAN;
+            data[i * lk + 5] = f32::INFINITY;
+        }
+        data[(2 * lq - 1) * lk + 2] = f32::NAN;
+        let additive =
+            |x: &[f32]| Mask::Additive(Tensor::from_f32_as([1, h, lq, lk], x, DType::F32).unwrap());
+        let c = with_mods(case.clone().with_mask(additive(&data)), mods.clone());
+        check(&c, None, Some(&score));
+        let got = masked_attention(ctx(), &c.inputs(), &c.opts)
+            .unwrap()
+            .out
+            .to_f32_vec();
+        let mut zeros = clean;
+        for i in 0..lq {
+            zeros[i * lk + 1] = 0.0;
+            zeros[i * lk + 5] = 0.0;
+        }
+        let c0 = with_mods(case.with_mask(additive(&zeros)), mods);
+        let want = masked_attention(ctx(), &c0.inputs(), &c0.opts)
+            .unwrap()
+            .out
+            .to_f32_vec();
+        let rows = lq * 8;
+        assert_eq!(
+            got[..rows],
+            want[..rows],
+            "lq {lq}: head 0 as with 0 at the removed keys"
+        );
+        let last = &got[(2 * lq - 1) * 8..];
+        assert!(
+            last.iter().all(|x| x.is_nan()),
+            "lq {lq}: a NaN at a kept key: {last:?}"
+        );
+        assert!(
+            got[..(2 * lq - 1) * 8].iter().all(|x| x.is_finite()),
+            "lq {lq}"
+        );
+    }
 }
 
 #[test]

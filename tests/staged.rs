@@ -750,6 +750,15 @@ fn nan_in_an_additive_mask_makes_its_row_nan_where_the_key_is_allowed() {
                 "{dtype} {path:?} lq {lq}: a NaN bias at a disallowed key is not seen"
             );
         }
+        // What the mask allows, on the CPU and the GPU: the NaN key of head 0 (it takes
+        // part), not head 1's (past the key length).
+        let c = case(98, Dims::new(1, hq, lq, lk, 8), dtype)
+            .with_mask(mask.clone())
+            .with_kv_lengths(vec![6]);
+        let cpu = wgattn::reference::allowed(&c.inputs(), &c.opts).unwrap();
+        let gpu = wgattn::allowed_positions(ctx(), &c.inputs(), &c.opts).unwrap();
+        assert_eq!(cpu, gpu, "{dtype} lq {lq}");
+        assert!(cpu[2] && !cpu[lq * lk + 7], "{dtype} lq {lq}");
     }
 }
 

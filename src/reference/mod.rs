@@ -103,8 +103,9 @@ pub fn masked_attention_with(
 }
 
 /// Which positions of `[B, Hq, Lq, Lt]` a request allows (row-major, `true` = may attend):
-/// those whose bias (step 3 of `SEMANTICS.md`) is above `-inf` after every mask, causal,
-/// window, key lengths and the mask tensor (boolean, or an additive one's `-inf` entries).
+/// those whose bias (step 3 of `SEMANTICS.md`) is not `-inf` after every mask, causal,
+/// window, key lengths and the mask tensor (boolean, or an additive one's `-inf` entries; a
+/// NaN entry is allowed, as it takes part and makes its row NaN).
 /// Validates exactly like [`masked_attention`]; reads no `q`, `k` or `v` values.
 ///
 /// A disallowed position has probability exactly 0, but an allowed one can underflow to 0
@@ -137,7 +138,8 @@ pub fn allowed_with(
     for b in 0..p.batch {
         for h in 0..p.q_heads {
             for i in 0..p.q_len {
-                allowed.extend((0..p.total_len()).map(|j| bias.at(b, h, i, j) > f64::NEG_INFINITY));
+                allowed
+                    .extend((0..p.total_len()).map(|j| bias.at(b, h, i, j) != f64::NEG_INFINITY));
             }
         }
     }
@@ -270,8 +272,10 @@ fn qk_scores(ctx: &RefInputs<'_>, b: usize, h: usize, i: usize, scores: &mut [f6
     }
 }
 
-/// Stage 2: `logits = s + bias`, selecting `-inf` where disallowed. Returns whether any key's
-/// bias is above `-inf` (a row that is not fully masked).
+/// Stage 2: `logits = s + bias`, selecting `-inf` where disallowed and where a score_mod
+/// removed the key (whatever the bias holds there: NaN or +inf in a mask at a removed key does
+/// not make the row NaN, as in the online reference and the kernels). Returns whether any key
+/// is neither (a row that is not fully masked).
 fn apply_mask(
     ctx: &RefInputs<'_>,
     b: usize,
@@ -283,10 +287,10 @@ fn apply_mask(
     let mut any_allowed = false;
     for (j, (l, &s)) in logits.iter_mut().zip(scores).enumerate() {
         let bias = ctx.bias(b, h, i, j);
-        if bias == f64::NEG_INFINITY {
+        if bias == f64::NEG_INFINITY || ctx.removed(s) {
             *l = f64::NEG_INFINITY;
         } else {
-            any_allowed |= !ctx.removed(s);
+            any_allowed = true;
             *l = s + bias;
         }
     }

@@ -58,8 +58,9 @@ pub fn masked_attention_online_with(
                 }
                 let o = out_index(&p, b, h, i, 0);
                 for (d, a) in acc.iter().enumerate() {
-                    // l == 0 only for a fully masked row, whose output is 0.
-                    out[o + d] = if l > 0.0 { a / l } else { 0.0 };
+                    // l == 0 only for a fully masked row, whose output is 0; a NaN l (a NaN
+                    // logit at a kept key) makes the row NaN, as in the three-stage reference.
+                    out[o + d] = if l == 0.0 { 0.0 } else { a / l };
                 }
             }
         }
