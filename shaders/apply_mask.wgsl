@@ -1,8 +1,9 @@
 // Stage 2: logits = scores + bias, in place. The bias is -inf (selected, never multiplied)
 // where causal, window, key length or the boolean mask disallows a key, plus the additive
 // mask and the mods' bias (ALiBi) elsewhere; mask mods disallow like any mask, and with a
-// score_mod a key whose modded score is -inf counts as removed. One workgroup per query row; it also records whether any key of the row
-// has a bias above -inf (a row that is not fully masked), which the later stages read.
+// score_mod a key whose modded score is -inf counts as removed (-inf, whatever its bias). One
+// workgroup per query row; it also records whether any key of the row is neither disallowed
+// nor removed (a row that is not fully masked), which the later stages read.
 #import common
 
 @group(0) @binding(1) var<storage, read> tables: array<u32>;
