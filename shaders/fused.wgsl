@@ -101,13 +101,7 @@ fn accumulate_tile(i_first: u32, b: u32, h: u32, bd: Bounds, j0: i32, j_end: i32
                 bias = bias4(b, h, i, bd, jb, j_end, full);
             }
             let sm = modded4(capped4(params.scale * s[r]), b, h, i, jb);
-#ifdef MOD_USER_SCORE
-            // A key whose modded score is -inf is removed like a masked one.
-            let removed = bitcast<vec4<u32>>(sm) == bitcast<vec4<u32>>(neg);
-            let ok = allows4(bias) & !removed;
-#else
-            let ok = allows4(bias);
-#endif
+            let ok = kept4(bias, sm);
             if (any(ok)) {
                 alive[r] = true;
                 let x = select(neg, sm + bias, ok);

@@ -194,13 +194,7 @@ fn sg_row_scores(r: u32, b: u32, j0: i32) -> bool {
     let score = subgroupAdd(vec4<f32>(dot(a0, one), dot(a1, one), dot(a2, one), dot(a3, one)));
     let sm = modded4(capped4(params.scale * score), b, rh[r], ri[r], j0);
     let bias = bias4s[r];
-#ifdef MOD_USER_SCORE
-    // A key whose modded score is -inf is removed like a masked one.
-    let removed = bitcast<vec4<u32>>(sm) == bitcast<vec4<u32>>(neg);
-    let ok = allows4(bias) & !removed;
-#else
-    let ok = allows4(bias);
-#endif
+    let ok = kept4(bias, sm);
     p4s[r] = z;
     if (!any(ok)) {
         return false;
@@ -651,13 +645,7 @@ fn main(
         }
         let score = subgroupAdd(vec4<f32>(dot(a0, one), dot(a1, one), dot(a2, one), dot(a3, one)));
         let sm = modded4(capped4(params.scale * score), b, h, i, j0);
-#ifdef MOD_USER_SCORE
-        // A key whose modded score is -inf is removed like a masked one.
-        let removed = bitcast<vec4<u32>>(sm) == bitcast<vec4<u32>>(neg);
-        let ok = allows4(bias) & !removed;
-#else
-        let ok = allows4(bias);
-#endif
+        let ok = kept4(bias, sm);
         if (!any(ok)) {
             continue;
         }

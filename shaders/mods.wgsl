@@ -85,6 +85,16 @@ fn mods_free(full: bool) -> bool {
 #endif
 }
 
+// Which of four keys take part: their bias allows them and their modded scores `sm` do not
+// remove them (a key whose modded score is -inf is removed like a masked one).
+fn kept4(bias: vec4<f32>, sm: vec4<f32>) -> vec4<bool> {
+#ifdef MOD_USER_SCORE
+    return allows4(bias) & (bitcast<vec4<u32>>(sm) != vec4<u32>(bitcast<u32>(params.neg_inf)));
+#else
+    return allows4(bias);
+#endif
+}
+
 // Whether a modded score marks its key as removed (-inf by bits: NaN takes part).
 fn score_removed(s: f32) -> bool {
 #ifdef MOD_USER_SCORE
