@@ -1,0 +1,164 @@
+"""What the oracle checks share: case and result files (safetensors, written and read by
+hand: numpy has no bfloat16), the float dtypes, the comparisons and running `wgattn`."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------
+# safetensors, by hand (numpy has no bfloat16; the format is a length, a JSON header, bytes)
+
+ST_DTYPES = {"F32": ("<f4", 4), "F16": ("<f2", 2), "BF16": ("<u2", 2), "BOOL": ("u1", 1),
+             "I64": ("<i8", 8), "I32": ("<i4", 4), "U32": ("<u4", 4)}
+
+
+def write_safetensors(path, tensors, metadata):
+    """tensors: name -> (safetensors dtype, shape, bytes)."""
+    header, offset, blobs = {}, 0, []
+    for name, (dtype, shape, data) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": list(shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    header["__metadata__"] = metadata
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for blob in blobs:
+            f.write(blob)
+
+
+def read_safetensors(path):
+    """name -> float64 array (BF16 widened exactly), and "__metadata__" -> the metadata."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    body = raw[8 + n:]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            out[name] = info
+            continue
+        begin, end = info["data_offsets"]
+        np_dtype, _ = ST_DTYPES[info["dtype"]]
+        a = np.frombuffer(body[begin:end], dtype=np_dtype).reshape(info["shape"])
+        out[name] = widen(a, info["dtype"])
+    return out
+
+
+def widen(a, dtype):
+    if dtype == "BF16":
+        return (a.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    return a.astype(np.float64)
+
+
+def to_bf16_bits(x):
+    """Round f32 values to bfloat16 (nearest, ties to even), as their 16-bit patterns."""
+    bits = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    return rounded.astype(np.uint16)
+
+
+class Float:
+    """One float dtype: how to store values in it and read back what was stored."""
+
+    def __init__(self, name):
+        self.name = name
+        self.st = {"f32": "F32", "f16": "F16", "bf16": "BF16"}[name]
+
+    def encode(self, x):
+        """(bytes, the stored values as float64)."""
+        if self.name == "f32":
+            a = np.asarray(x, dtype="<f4")
+        elif self.name == "f16":
+            a = np.asarray(x, dtype="<f2")
+        else:
+            a = to_bf16_bits(x).astype("<u2")
+        return a.tobytes(), widen(a, self.st)
+
+    @property
+    def eps(self):
+        return {"f32": 2.0 ** -23, "f16": 2.0 ** -10, "bf16": 2.0 ** -7}[self.name]
+
+
+# ---------------------------------------------------------------------------------------------
+# running wgattn and comparing
+
+
+def random_tuning(rng):
+    """A `wgattn run --tuning` list: small tiles and splits, the other decode layout, other
+    query rows per decode workgroup, the fallbacks without shader-f16 or subgroups; the
+    results must not change."""
+    items = [f"keys-per-tile={rng.choice([4, 8, 12, 20])}",
+             f"rows-per-invocation={rng.choice([1, 2, 3, 4])}",
+             f"decode-max-q={rng.choice([1, 4, 9, 17, 70])}",
+             f"decode-keys-per-split={rng.choice([16, 48, 64, 200])}",
+             f"decode-invocations={rng.choice([4, 16, 64, 128])}",
+             f"decode-layout={rng.choice(['subgroup-keys', 'key-per-invocation'])}",
+             f"decode-rows={rng.choice([1, 2, 3, 4, 8, 16])}"]
+    if rng.random() < 0.3:
+        items.append("shader-f16=off")
+    if rng.random() < 0.3:
+        items.append("subgroups=off")
+    return ",".join(items)
+
+
+def run_wgattn(binary, case, path, returns, out_path, tuning=None):
+    cmd = [binary, "run", case, "-o", out_path, "--path", path]
+    if path != "reference":
+        cmd.append("--poison")
+    if tuning:
+        cmd += ["--tuning", tuning]
+    if returns:
+        cmd += ["--return", "scores,logits,probs"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        return None, (r.stderr.strip() or r.stdout.strip()).splitlines()[-1:]
+    return read_safetensors(out_path), None
+
+
+# The largest |error| / bound met by a passing comparison, reported per run: how close to its
+# tolerance each path came.
+WORST = [0.0]
+
+
+def compare(name, got, want, tol, bshd=False):
+    """None when `got` meets `want`, else a message. Infinities and exact zeros must match."""
+    if bshd:
+        got = np.transpose(got, (0, 2, 1, 3))
+    if got.shape != want.shape:
+        return f"{name}: shape {got.shape}, expected {want.shape}"
+    if np.isnan(want).any():
+        return f"{name}: the oracle holds NaN (a case outside the contract)"
+    if np.isnan(got).any():
+        return f"{name}: NaN at {np.argwhere(np.isnan(got))[0].tolist()}"
+    inf = np.isinf(want)
+    if (np.isinf(got) != inf).any() or (got[inf] != want[inf]).any():
+        bad = np.argwhere((np.isinf(got) != inf) | (inf & (got != want)))[0].tolist()
+        return f"{name}: infinity mismatch at {bad}: got {got[tuple(bad)]}, expected {want[tuple(bad)]}"
+    finite = ~inf
+    err = np.abs(got[finite] - want[finite])
+    bound = tol * (1.0 + np.abs(want[finite]))
+    if err.size and tol > 0:
+        WORST[0] = max(WORST[0], float((err / bound).max()))
+    if (err > bound).any():
+        i = int(np.argmax(err - bound))
+        where = np.argwhere(finite)[i].tolist()
+        return (f"{name}: |error| {err[i]:.3g} at {where} (got {got[tuple(where)]:.6g}, "
+                f"expected {want[tuple(where)]:.6g}, bound {bound[i]:.3g})")
+    return None
+
+
+def zero_rows(out, fully_masked):
+    """A fully masked row must be exactly 0."""
+    rows = out[fully_masked]
+    if rows.size and (rows != 0).any():
+        return "a fully masked row is not exactly 0"
+    return None
