@@ -17,7 +17,10 @@ cannot compile), and compared with
   and the additive mask one `score_mod`, each written here from SEMANTICS.md and the
   `MaskMods` docs, the snippets as the equivalent Python;
 - `scaled_dot_product_attention` (float64): the cases without softcap and user score_mod, all
-  their masks as one float `attn_mask` (`is_causal=True` where plain causal is the only mask).
+  their masks as one float `attn_mask` (`is_causal=True` where plain causal is the only mask);
+- the contract's steps written in torch ops on the dense scores ("steps"): the `scores`,
+  `logits` and `probs` intermediates the staged and reference paths return, score_mod and
+  ALiBi included.
 
 Both oracles give a row that no key may see 0, as the contract does. Needs torch (`pip install
 torch numpy`) and a built `wgattn` binary (the `cli` feature). Exits non-zero when any
@@ -373,21 +376,29 @@ class Mods:
             ok = ok & MASK_MODS[c["mask_mod"]][1](self.aux, b, h, q, k)
         return ok
 
-    def score_mod(self, s, b, h, q, k):
-        """Softcap, the user's score_mod, then the additive terms of the bias."""
+    def modded(self, s, b, h, q, k):
+        """The `scores` intermediate: softcap, then the user's score_mod."""
         c = self.c
         if c["softcap"]:
             s = c["softcap"] * torch.tanh(s / c["softcap"])
         if c["score_mod"] is not None:
             s = SCORE_MODS[c["score_mod"]][1](self.aux, s, b, h, q, k)
+        return s
+
+    def added(self, b, h, q, k):
+        """The additive terms of the bias: ALiBi and the additive mask."""
+        add = torch.zeros((), dtype=torch.float64)
         if self.slopes is not None:
             d = q + self.offset[b] - k
-            if c["alibi"] == "symmetric":
+            if self.c["alibi"] == "symmetric":
                 d = d.abs()
-            s = s - self.slopes[h] * d
+            add = add - self.slopes[h] * d
         if self.add_mask is not None:
-            s = s + self.add_mask[b, h, q, k]
-        return s
+            add = add + self.add_mask[b, h, q, k]
+        return add
+
+    def score_mod(self, s, b, h, q, k):
+        return self.modded(s, b, h, q, k) + self.added(b, h, q, k)
 
     def grid(self):
         c = self.c
@@ -395,11 +406,16 @@ class Mods:
         return (torch.arange(c["B"]).view(-1, 1, 1, 1), torch.arange(c["Hq"]).view(1, -1, 1, 1),
                 torch.arange(c["Lq"]).view(1, 1, -1, 1), torch.arange(Lt).view(1, 1, 1, -1))
 
-    def dense_logits(self, scores):
-        """What enters the softmax, [B, Hq, Lq, Lt] (for tolerances and fully masked rows)."""
+    def steps(self, raw):
+        """The contract's steps 2 to 5 on the dense raw scores `scale·q·kᵀ` [B, Hq, Lq, Lt]:
+        the `scores`, `logits` and `probs` intermediates (float64 numpy)."""
         b, h, q, k = self.grid()
-        return torch.where(self.mask_mod(b, h, q, k), self.score_mod(scores, b, h, q, k),
-                           NEG_INF)
+        scores = self.modded(raw, b, h, q, k)
+        logits = torch.where(self.mask_mod(b, h, q, k), scores + self.added(b, h, q, k),
+                             NEG_INF)
+        dead = torch.isneginf(logits).all(dim=-1, keepdim=True)
+        probs = torch.where(dead, 0.0, torch.softmax(torch.where(dead, 0.0, logits), dim=-1))
+        return {"scores": scores.numpy(), "logits": logits.numpy(), "probs": probs.numpy()}
 
 
 def oracle_inputs(c, x):
@@ -445,20 +461,30 @@ def sdpa_oracle(c, x, mods):
                                           enable_gqa=gqa).numpy()
 
 
-def tolerance(c, x, logits):
-    """For `out`: the output rounding of the dtype, plus f32 arithmetic whose error in a logit
-    grows with the size of what it sums (the terms of scale·q·k and the logits themselves)."""
+def tolerances(c, x, logits):
+    """(For `out` and `probs`, for `scores` and `logits`): the output rounding of the dtype,
+    plus f32 arithmetic whose error in a logit grows with the size of what it sums (the terms
+    of scale·q·k and the logits themselves)."""
     finite = logits[np.isfinite(logits)]
     _, k, _, scale = oracle_inputs(c, x)
     terms = scale * np.linalg.norm(x["q"], axis=-1).max() * float(k.norm(dim=-1).max())
     big = max(float(np.abs(finite).max()) if finite.size else 0.0, float(terms))
-    return 2 * Float(c["dtype"]).eps + 4 * 2.0 ** -23 * 8 * np.sqrt(c["D"]) * (1.0 + big)
+    arith = 2.0 ** -23 * 8 * np.sqrt(c["D"]) * (1.0 + big)
+    eps = Float(c["dtype"]).eps
+    return 2 * eps + 4 * arith, 2 * eps + arith
 
 
-def check(c, x, result, want, tol, fully_masked):
+def check(c, x, result, want, tols, fully_masked):
+    """The problems of one result against one oracle: `want` is `out`, or (the steps) the
+    intermediates."""
+    if isinstance(want, dict):
+        t_out, t_logit = tols
+        return [p for p in (compare(name, result[name], want[name],
+                                    t_out if name == "probs" else t_logit)
+                            for name in ("scores", "logits", "probs")) if p]
     bshd = c["layout"] == "bshd"
     out = np.transpose(result["out"], (0, 2, 1, 3)) if bshd else result["out"]
-    problems = [compare("out", result["out"], want, tol, bshd), zero_rows(out, fully_masked)]
+    problems = [compare("out", result["out"], want, tols[0], bshd), zero_rows(out, fully_masked)]
     if c["P"]:
         for name, past, new in (("present_k", "past_k", "k"), ("present_v", "past_v", "v")):
             problems.append(compare(name, result[name],
@@ -497,11 +523,11 @@ def main():
         mods = Mods(c, x)
         q, k, _, scale = oracle_inputs(c, x)
         kk = k.repeat_interleave(c["Hq"] // c["Hkv"], dim=1)
-        logits = mods.dense_logits(scale * (q @ kk.transpose(-1, -2))).numpy()
-        fully_masked = np.isneginf(logits).all(axis=-1)
+        steps = mods.steps(scale * (q @ kk.transpose(-1, -2)))
+        fully_masked = np.isneginf(steps["logits"]).all(axis=-1)
         wants = {"flex_attention": flex_oracle(c, x, mods), "sdpa": sdpa_oracle(c, x, mods)}
         wants = {name: w for name, w in wants.items() if w is not None}
-        tol = tolerance(c, x, logits)
+        tols = tolerances(c, x, steps["logits"])
         title = (f"case {index}: {describe(c)}; fully masked rows {int(fully_masked.sum())}"
                  f"/{fully_masked.size}")
         if not args.quiet:
@@ -510,17 +536,19 @@ def main():
         runs = [(p, None) for p in args.paths.split(",") if not (p == "reference" and snippets)]
         runs += [("fused", random_tuning(rng)) for _ in range(args.tunings)]
         for n, (path, tuning) in enumerate(runs):
-            result, error = run_wgattn(args.wgattn, case, path, False,
+            returns = path in ("staged", "reference")
+            result, error = run_wgattn(args.wgattn, case, path, returns,
                                        os.path.join(directory, f"result{index}-{n}.safetensors"),
                                        tuning)
             if result and "adapter" in result["__metadata__"] and not adapter:
                 meta = result["__metadata__"]
                 adapter = f"{meta['adapter']} ({meta.get('backend', '?')})"
             label = f"fused --tuning {tuning}" if tuning else path
-            for oracle, want in wants.items():
+            oracles = dict(wants, steps=steps) if returns else wants
+            for oracle, want in oracles.items():
                 WORST[0] = 0.0
                 problems = ([f"wgattn failed: {error}"] if error
-                            else check(c, x, result, want, tol, fully_masked))
+                            else check(c, x, result, want, tols, fully_masked))
                 checks += 1
                 if problems:
                     failures += 1
