@@ -93,7 +93,7 @@ pub struct Tensor {
     data: TensorData,
 }
 
-fn element_count(what: &'static str, shape: &[usize]) -> Result<usize> {
+pub(crate) fn element_count(what: &'static str, shape: &[usize]) -> Result<usize> {
     shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
