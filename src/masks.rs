@@ -8,7 +8,7 @@
 //! | PyTorch `nn.MultiheadAttention` | boolean `attn_mask [L, S]` or `[B*H, L, S]` | true = blocked | [`from_mha_attn_mask`] |
 //!
 //! The engine takes one mask tensor; [`combine`] makes one of two (e.g. `nn.MultiheadAttention`'s
-//! `key_padding_mask` and `attn_mask` together, as `tests/torch_mha.rs` checks against PyTorch's
+//! `key_padding_mask` and `attn_mask` together, as `tests/from_pytorch.rs` checks against PyTorch's
 //! own results).
 
 use crate::error::{Error, Result};

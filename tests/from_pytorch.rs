@@ -1,8 +1,17 @@
-//! PyTorch's mask conventions held against PyTorch itself: `tests/data/torch_mha.safetensors`
-//! holds `nn.MultiheadAttention` results (float64, identity projections, so the output is the
-//! heads' attention; written by `tests/oracle/make_torch_fixtures.py`), and each scenario runs
-//! here through `masks::from_key_padding_mask`, `masks::from_mha_attn_mask` and
-//! `masks::combine` on every path. `[N, L, E]` with `E = H * D` is the `bshd` layout.
+//! Other libraries' mask conventions held against those libraries' own results, written by
+//! `tests/oracle/make_torch_fixtures.py` (see there for how each was computed):
+//!
+//! - `tests/data/torch_mha.safetensors`: PyTorch `nn.MultiheadAttention` (float64, identity
+//!   projections, so the output is the heads' attention), each scenario run here through
+//!   `masks::from_key_padding_mask`, `masks::from_mha_attn_mask` and `masks::combine`.
+//!   `[N, L, E]` with `E = H * D` is the `bshd` layout.
+//! - `tests/data/hf_attention.safetensors`: the attention inside tiny HF Transformers models
+//!   (Llama with a right-padded batch and a left-padded decode step after a cache, Mistral's
+//!   sliding window, Gemma 2's softcap and scale), run here through
+//!   `masks::from_hf_attention_mask` with causal attention, a past cache and windows in this
+//!   crate's terms.
+//!
+//! Every path: the CPU reference, staged and fused.
 
 mod common;
 
@@ -16,6 +25,10 @@ use wgattn::{
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/data/torch_mha.safetensors"
+);
+const HF_FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/hf_attention.safetensors"
 );
 
 /// Scenario name and its number of heads (`E / H` is the head size).
@@ -37,7 +50,7 @@ fn tensor<'a>(
     name: &str,
 ) -> Result<safetensors::tensor::TensorView<'a>> {
     file.tensor(name)
-        .map_err(|e| anyhow!("{FIXTURE}: tensor {name}: {e}"))
+        .map_err(|e| anyhow!("fixture tensor {name}: {e}"))
 }
 
 fn floats(file: &SafeTensors<'_>, name: &str) -> Result<(Vec<usize>, Vec<f64>)> {
@@ -66,6 +79,28 @@ fn input(file: &SafeTensors<'_>, name: &str, heads: usize) -> Result<Tensor> {
     };
     let data = data.into_iter().map(|x| x as f32).collect();
     Ok(Tensor::from_f32([n, s, heads, e / heads], data)?)
+}
+
+/// A float tensor as f32 of the same shape.
+fn f32_tensor(file: &SafeTensors<'_>, name: &str) -> Result<Tensor> {
+    let (shape, data) = floats(file, name)?;
+    Ok(Tensor::from_f32(
+        shape,
+        data.into_iter().map(|x| x as f32).collect(),
+    )?)
+}
+
+fn ints(file: &SafeTensors<'_>, name: &str) -> Result<(Vec<usize>, Vec<i64>)> {
+    let t = tensor(file, name)?;
+    if t.dtype() != Dtype::I64 {
+        bail!("{name}: expected I64, got {}", t.dtype());
+    }
+    let data = t
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(std::array::from_fn(|i| c[i])))
+        .collect();
+    Ok((t.shape().to_vec(), data))
 }
 
 fn flags(file: &SafeTensors<'_>, name: &str) -> Result<(Vec<usize>, Vec<bool>)> {
@@ -172,6 +207,76 @@ fn the_fixture_masks_are_not_trivial() -> Result<()> {
             rows.iter().all(|r| r.contains(&true)),
             "{name}: a fully masked row"
         );
+    }
+    Ok(())
+}
+
+/// The HF scenarios of `hf_attention.safetensors`.
+const HF_SCENARIOS: [&str; 4] = [
+    "llama_padded",
+    "llama_decode",
+    "mistral_window",
+    "gemma2_softcap",
+];
+
+#[test]
+fn hf_transformers_attention_matches_on_every_path() -> Result<()> {
+    let bytes = std::fs::read(HF_FIXTURE).with_context(|| format!("reading {HF_FIXTURE}"))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)?;
+    let meta = header.metadata().clone().context("fixture metadata")?;
+    let file = SafeTensors::deserialize(&bytes)?;
+    for name in HF_SCENARIOS {
+        let t = |part: &str| f32_tensor(&file, &format!("{name}.{part}"));
+        let (q, k, v) = (t("q")?, t("k")?, t("v")?);
+        let past = match (t("past_k"), t("past_v")) {
+            (Ok(pk), Ok(pv)) => Some((pk, pv)),
+            _ => None,
+        };
+        let (mask_shape, hf_mask) = ints(&file, &format!("{name}.attention_mask"))?;
+        let mask = masks::from_hf_attention_mask(&hf_mask, mask_shape[0], mask_shape[1])?;
+        let want = floats(&file, &format!("{name}.out"))?.1;
+        let o: serde_json::Value = serde_json::from_str(meta.get(name).context("options")?)?;
+        let number = |key: &str| o[key].as_f64().with_context(|| format!("{name}: {key}"));
+        let base = AttentionOptions {
+            causal: o["causal"].as_bool() == Some(true),
+            scale: Some(number("scale")? as f32),
+            softcap: number("softcap")? as f32,
+            window_left: number("window_left")? as i64,
+            ..AttentionOptions::default()
+        };
+        let mut inputs = AttentionInputs::new(&q, &k, &v).with_mask(&mask);
+        if let Some((pk, pv)) = &past {
+            inputs = inputs.with_past(pk, pv);
+        }
+        let cpu = reference::masked_attention(&inputs, &base)?;
+        assert_close(
+            &format!("{name}, reference"),
+            &cpu.out.to_f64_vec(),
+            &want,
+            1e-5,
+        );
+        for path in [ExecutionPath::Staged, ExecutionPath::Fused] {
+            let options = AttentionOptions { path, ..base };
+            let gpu = wgattn::masked_attention(common::ctx(), &inputs, &options)?;
+            assert_close(
+                &format!("{name}, {path:?}"),
+                &gpu.out.to_f64_vec(),
+                &want,
+                1e-5,
+            );
+            if let Some((pk, _)) = &past {
+                // The keys HF attended: per (batch, head) the cache's rows, then the new one.
+                let present = gpu.present_k.context("present_k")?.to_f64_vec();
+                let (old, new) = (pk.to_f64_vec(), k.to_f64_vec());
+                let (p, d) = (pk.shape()[2], pk.shape()[3]);
+                let want: Vec<f64> = old
+                    .chunks(p * d)
+                    .zip(new.chunks(d))
+                    .flat_map(|(o, n)| o.iter().chain(n).copied())
+                    .collect();
+                assert_eq!(present, want, "{name}: present_k");
+            }
+        }
     }
     Ok(())
 }
