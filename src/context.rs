@@ -30,6 +30,9 @@ pub struct Context {
     /// Held for a whole call on backends whose device must not be driven from several
     /// threads at once (see [`Context::serial`]).
     serial: futures_intrusive::sync::Mutex<()>,
+    /// Bound where a kernel's optional input is absent (no mask, no past cache): 16 zero
+    /// bytes, created once and never written.
+    absent: wgpu::Buffer,
 }
 
 impl std::fmt::Debug for Context {
@@ -213,9 +216,16 @@ impl Context {
             && device
                 .features()
                 .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
+        let absent = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgattn absent input"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
         Context {
             unified,
             serial: futures_intrusive::sync::Mutex::new((), true),
+            absent,
             limits: device.limits(),
             features: device.features(),
             device,
@@ -238,6 +248,11 @@ impl Context {
     /// The wgpu queue.
     pub fn queue(&self) -> &wgpu::Queue {
         &self.queue
+    }
+
+    /// The 16 zero bytes bound where a kernel's optional input is absent.
+    pub(crate) fn absent(&self) -> &wgpu::Buffer {
+        &self.absent
     }
 
     /// The adapter's name, backend, driver.

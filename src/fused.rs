@@ -313,7 +313,7 @@ pub(crate) fn record(
     let q_buf = held.upload(&inputs.q.padded_bytes())?;
     let k_buf = held.upload(&k.padded_bytes())?;
     let v_buf = held.upload(&v.padded_bytes())?;
-    let (mask, mask_bytes) = upload_mask(held, inputs.mask)?;
+    let mask = upload_mask(held, inputs.mask)?;
     let out = held.scratch(bindings.out)?;
     let readback = held.take(
         bindings.readback.total,
@@ -323,7 +323,7 @@ pub(crate) fn record(
         q: Slice::whole(&q_buf, el(inputs.q)),
         k: Slice::whole(&k_buf, el(k)),
         v: Slice::whole(&v_buf, el(v)),
-        mask: Some(Slice::whole(&mask, mask_bytes)),
+        mask: mask.as_ref().map(|(b, bytes)| Slice::whole(b, *bytes)),
         out: Slice::whole(&out, bindings.out),
         mods: inputs.mods,
         block_mask: inputs.block_mask,
@@ -393,14 +393,7 @@ pub(crate) fn encode(
     tables.set_params(&mut params);
     let uniform = held.uniform(&params)?;
     let aux = AuxGroup::upload(ctx, held, io.mods)?;
-    let no_mask;
-    let mask = match io.mask {
-        Some(m) => m,
-        None => {
-            no_mask = held.upload(&[0u8; 16])?;
-            Slice::whole(&no_mask, 16)
-        }
-    };
+    let mask = io.mask.unwrap_or(Slice::whole(ctx.absent(), 16));
     let partials = held.scratch(bindings.partials)?;
 
     let u = std::mem::size_of::<Params>() as u64;

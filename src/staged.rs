@@ -131,8 +131,7 @@ impl Stages {
         tables.set_params(&mut params);
         let uniform = held.uniform(&params)?;
         let aux = AuxGroup::upload(ctx, held, io.mods)?;
-        let placeholder = held.upload(&[0u8; 16])?;
-        let absent = Slice::whole(&placeholder, 4);
+        let absent = Slice::whole(ctx.absent(), 4);
         let row_bytes = p.rows() as u64 * 4;
         let work = held.scratch(score_bytes)?;
         let work = Slice::whole(&work, score_bytes);
@@ -228,7 +227,7 @@ pub(crate) fn record(
     };
     let past_k = past(inputs.past_k, held)?;
     let past_v = past(inputs.past_v, held)?;
-    let (mask, mask_bytes) = upload_mask(held, inputs.mask)?;
+    let mask = upload_mask(held, inputs.mask)?;
     let out = held.scratch(out_bytes)?;
     let readback = held.take(
         stages.layout.total,
@@ -244,7 +243,7 @@ pub(crate) fn record(
         past_v: past_v
             .as_ref()
             .map(|b| Slice::whole(b, bytes_of(inputs.past_v))),
-        mask: Some(Slice::whole(&mask, mask_bytes)),
+        mask: mask.as_ref().map(|(b, bytes)| Slice::whole(b, *bytes)),
         out: Slice::whole(&out, out_bytes),
         mods: inputs.mods,
     };
@@ -262,11 +261,17 @@ pub(crate) fn record(
     })
 }
 
-/// The mask tensor's buffer and the bytes to bind (a 4-byte placeholder without a mask).
-pub(crate) fn upload_mask(held: &mut Held<'_>, mask: Option<&Mask>) -> Result<(wgpu::Buffer, u64)> {
-    Ok(match mask {
-        Some(Mask::Bool(m)) => (held.upload(&m.padded_bytes())?, m.data().len() as u64),
-        Some(Mask::Additive(t)) => (held.upload(&t.padded_bytes())?, bytes_of(Some(t))),
-        None => (held.upload(&[0u8; 4])?, 4),
+/// The mask tensor's buffer and the bytes to bind; `None` without a mask (the kernels then
+/// bind [`Context::absent`]).
+pub(crate) fn upload_mask(
+    held: &mut Held<'_>,
+    mask: Option<&Mask>,
+) -> Result<Option<(wgpu::Buffer, u64)>> {
+    mask.map(|m| {
+        Ok(match m {
+            Mask::Bool(m) => (held.upload(&m.padded_bytes())?, m.data().len() as u64),
+            Mask::Additive(t) => (held.upload(&t.padded_bytes())?, bytes_of(Some(t))),
+        })
     })
+    .transpose()
 }
