@@ -2,8 +2,9 @@
 """The issue-3 bench table on a real GPU, beside PyTorch's scaled_dot_product_attention.
 
 Made for the device machine (python3 there has torch and safetensors; see
-benchmarks/gpu/README.md for the one `run` call), and runnable here without torch
-(`--no-torch --quick`) to check the wgattn half on lavapipe before spending device time.
+benchmarks/gpu/README.md for the one `run` call), and runnable here to check it before
+spending device time: `--quick` on lavapipe, without torch (`--no-torch`) or with torch on the
+CPU (`--torch-device cpu`: the torch half's code runs, its timings mean nothing).
 
 What it does, in one process:
   1. `wgattn info`, and the card as nvidia-smi names it.
@@ -84,44 +85,43 @@ def torch_mask(torch, kind, lq, lt, device):
     return (j <= i) & (j >= i - w), False
 
 
-def torch_time(torch, F, s, kind, iters, warmup):
+def elapsed_ms(torch, device, f):
+    """The time of `f()` in ms: CUDA events on a GPU, the wall clock on the CPU."""
+    if device != "cuda":
+        t0 = time.perf_counter()
+        f()
+        return (time.perf_counter() - t0) * 1e3
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    f()
+    b.record()
+    torch.cuda.synchronize()
+    return a.elapsed_time(b)
+
+
+def torch_time(torch, F, s, kind, iters, warmup, device):
     dt = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[s["dtype"]]
-    g = torch.Generator(device="cuda").manual_seed(1)
-    q = torch.randn(s["b"], s["hq"], s["lq"], s["d"], device="cuda", dtype=dt, generator=g)
-    k = torch.randn(s["b"], s["hkv"], s["lt"], s["d"], device="cuda", dtype=dt, generator=g)
-    v = torch.randn(s["b"], s["hkv"], s["lt"], s["dv"], device="cuda", dtype=dt, generator=g)
-    mask, causal = torch_mask(torch, kind, s["lq"], s["lt"], "cuda")
+    g = torch.Generator(device=device).manual_seed(1)
+    q = torch.randn(s["b"], s["hq"], s["lq"], s["d"], device=device, dtype=dt, generator=g)
+    k = torch.randn(s["b"], s["hkv"], s["lt"], s["d"], device=device, dtype=dt, generator=g)
+    v = torch.randn(s["b"], s["hkv"], s["lt"], s["dv"], device=device, dtype=dt, generator=g)
+    mask, causal = torch_mask(torch, kind, s["lq"], s["lt"], device)
     gqa = s["hq"] != s["hkv"]
     run = lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa)
     for _ in range(warmup):
         run()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        run()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+    return statistics.median(elapsed_ms(torch, device, run) for _ in range(iters))
 
 
-def fp32_ceiling(torch):
+def fp32_ceiling(torch, device):
     torch.backends.cuda.matmul.allow_tf32 = False
-    n = 8192
-    a = torch.randn(n, n, device="cuda")
-    b = torch.randn(n, n, device="cuda")
+    n = 8192 if device == "cuda" else 1024
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
     for _ in range(3):
         a @ b
-    times = []
-    for _ in range(10):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record()
-        a @ b
-        e1.record()
-        torch.cuda.synchronize()
-        times.append(e0.elapsed_time(e1))
-    return 2.0 * n**3 / (statistics.median(times) * 1e-3)
+    ms = statistics.median(elapsed_ms(torch, device, lambda: a @ b) for _ in range(10))
+    return 2.0 * n**3 / (ms * 1e-3)
 
 
 def reference(q, k, v, causal):
@@ -137,7 +137,7 @@ def reference(q, k, v, causal):
     return np.einsum("bhij,bhjd->bhid", s / s.sum(axis=-1, keepdims=True), v)
 
 
-def cross_check(torch, F, exe, out_dir):
+def cross_check(torch, F, exe, out_dir, device):
     """Seeded inputs through wgattn's fused path, against numpy in float64 and (with torch)
     SDPA in float64 on the same inputs."""
     import numpy as np
@@ -163,7 +163,7 @@ def cross_check(torch, F, exe, out_dir):
         got = load_file(res)["out"].astype(np.float64)
         wants = {"numpy": reference(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64), causal)}
         if torch is not None:
-            t = [torch.from_numpy(x).double().cuda() for x in (q, k, v)]
+            t = [torch.from_numpy(x).double().to(device) for x in (q, k, v)]
             wants["torch"] = F.scaled_dot_product_attention(*t, is_causal=causal).cpu().numpy()
         row = {"cross_check": name}
         for who, want in wants.items():
@@ -188,6 +188,8 @@ def arguments(doc, out):
 def main():
     ap = arguments(__doc__, "/tmp/wgattn-gpu-table")
     ap.add_argument("--no-torch", action="store_true", help="wgattn only")
+    ap.add_argument("--torch-device", default="cuda",
+                    help="cpu: run the torch half on the CPU, to check the script (timings mean nothing)")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     log = open(os.path.join(a.out, "table.jsonl"), "w")
@@ -201,23 +203,23 @@ def main():
         import torch
         import torch.nn.functional as F
 
-        if not torch.cuda.is_available():
-            sys.exit("torch sees no CUDA device (use --no-torch)")
+        if a.torch_device == "cuda" and not torch.cuda.is_available():
+            sys.exit("torch sees no CUDA device (use --no-torch, or --torch-device cpu for a check)")
     info = subprocess.run([a.wgattn, "info"], capture_output=True, text=True)
     print(info.stdout + info.stderr, flush=True)
     emit({"wgattn_info": info.stdout, "stderr": info.stderr})
     if info.returncode != 0:
         sys.exit("wgattn info failed: no adapter?")
     smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.sm,clocks.max.sm", "--format=csv"],
-                         capture_output=True, text=True) if not a.no_torch else None
+                         capture_output=True, text=True) if torch and a.torch_device == "cuda" else None
     if smi is not None:
         emit({"nvidia_smi": smi.stdout})
         print(smi.stdout, flush=True)
     ceiling = None
     if torch is not None:
-        ceiling = fp32_ceiling(torch)
-        emit({"fp32_matmul_flops": ceiling})
-        print(f"FP32 ceiling (8192^3 matmul, TF32 off): {ceiling / 1e12:.1f} TFLOP/s", flush=True)
+        ceiling = fp32_ceiling(torch, a.torch_device)
+        emit({"fp32_matmul_flops": ceiling, "torch_device": a.torch_device})
+        print(f"FP32 ceiling (square matmul, TF32 off, {a.torch_device}): {ceiling / 1e12:.3f} TFLOP/s", flush=True)
 
     table = []
     for name, args, paths, kind in QUICK if a.quick else CASES:
@@ -235,16 +237,18 @@ def main():
         row["flops"] = dense_flops(s)
         if torch is not None:
             try:
-                ms = torch_time(torch, F, s, kind, a.iters, a.warmup)
+                ms = torch_time(torch, F, s, kind, a.iters, a.warmup, a.torch_device)
                 row["torch_ms"] = ms
-                emit({"case": name, "path": "torch-sdpa", "median_ms": ms, "torch": torch.__version__})
+                emit({"case": name, "path": "torch-sdpa", "median_ms": ms, "torch": torch.__version__,
+                      "torch_device": a.torch_device})
             except Exception as e:  # out of memory, unsupported mask: say so in the table
                 row["torch_error"] = str(e).splitlines()[0]
                 emit({"case": name, "path": "torch-sdpa", "error": row["torch_error"]})
-            torch.cuda.empty_cache()
+            if a.torch_device == "cuda":
+                torch.cuda.empty_cache()
         table.append(row)
 
-    checks = cross_check(torch, F, a.wgattn, a.out)
+    checks = cross_check(torch, F, a.wgattn, a.out, a.torch_device)
     for c in checks:
         emit(c)
 
