@@ -89,7 +89,8 @@ pub fn from_mha_attn_mask(mask: &[bool], shape: &[usize], num_heads: usize) -> R
 /// disallowed there, as the engine would disallow them. Two boolean masks give a boolean
 /// one; a boolean and an additive mask give the additive one's dtype with `-inf` where the
 /// boolean mask disallows (selected, so a NaN there is gone too); two additive masks give
-/// their sum in f32.
+/// their sum in f32. The result holds every element of the broadcast shape (a `[B, 1, 1, S]`
+/// and an `[L, S]` mask give `[B, 1, L, S]`).
 ///
 /// ```
 /// use wgattn::masks;

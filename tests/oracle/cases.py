@@ -89,6 +89,129 @@ class Float:
 
 
 # ---------------------------------------------------------------------------------------------
+# random cases
+
+
+def random_case(rng, index, extra=None):
+    """The options of a random case, as every oracle check draws them; `extra(rng, c)` draws a
+    check's own options after these (before the seed of the case's values)."""
+    c = {}
+    c["dtype"] = str(rng.choice(["f32", "f32", "f16", "bf16"]))
+    c["B"] = int(rng.integers(1, 4))
+    c["Hkv"] = int(rng.choice([1, 2]))
+    c["Hq"] = c["Hkv"] * int(rng.choice([1, 2, 4]))
+    c["Lq"] = int(rng.choice([1, 1, 2, 3, 5, 7, 9, 17]))
+    c["Lk"] = int(rng.integers(1, 41))
+    c["P"] = 0 if rng.random() < 0.6 else int(rng.integers(1, 21))
+    # Head sizes: multiples of 4 and 8 (the vec4/vec8 loads) and odd ones (the element-wise
+    # loads and the packed half-precision tails).
+    c["D"] = int(rng.choice([4, 8, 12, 16, 32, 64, 80, 1, 3, 5, 13, 36]))
+    c["Dv"] = c["D"] if rng.random() < 0.6 else int(rng.choice([4, 8, 12, 20, 1, 7, 10]))
+    c["layout"] = str(rng.choice(["bhsd", "bshd"]))
+    c["causal"] = bool(rng.random() < 0.4)
+    c["kv_lengths"] = c["P"] == 0 and rng.random() < 0.3
+    c["window"] = rng.random() < 0.25
+    c["left"] = int(rng.choice([-1, 0, 1, 3, 8])) if c["window"] else -1
+    c["right"] = int(rng.choice([-1, 0, 2, 4])) if c["window"] else -1
+    c["softcap"] = float(rng.choice([0.0, 0.0, 0.0, 0.0, 5.0, 20.0]))
+    c["scale"] = None if rng.random() < 0.7 else float(rng.uniform(0.05, 2.0))
+    c["large"] = bool(rng.random() < 0.15)
+    c["mask"] = str(rng.choice(["none", "none", "bool", "additive"]))
+    if rng.random() < 0.15:
+        # Long: many key tiles, decode splits and the combine pass.
+        c["B"], c["Hkv"], c["Hq"] = 1, 1, int(rng.choice([1, 2]))
+        c["Lq"] = int(rng.choice([1, 2, 4, 33, 70]))
+        c["Lk"] = int(rng.integers(200, 1300))
+    if extra:
+        extra(rng, c)
+    c["seed"] = int(rng.integers(0, 2 ** 31))
+    c["index"] = index
+    return c
+
+
+def describe(c, x):
+    """The case's options in words (a list: a check adds its own)."""
+    parts = [c["dtype"], f"B{c['B']} Hq{c['Hq']} Hkv{c['Hkv']} Lq{c['Lq']} Lk{c['Lk']} P{c['P']}",
+             f"D{c['D']} Dv{c['Dv']}", c["layout"]]
+    if c["causal"]:
+        parts.append("causal")
+    if c["kv_lengths"]:
+        parts.append("kv_lengths")
+    if c["window"]:
+        parts.append(f"window({c['left']},{c['right']})")
+    if c["softcap"]:
+        parts.append(f"softcap {c['softcap']}")
+    if c["scale"] is not None:
+        parts.append(f"scale {c['scale']:.3f}")
+    if c["large"]:
+        parts.append("large logits")
+    if c["mask"] != "none":
+        parts.append(f"{c['mask']} mask {tuple(x['mask'].shape)}")
+    return parts
+
+
+def build_inputs(c, rng):
+    """The case's tensors (name -> (safetensors dtype, shape, bytes)), what the oracles get (the
+    stored values: float64 in bhsd, bool masks as bool, key lengths as int64) and the options
+    as case-file metadata."""
+    f = Float(c["dtype"])
+    B, Hq, Hkv, Lq, Lk, P, D, Dv = (c[k] for k in ("B", "Hq", "Hkv", "Lq", "Lk", "P", "D", "Dv"))
+    Lt = P + Lk
+    tensors, oracle = {}, {}
+
+    def float_tensor(name, shape, scale=1.0, bshd=False):
+        """Random values of `shape` (bhsd), stored [B, S, H, D] when `bshd`; the oracle gets
+        the stored values in bhsd."""
+        x = rng.standard_normal(shape) * scale
+        order = (0, 2, 1, 3) if bshd else (0, 1, 2, 3)
+        data, stored = f.encode(np.transpose(x, order))
+        stored_shape = tuple(shape[i] for i in order)
+        tensors[name] = (f.st, stored_shape, data)
+        oracle[name] = np.transpose(stored.reshape(stored_shape), order)
+
+    bshd = c["layout"] == "bshd"
+    float_tensor("q", (B, Hq, Lq, D), 20.0 if c["large"] else 1.0, bshd)
+    float_tensor("k", (B, Hkv, Lk, D), 1.0, bshd)
+    float_tensor("v", (B, Hkv, Lk, Dv), 1.0, bshd)
+    if P:
+        float_tensor("past_k", (B, Hkv, P, D))
+        float_tensor("past_v", (B, Hkv, P, Dv))
+    if c["kv_lengths"]:
+        lens = rng.integers(0, Lt + 1, size=B).astype("<i8")
+        if B > 1 and rng.random() < 0.5:
+            lens[0] = Lt
+        tensors["kv_lengths"] = ("I64", (B,), lens.tobytes())
+        oracle["kv_lengths"] = lens
+    if c["mask"] != "none":
+        rank = int(rng.integers(1, 5))
+        full = [B, Hq, Lq, Lt][4 - rank:]
+        shape = [d if rng.random() < 0.6 else 1 for d in full[:-1]]
+        n = Lt if rng.random() < 0.7 else int(rng.integers(1, Lt + 1))
+        shape = tuple(shape + [n])
+        if c["mask"] == "bool":
+            m = rng.random(shape) < 0.75
+            if m.ndim >= 2 and rng.random() < 0.5:
+                m[..., 0, :] = False  # a row no key may see
+            tensors["mask"] = ("BOOL", shape, m.astype(np.uint8).tobytes())
+            oracle["mask"] = m
+        else:
+            mf = Float(str(rng.choice(["f32", c["dtype"]])))
+            x = rng.standard_normal(shape) * 2.0
+            x[rng.random(shape) < 0.2] = -np.inf
+            data, stored = mf.encode(x)
+            tensors["mask"] = (mf.st, shape, data)
+            oracle["mask"] = stored.reshape(shape)
+    meta = {"layout": c["layout"], "causal": "true" if c["causal"] else "false"}
+    if c["window"]:
+        meta["window_left"] = str(c["left"])
+        meta["window_right"] = str(c["right"])
+    if c["softcap"]:
+        meta["softcap"] = repr(c["softcap"])
+    if c["scale"] is not None:
+        meta["scale"] = repr(c["scale"])
+    return tensors, oracle, meta
+
+# ---------------------------------------------------------------------------------------------
 # running wgattn and comparing
 
 

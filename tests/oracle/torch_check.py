@@ -42,8 +42,8 @@ import torch
 import torch.nn.attention.flex_attention as flex
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-from cases import (WORST, Float, compare, random_tuning, run_wgattn, write_safetensors,
-                   zero_rows)
+from cases import (WORST, Float, build_inputs, compare, describe, random_case, random_tuning,
+                   run_wgattn, write_safetensors, zero_rows)
 
 # FlexAttention's own unfused implementation, run directly (not traced by dynamo, which
 # refuses the Python floats the functions below capture): the scores in full, score_mod and
@@ -102,34 +102,11 @@ def alibi_slopes(n):
 # random cases
 
 
-def random_case(rng, index):
-    c = {}
-    c["dtype"] = str(rng.choice(["f32", "f32", "f16", "bf16"]))
-    c["B"] = int(rng.integers(1, 4))
-    c["Hkv"] = int(rng.choice([1, 2]))
-    c["Hq"] = c["Hkv"] * int(rng.choice([1, 2, 4]))
-    c["Lq"] = int(rng.choice([1, 1, 2, 3, 5, 9, 17]))
-    c["Lk"] = int(rng.integers(1, 41))
-    c["P"] = 0 if rng.random() < 0.6 else int(rng.integers(1, 21))
-    c["D"] = int(rng.choice([4, 8, 16, 32, 64, 1, 3, 13]))
-    c["Dv"] = c["D"] if rng.random() < 0.6 else int(rng.choice([4, 8, 1, 7, 12]))
-    c["layout"] = str(rng.choice(["bhsd", "bshd"]))
-    if rng.random() < 0.12:
-        # Long: many key tiles, decode splits and the combine pass.
-        c["B"], c["Hkv"], c["Hq"] = 1, 1, int(rng.choice([1, 2]))
-        c["Lq"] = int(rng.choice([1, 2, 4, 33]))
-        c["Lk"] = int(rng.integers(200, 900))
+def own_options(rng, c):
+    """What this check draws beyond the shared options: an explicit causal offset and the
+    mods."""
     Lt = c["P"] + c["Lk"]
-    c["causal"] = bool(rng.random() < 0.4)
-    c["kv_lengths"] = c["P"] == 0 and rng.random() < 0.25
     c["offset"] = int(rng.integers(-3, Lt + 1)) if rng.random() < 0.15 else None
-    c["window"] = rng.random() < 0.2
-    c["left"] = int(rng.choice([-1, 0, 1, 3, 8])) if c["window"] else -1
-    c["right"] = int(rng.choice([-1, 0, 2, 4])) if c["window"] else -1
-    c["softcap"] = float(rng.choice([0.0, 0.0, 0.0, 0.0, 5.0, 20.0]))
-    c["scale"] = None if rng.random() < 0.7 else float(rng.uniform(0.05, 2.0))
-    c["large"] = bool(rng.random() < 0.12)
-    c["mask"] = str(rng.choice(["none", "none", "bool", "additive"]))
     c["segments"] = rng.random() < 0.25
     c["prefix"] = rng.random() < 0.2
     c["alibi"] = str(rng.choice(["one-sided", "symmetric"])) if rng.random() < 0.25 else None
@@ -138,29 +115,14 @@ def random_case(rng, index):
     c["modalities"] = rng.random() < 0.2
     c["mask_mod"] = int(rng.integers(len(MASK_MODS))) if rng.random() < 0.3 else None
     c["score_mod"] = int(rng.integers(len(SCORE_MODS))) if rng.random() < 0.3 else None
-    c["seed"] = int(rng.integers(0, 2 ** 31))
-    c["index"] = index
-    return c
 
 
-def describe(c):
-    parts = [c["dtype"], f"B{c['B']} Hq{c['Hq']} Hkv{c['Hkv']} Lq{c['Lq']} Lk{c['Lk']} P{c['P']}",
-             f"D{c['D']} Dv{c['Dv']}", c["layout"]]
-    flags = {"causal": c["causal"], "kv_lengths": c["kv_lengths"], "segments": c["segments"],
-             "prefix-LM": c["prefix"], "modalities": c["modalities"]}
+def describe_all(c, x):
+    parts = describe(c, x)
+    flags = {"segments": c["segments"], "prefix-LM": c["prefix"], "modalities": c["modalities"]}
     parts += [name for name, on in flags.items() if on]
     if c["offset"] is not None:
         parts.append(f"offset {c['offset']}")
-    if c["window"]:
-        parts.append(f"window({c['left']},{c['right']})")
-    if c["softcap"]:
-        parts.append(f"softcap {c['softcap']}")
-    if c["scale"] is not None:
-        parts.append(f"scale {c['scale']:.3f}")
-    if c["large"]:
-        parts.append("large logits")
-    if c["mask"] != "none":
-        parts.append(f"{c['mask']} mask")
     if c["alibi"]:
         parts.append(f"alibi {c['alibi']}{'' if c['alibi_given'] else ' (default slopes)'}")
     if c["tokens"]:
@@ -176,19 +138,9 @@ def build(c, directory):
     """Writes the case file; returns its path and what the oracles need (float64 tensors in
     bhsd, the masks spelled out)."""
     rng = np.random.default_rng(c["seed"])
-    f = Float(c["dtype"])
-    B, Hq, Hkv, Lq, Lk, P, D, Dv = (c[k] for k in ("B", "Hq", "Hkv", "Lq", "Lk", "P", "D", "Dv"))
+    tensors, x, meta = build_inputs(c, rng)
+    B, Hq, Lq, P, Lk = (c[k] for k in ("B", "Hq", "Lq", "P", "Lk"))
     Lt = P + Lk
-    tensors, x = {}, {}
-    meta = {"layout": c["layout"], "causal": "true" if c["causal"] else "false"}
-
-    def float_tensor(name, shape, scale=1.0, bshd=False):
-        v = rng.standard_normal(shape) * scale
-        order = (0, 2, 1, 3) if bshd else (0, 1, 2, 3)
-        data, stored = f.encode(np.transpose(v, order))
-        stored_shape = tuple(shape[i] for i in order)
-        tensors[name] = (f.st, stored_shape, data)
-        x[name] = np.transpose(stored.reshape(stored_shape), order)
 
     def ints(name, values, st="I64"):
         values = np.asarray(values)
@@ -196,43 +148,8 @@ def build(c, directory):
         tensors[name] = (st, values.shape, values.astype(np_dtype).tobytes())
         x[name] = values.astype(np.int64)
 
-    bshd = c["layout"] == "bshd"
-    float_tensor("q", (B, Hq, Lq, D), 20.0 if c["large"] else 1.0, bshd)
-    float_tensor("k", (B, Hkv, Lk, D), 1.0, bshd)
-    float_tensor("v", (B, Hkv, Lk, Dv), 1.0, bshd)
-    if P:
-        float_tensor("past_k", (B, Hkv, P, D))
-        float_tensor("past_v", (B, Hkv, P, Dv))
-    if c["kv_lengths"]:
-        lens = rng.integers(0, Lt + 1, size=B)
-        if B > 1 and rng.random() < 0.5:
-            lens[0] = Lt
-        ints("kv_lengths", lens)
     if c["offset"] is not None:
         meta["causal_offset"] = str(c["offset"])
-    if c["window"]:
-        meta["window_left"], meta["window_right"] = str(c["left"]), str(c["right"])
-    if c["softcap"]:
-        meta["softcap"] = repr(c["softcap"])
-    if c["scale"] is not None:
-        meta["scale"] = repr(c["scale"])
-    if c["mask"] != "none":
-        rank = int(rng.integers(1, 5))
-        full = [B, Hq, Lq, Lt][4 - rank:]
-        shape = [d if rng.random() < 0.6 else 1 for d in full[:-1]]
-        n = Lt if rng.random() < 0.7 else int(rng.integers(1, Lt + 1))
-        shape = tuple(shape + [n])
-        if c["mask"] == "bool":
-            m = rng.random(shape) < 0.75
-            tensors["mask"] = ("BOOL", shape, m.astype(np.uint8).tobytes())
-            x["mask"] = m
-        else:
-            mf = Float(str(rng.choice(["f32", c["dtype"]])))
-            v = rng.standard_normal(shape) * 2.0
-            v[rng.random(shape) < 0.2] = -np.inf
-            data, stored = mf.encode(v)
-            tensors["mask"] = (mf.st, shape, data)
-            x["mask"] = stored.reshape(shape)
     if c["segments"]:
         # Few segments, sorted as packed documents are, so that rows see some keys.
         kv = np.sort(rng.integers(0, 3, size=(B, Lt)), axis=1)
@@ -518,7 +435,7 @@ def main():
     adapter = None
     worst = 0.0
     for index in range(args.cases):
-        c = random_case(rng, index)
+        c = random_case(rng, index, own_options)
         case, x = build(c, directory)
         mods = Mods(c, x)
         q, k, _, scale = oracle_inputs(c, x)
@@ -528,7 +445,7 @@ def main():
         wants = {"flex_attention": flex_oracle(c, x, mods), "sdpa": sdpa_oracle(c, x, mods)}
         wants = {name: w for name, w in wants.items() if w is not None}
         tols = tolerances(c, x, steps["logits"])
-        title = (f"case {index}: {describe(c)}; fully masked rows {int(fully_masked.sum())}"
+        title = (f"case {index}: {describe_all(c, x)}; fully masked rows {int(fully_masked.sum())}"
                  f"/{fully_masked.size}")
         if not args.quiet:
             print(title)
