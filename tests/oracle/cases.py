@@ -3,9 +3,12 @@ hand: numpy has no bfloat16), the float dtypes, the comparisons and running `wga
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import struct
 import subprocess
+import tempfile
 
 import numpy as np
 
@@ -243,7 +246,8 @@ def run_wgattn(binary, case, path, returns, out_path, tuning=None):
         cmd += ["--return", "scores,logits,probs"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
-        return None, (r.stderr.strip() or r.stdout.strip()).splitlines()[-1:]
+        said = (r.stderr.strip() or r.stdout.strip()).splitlines()[-1:]
+        return None, said or [f"exit status {r.returncode}, no output"]
     return read_safetensors(out_path), None
 
 
@@ -285,3 +289,90 @@ def zero_rows(out, fully_masked):
     if rows.size and (rows != 0).any():
         return "a fully masked row is not exactly 0"
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# a check's options and report
+
+
+def arguments(doc):
+    """The options every oracle check takes (a check adds its own)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--wgattn", default="target/debug/wgattn", help="the wgattn binary")
+    ap.add_argument("--cases", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--paths", default="reference,staged,fused,auto",
+                    help="comma-separated: reference, staged, fused, auto")
+    ap.add_argument("--tunings", type=int, default=1,
+                    help="also run the fused path under this many random --tuning lists a case")
+    ap.add_argument("--quiet", action="store_true",
+                    help="print only the failures and the summary")
+    ap.add_argument("--self-check", action="store_true",
+                    help="give the oracle a scale 0.3%% off and succeed only if at least a quarter "
+                         "of the comparisons fail (a check that they can fail)")
+    ap.add_argument("--keep", help="write the case and result files here (else a temporary dir)")
+    return ap
+
+
+def case_directory(args, prefix):
+    directory = args.keep or tempfile.mkdtemp(prefix=prefix)
+    os.makedirs(directory, exist_ok=True)
+    return directory
+
+
+class Report:
+    """Counts and prints the comparisons of a run: each case's title (with `--quiet` only
+    before its first failure), each comparison, the adapter, the largest error of a passing
+    comparison as a share of its bound, and the verdict."""
+
+    def __init__(self, args):
+        self.quiet, self.self_check = args.quiet, args.self_check
+        self.checks = self.failures = 0
+        self.worst = 0.0
+        self.adapter = None
+        self.title = None
+
+    def case(self, title):
+        self.title = title
+        if not self.quiet:
+            print(title)
+
+    def ran(self, result):
+        """Notes the adapter a result names."""
+        if result and "adapter" in result["__metadata__"] and not self.adapter:
+            meta = result["__metadata__"]
+            self.adapter = f"{meta['adapter']} ({meta.get('backend', '?')})"
+            if not self.quiet:
+                print(f"  (GPU paths on {self.adapter})")
+
+    def compared(self, label, oracle, problems):
+        """One comparison: `problems` from `compare`, empty when it passed (WORST[0] then holds
+        its largest error as a share of the bound)."""
+        self.checks += 1
+        if not problems:
+            self.worst = max(self.worst, WORST[0])
+            if not self.quiet:
+                print(f"  {label} vs {oracle}: ok (largest error {WORST[0]:.2g} of its bound)")
+            return
+        self.failures += 1
+        if self.self_check and self.quiet:
+            return  # expected: only the count matters
+        if self.quiet and self.title:
+            print(self.title)
+            self.title = None
+        print(f"  {label} vs {oracle}: FAIL: " + "; ".join(problems))
+
+    def verdict(self, agree):
+        """The summary line and the exit status; `agree` says with what, after "agree with"."""
+        if self.self_check:
+            # A case whose keys all get the same weight (one key, fully masked rows) or whose
+            # tolerance is coarse (bf16, large logits) cannot show a 0.3% error: about half
+            # of them; a blind comparison catches none.
+            caught = self.failures >= self.checks // 4
+            print(f"self-check: {self.failures} of {self.checks} comparisons caught a 0.3% error "
+                  f"in the oracle's scale "
+                  f"({'as they should' if caught else 'too few: the check is blind'})")
+            return 0 if caught else 1
+        print(f"{self.checks - self.failures}/{self.checks} comparisons agree with {agree}, the "
+              f"largest error {self.worst:.2g} of its bound; GPU paths on {self.adapter}")
+        return 1 if self.failures else 0

@@ -26,17 +26,16 @@ and the summary only).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import tempfile
 
 import numpy as np
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
-from cases import (WORST, Float, build_inputs, compare, describe, random_case, random_tuning,
-                   run_wgattn, write_safetensors, zero_rows)
+from cases import (WORST, Float, Report, arguments, build_inputs, case_directory, compare,
+                   describe, random_case, random_tuning, run_wgattn, write_safetensors,
+                   zero_rows)
 
 # What the oracle multiplies the scale by: 1, or (--self-check) a small error the comparisons
 # must catch.
@@ -181,23 +180,10 @@ def check(c, x, result, want, oracle):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--wgattn", default="target/debug/wgattn", help="the wgattn binary")
-    ap.add_argument("--cases", type=int, default=60)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--paths", default="reference,staged,fused,auto",
-                    help="comma-separated: reference, staged, fused, auto")
+    ap = arguments(__doc__)
     ap.add_argument("--oracles", default="onnx",
                     help="comma-separated: onnx (the ONNX reference implementation), "
                          "onnxruntime (needs `pip install onnxruntime`)")
-    ap.add_argument("--tunings", type=int, default=1,
-                    help="also run the fused path under this many random --tuning lists a case")
-    ap.add_argument("--quiet", action="store_true",
-                    help="print only the failures and the summary")
-    ap.add_argument("--self-check", action="store_true",
-                    help="give the oracle a scale 0.3%% off and succeed only if at least a quarter "
-                         "of the comparisons fail (a check that they can fail)")
-    ap.add_argument("--keep", help="write the case and result files here (else a temporary dir)")
     args = ap.parse_args()
     oracles = args.oracles.split(",")
     for oracle in oracles:
@@ -208,20 +194,15 @@ def main():
         global SCALE_SKEW
         SCALE_SKEW = 1.003
     rng = np.random.default_rng(args.seed)
-    directory = args.keep or tempfile.mkdtemp(prefix="wgattn-onnx-")
-    os.makedirs(directory, exist_ok=True)
-    failures = 0
-    checks = 0
-    adapter = None
+    directory = case_directory(args, "wgattn-onnx-")
+    report = Report(args)
     for index in range(args.cases):
         c = random_case(rng, index)
         case, x = build(c, directory)
         wants = {oracle: expected(c, x, oracle) for oracle in oracles}
         fully_masked = np.isneginf(wants[oracles[0]]["logits"]).all(axis=-1)
-        title = (f"case {index}: {', '.join(describe(c, x))}; fully masked rows "
-                 f"{int(fully_masked.sum())}/{fully_masked.size}")
-        if not args.quiet:
-            print(title)
+        report.case(f"case {index}: {', '.join(describe(c, x))}; fully masked rows "
+                    f"{int(fully_masked.sum())}/{fully_masked.size}")
         runs = [(path, None) for path in args.paths.split(",")]
         runs += [("fused", random_tuning(rng)) for _ in range(args.tunings)]
         for n, (path, tuning) in enumerate(runs):
@@ -229,39 +210,16 @@ def main():
             result, error = run_wgattn(args.wgattn, case, path, returns,
                                        os.path.join(directory, f"result{index}-{n}.safetensors"),
                                        tuning)
-            if result and "adapter" in result["__metadata__"] and not adapter:
-                meta = result["__metadata__"]
-                adapter = f"{meta['adapter']} ({meta.get('backend', '?')})"
-                if not args.quiet:
-                    print(f"  (GPU paths on {adapter})")
-            if tuning:
-                path = f"fused --tuning {tuning}"
+            report.ran(result)
+            label = f"fused --tuning {tuning}" if tuning else path
             for oracle in oracles:
                 WORST[0] = 0.0
-                problems = [f"wgattn failed: {error}"] if error else check(c, x, result, wants[oracle], oracle)
-                checks += 1
-                if problems:
-                    failures += 1
-                    if args.self_check and args.quiet:
-                        continue  # expected: only the count matters
-                    if args.quiet and title:
-                        print(title)
-                        title = None
-                    print(f"  {path} vs {oracle}: FAIL: " + "; ".join(problems))
-                elif not args.quiet:
-                    print(f"  {path} vs {oracle}: ok (largest error {WORST[0]:.2g} of its bound)")
-    if args.self_check:
-        # A case whose keys all get the same weight (one key, fully masked rows) or whose
-        # tolerance is coarse (bf16, large logits) cannot show a 0.3% error: about half of
-        # them; a blind comparison catches none.
-        caught = failures >= checks // 4
-        print(f"self-check: {failures} of {checks} comparisons caught a 0.3% error in the "
-              f"oracle's scale ({'as they should' if caught else 'too few: the check is blind'})")
-        return 0 if caught else 1
+                report.compared(label, oracle, [f"wgattn failed: {error}"] if error
+                                else check(c, x, result, wants[oracle], oracle))
     names = " and ".join(ORACLES[o][0] for o in oracles)
-    print(f"{checks - failures}/{checks} comparisons agree with ONNX Attention (opset 25): "
-          f"{names}; GPU paths on {adapter}; cases in {directory}")
-    return 1 if failures else 0
+    status = report.verdict(f"ONNX Attention (opset 25): {names}")
+    print(f"cases in {directory}")
+    return status
 
 
 if __name__ == "__main__":

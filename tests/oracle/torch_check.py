@@ -32,18 +32,17 @@ comparisons notice.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import tempfile
 
 import numpy as np
 import torch
 import torch.nn.attention.flex_attention as flex
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-from cases import (WORST, Float, build_inputs, compare, describe, random_case, random_tuning,
-                   run_wgattn, write_safetensors, zero_rows)
+from cases import (WORST, Float, Report, arguments, build_inputs, case_directory, compare,
+                   describe, random_case, random_tuning, run_wgattn, write_safetensors,
+                   zero_rows)
 
 # FlexAttention's own unfused implementation, run directly (not traced by dynamo, which
 # refuses the Python floats the functions below capture): the scores in full, score_mod and
@@ -410,30 +409,13 @@ def check(c, x, result, want, tols, fully_masked):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--wgattn", default="target/debug/wgattn", help="the wgattn binary")
-    ap.add_argument("--cases", type=int, default=60)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--paths", default="reference,staged,fused,auto",
-                    help="comma-separated: reference, staged, fused, auto")
-    ap.add_argument("--tunings", type=int, default=1,
-                    help="also run the fused path under this many random --tuning lists a case")
-    ap.add_argument("--quiet", action="store_true",
-                    help="print only the failures and the summary")
-    ap.add_argument("--self-check", action="store_true",
-                    help="give the oracles a scale 0.3%% off and succeed only if at least a "
-                         "quarter of the comparisons fail (a check that they can fail)")
-    ap.add_argument("--keep", help="write the case and result files here (else a temporary dir)")
-    args = ap.parse_args()
+    args = arguments(__doc__).parse_args()
     if args.self_check:
         global SCALE_SKEW
         SCALE_SKEW = 1.003
     rng = np.random.default_rng(args.seed)
-    directory = args.keep or tempfile.mkdtemp(prefix="wgattn-torch-")
-    os.makedirs(directory, exist_ok=True)
-    failures = checks = 0
-    adapter = None
-    worst = 0.0
+    directory = case_directory(args, "wgattn-torch-")
+    report = Report(args)
     for index in range(args.cases):
         c = random_case(rng, index, own_options)
         case, x = build(c, directory)
@@ -445,10 +427,8 @@ def main():
         wants = {"flex_attention": flex_oracle(c, x, mods), "sdpa": sdpa_oracle(c, x, mods)}
         wants = {name: w for name, w in wants.items() if w is not None}
         tols = tolerances(c, x, steps["logits"])
-        title = (f"case {index}: {describe_all(c, x)}; fully masked rows {int(fully_masked.sum())}"
-                 f"/{fully_masked.size}")
-        if not args.quiet:
-            print(title)
+        report.case(f"case {index}: {describe_all(c, x)}; fully masked rows "
+                    f"{int(fully_masked.sum())}/{fully_masked.size}")
         snippets = c["mask_mod"] is not None or c["score_mod"] is not None
         runs = [(p, None) for p in args.paths.split(",") if not (p == "reference" and snippets)]
         runs += [("fused", random_tuning(rng)) for _ in range(args.tunings)]
@@ -457,38 +437,16 @@ def main():
             result, error = run_wgattn(args.wgattn, case, path, returns,
                                        os.path.join(directory, f"result{index}-{n}.safetensors"),
                                        tuning)
-            if result and "adapter" in result["__metadata__"] and not adapter:
-                meta = result["__metadata__"]
-                adapter = f"{meta['adapter']} ({meta.get('backend', '?')})"
+            report.ran(result)
             label = f"fused --tuning {tuning}" if tuning else path
-            oracles = dict(wants, steps=steps) if returns else wants
-            for oracle, want in oracles.items():
+            for oracle, want in (dict(wants, steps=steps) if returns else wants).items():
                 WORST[0] = 0.0
-                problems = ([f"wgattn failed: {error}"] if error
-                            else check(c, x, result, want, tols, fully_masked))
-                checks += 1
-                if problems:
-                    failures += 1
-                    if args.self_check and args.quiet:
-                        continue
-                    if args.quiet and title:
-                        print(title)
-                        title = None
-                    print(f"  {label} vs {oracle}: FAIL: " + "; ".join(problems))
-                else:
-                    worst = max(worst, WORST[0])
-                    if not args.quiet:
-                        print(f"  {label} vs {oracle}: ok (largest error {WORST[0]:.2g} of its "
-                              f"bound)")
-    if args.self_check:
-        caught = failures >= checks // 4
-        print(f"self-check: {failures} of {checks} comparisons caught a 0.3% error in the "
-              f"oracles' scale ({'as they should' if caught else 'too few: the check is blind'})")
-        return 0 if caught else 1
-    print(f"{checks - failures}/{checks} comparisons agree with PyTorch {torch.__version__} "
-          f"(flex_attention and scaled_dot_product_attention, float64), the largest error "
-          f"{worst:.2g} of its bound; GPU paths on {adapter}; cases in {directory}")
-    return 1 if failures else 0
+                report.compared(label, oracle, [f"wgattn failed: {error}"] if error
+                                else check(c, x, result, want, tols, fully_masked))
+    status = report.verdict(f"PyTorch {torch.__version__} (flex_attention and "
+                            f"scaled_dot_product_attention, float64)")
+    print(f"cases in {directory}")
+    return status
 
 
 if __name__ == "__main__":
