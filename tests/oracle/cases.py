@@ -314,6 +314,21 @@ def arguments(doc):
     return ap
 
 
+def run_paths(args, rng, case, directory, index, report, reference=True):
+    """Runs `case` on each path of `--paths` (the reference only if `reference`) and on the
+    fused path under `--tunings` random tuning lists; yields (label, whether the run returned
+    the intermediates, result or None, error or None) for each."""
+    runs = [(p, None) for p in args.paths.split(",") if reference or p != "reference"]
+    runs += [("fused", random_tuning(rng)) for _ in range(args.tunings)]
+    for n, (path, tuning) in enumerate(runs):
+        returns = path in ("staged", "reference")
+        result, error = run_wgattn(args.wgattn, case, path, returns,
+                                   os.path.join(directory, f"result{index}-{n}.safetensors"),
+                                   tuning)
+        report.ran(result)
+        yield (f"fused --tuning {tuning}" if tuning else path), returns, result, error
+
+
 def case_directory(args, prefix):
     directory = args.keep or tempfile.mkdtemp(prefix=prefix)
     os.makedirs(directory, exist_ok=True)

@@ -34,8 +34,7 @@ from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 from cases import (WORST, Float, Report, arguments, build_inputs, case_directory, compare,
-                   describe, random_case, random_tuning, run_wgattn, write_safetensors,
-                   zero_rows)
+                   describe, random_case, run_paths, write_safetensors, zero_rows)
 
 # What the oracle multiplies the scale by: 1, or (--self-check) a small error the comparisons
 # must catch.
@@ -203,15 +202,7 @@ def main():
         fully_masked = np.isneginf(wants[oracles[0]]["logits"]).all(axis=-1)
         report.case(f"case {index}: {', '.join(describe(c, x))}; fully masked rows "
                     f"{int(fully_masked.sum())}/{fully_masked.size}")
-        runs = [(path, None) for path in args.paths.split(",")]
-        runs += [("fused", random_tuning(rng)) for _ in range(args.tunings)]
-        for n, (path, tuning) in enumerate(runs):
-            returns = path in ("staged", "reference")
-            result, error = run_wgattn(args.wgattn, case, path, returns,
-                                       os.path.join(directory, f"result{index}-{n}.safetensors"),
-                                       tuning)
-            report.ran(result)
-            label = f"fused --tuning {tuning}" if tuning else path
+        for label, _, result, error in run_paths(args, rng, case, directory, index, report):
             for oracle in oracles:
                 WORST[0] = 0.0
                 report.compared(label, oracle, [f"wgattn failed: {error}"] if error

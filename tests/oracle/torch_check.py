@@ -41,8 +41,7 @@ import torch.nn.attention.flex_attention as flex
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 from cases import (WORST, Float, Report, arguments, build_inputs, case_directory, compare,
-                   describe, random_case, random_tuning, run_wgattn, write_safetensors,
-                   zero_rows)
+                   describe, random_case, run_paths, write_safetensors, zero_rows)
 
 # FlexAttention's own unfused implementation, run directly (not traced by dynamo, which
 # refuses the Python floats the functions below capture): the scores in full, score_mod and
@@ -429,16 +428,10 @@ def main():
         tols = tolerances(c, x, steps["logits"])
         report.case(f"case {index}: {describe_all(c, x)}; fully masked rows "
                     f"{int(fully_masked.sum())}/{fully_masked.size}")
+        # (The reference cannot compile the user's WGSL snippets.)
         snippets = c["mask_mod"] is not None or c["score_mod"] is not None
-        runs = [(p, None) for p in args.paths.split(",") if not (p == "reference" and snippets)]
-        runs += [("fused", random_tuning(rng)) for _ in range(args.tunings)]
-        for n, (path, tuning) in enumerate(runs):
-            returns = path in ("staged", "reference")
-            result, error = run_wgattn(args.wgattn, case, path, returns,
-                                       os.path.join(directory, f"result{index}-{n}.safetensors"),
-                                       tuning)
-            report.ran(result)
-            label = f"fused --tuning {tuning}" if tuning else path
+        for label, returns, result, error in run_paths(args, rng, case, directory, index, report,
+                                                       reference=not snippets):
             for oracle, want in (dict(wants, steps=steps) if returns else wants).items():
                 WORST[0] = 0.0
                 report.compared(label, oracle, [f"wgattn failed: {error}"] if error
