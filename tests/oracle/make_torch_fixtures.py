@@ -21,7 +21,7 @@ cache before it), `<name>.attention_mask` [B, Lt] (HF's 1/0 padding mask, as the
 and `<name>.out` [B, Hq, Lq, D] (HF's result, float32); the metadata `<name>` holds the
 options in this crate's terms (JSON: causal, scale, window_left, softcap).
 
-    python3 -m pip install -r tests/oracle/requirements-torch.txt transformers==5.25.0
+    python3 -m pip install -r tests/oracle/requirements-torch.txt
     python3 tests/oracle/make_torch_fixtures.py
 """
 
