@@ -16,7 +16,7 @@ every HF decoder has), through an attention function registered for the capture.
         --layer 3 -o case.safetensors --check target/release/wgattn
     python3 examples/hf_case.py --tiny gemma2 --pad 2 -o case.safetensors --check target/release/wgattn
 
-`--tiny llama|mistral|gemma2` builds a small randomly initialized model (no download: a check
+`--tiny llama|mistral|gemma2|bert` builds a small randomly initialized model (no download: a check
 of the pipeline, run by .ci/run). Needs torch and transformers (`pip install -r
 tests/oracle/requirements-torch.txt`).
 """
@@ -37,6 +37,7 @@ from safetensors.numpy import save_file
 from safetensors.torch import load_file as load_torch
 from safetensors.torch import save_file as save_torch
 from transformers import AttentionInterface, AttentionMaskInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import eager_mask
 
 TINY = {
@@ -44,19 +45,28 @@ TINY = {
     "mistral": (transformers.MistralConfig, transformers.MistralModel, {"sliding_window": 3}),
     "gemma2": (transformers.Gemma2Config, transformers.Gemma2Model,
                {"sliding_window": 4, "attn_logit_softcapping": 30.0, "query_pre_attn_scalar": 24}),
+    # An encoder: bidirectional attention (not causal), padding only.
+    "bert": (transformers.BertConfig, transformers.BertModel, {}),
 }
 
-# What the capture saw at the chosen layer: (q, k, v, out, kwargs).
+# What the capture saw at the chosen layer: (q, k, v, out, options).
 CAPTURED = []
 
 
 def capture(layer):
     def attention(module, query, key, value, attention_mask, **kwargs):
-        eager = sys.modules[type(module).__module__].eager_attention_forward
+        # The model's own eager attention; SDPA's where its modeling file has none (SDPA
+        # takes no softcap, which such a model then does not have either).
+        eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward",
+                        sdpa_attention_forward)
         out, weights = eager(module, query, key, value, attention_mask, **kwargs)
         if getattr(module, "layer_idx", 0) == layer:
-            CAPTURED.append((query, key, value, out, dict(kwargs, scaling=kwargs.get(
-                "scaling", getattr(module, "scaling", None)))))
+            CAPTURED.append((query, key, value, out, {
+                "scaling": kwargs.get("scaling", getattr(module, "scaling", None)),
+                "softcap": kwargs.get("softcap"),
+                "sliding_window": kwargs.get("sliding_window"),
+                "causal": getattr(module, "is_causal", True),
+            }))
         return out, weights
     return attention
 
@@ -77,7 +87,7 @@ def load(args):
             mask[1, ids.shape[1] - args.pad:] = 0
     else:
         model = transformers.AutoModel.from_pretrained(
-            args.model, attn_implementation="wgattn_capture", torch_dtype=dtype)
+            args.model, attn_implementation="wgattn_capture", dtype=dtype)
         tokenizer = transformers.AutoTokenizer.from_pretrained(args.model)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -86,13 +96,14 @@ def load(args):
     return model.to(dtype).eval(), ids, mask
 
 
-def options(kwargs, module_causal=True):
+def options(seen, head_dim):
     """The layer's options as case-file metadata."""
-    meta = {"causal": "true" if module_causal else "false", "scale": repr(float(kwargs["scaling"]))}
-    if kwargs.get("softcap"):
-        meta["softcap"] = repr(float(kwargs["softcap"]))
-    if kwargs.get("sliding_window"):
-        meta["window_left"] = str(int(kwargs["sliding_window"]) - 1)
+    scale = seen["scaling"] if seen["scaling"] is not None else head_dim ** -0.5
+    meta = {"causal": "true" if seen["causal"] else "false", "scale": repr(float(scale))}
+    if seen["softcap"]:
+        meta["softcap"] = repr(float(seen["softcap"]))
+    if seen["sliding_window"]:
+        meta["window_left"] = str(int(seen["sliding_window"]) - 1)
     return meta
 
 
@@ -121,8 +132,8 @@ def main():
     if not CAPTURED:
         sys.exit(f"layer {args.layer}: no attention call seen (the model has "
                  f"{model.config.num_hidden_layers} layers)")
-    q, k, v, out, kwargs = CAPTURED[-1]
-    meta = options(kwargs)
+    q, k, v, out, seen = CAPTURED[-1]
+    meta = options(seen, q.shape[-1])
     meta["description"] = (f"{args.model or 'tiny ' + args.tiny}, layer {args.layer}: attention "
                            f"inputs as the model hands them (captured), padding as a key mask")
     case = {n: t.detach().contiguous() for n, t in (("q", q), ("k", k), ("v", v))}
