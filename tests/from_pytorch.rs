@@ -18,8 +18,8 @@ mod common;
 use anyhow::{anyhow, bail, Context as _, Result};
 use safetensors::{Dtype, SafeTensors};
 use wgattn::{
-    masks, reference, AttentionInputs, AttentionOptions, ExecutionPath, Layout, Mask, Returns,
-    Tensor,
+    masks, reference, AttentionInputs, AttentionOptions, DType, ExecutionPath, Layout, Mask,
+    Returns, Tensor,
 };
 
 const FIXTURE: &str = concat!(
@@ -71,23 +71,23 @@ fn floats(file: &SafeTensors<'_>, name: &str) -> Result<(Vec<usize>, Vec<f64>)> 
     Ok((t.shape().to_vec(), data))
 }
 
+/// An F32 tensor as stored, in `shape` (default: its own).
+fn f32_tensor(file: &SafeTensors<'_>, name: &str, shape: Option<Vec<usize>>) -> Result<Tensor> {
+    let t = tensor(file, name)?;
+    if t.dtype() != Dtype::F32 {
+        bail!("{name}: expected F32, got {}", t.dtype());
+    }
+    let shape = shape.unwrap_or_else(|| t.shape().to_vec());
+    Ok(Tensor::from_le_bytes(shape, DType::F32, t.data())?)
+}
+
 /// An f32 input `[N, S, E]` as `[N, S, H, D]` (bshd).
 fn input(file: &SafeTensors<'_>, name: &str, heads: usize) -> Result<Tensor> {
-    let (shape, data) = floats(file, name)?;
+    let shape = tensor(file, name)?.shape().to_vec();
     let [n, s, e] = shape[..] else {
         bail!("{name}: shape {shape:?}")
     };
-    let data = data.into_iter().map(|x| x as f32).collect();
-    Ok(Tensor::from_f32([n, s, heads, e / heads], data)?)
-}
-
-/// A float tensor as f32 of the same shape.
-fn f32_tensor(file: &SafeTensors<'_>, name: &str) -> Result<Tensor> {
-    let (shape, data) = floats(file, name)?;
-    Ok(Tensor::from_f32(
-        shape,
-        data.into_iter().map(|x| x as f32).collect(),
-    )?)
+    f32_tensor(file, name, Some(vec![n, s, heads, e / heads]))
 }
 
 fn ints(file: &SafeTensors<'_>, name: &str) -> Result<(Vec<usize>, Vec<i64>)> {
@@ -226,7 +226,7 @@ fn hf_transformers_attention_matches_on_every_path() -> Result<()> {
     let meta = header.metadata().clone().context("fixture metadata")?;
     let file = SafeTensors::deserialize(&bytes)?;
     for name in HF_SCENARIOS {
-        let t = |part: &str| f32_tensor(&file, &format!("{name}.{part}"));
+        let t = |part: &str| f32_tensor(&file, &format!("{name}.{part}"), None);
         let (q, k, v) = (t("q")?, t("k")?, t("v")?);
         let past = match (t("past_k"), t("past_v")) {
             (Ok(pk), Ok(pv)) => Some((pk, pv)),
