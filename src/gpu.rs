@@ -756,3 +756,72 @@ pub(crate) fn scope_error(scope: wgpu::ErrorScopeGuard) -> Option<wgpu::Error> {
         Poll::Pending => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Params;
+
+    /// `(name, type)` of each member of `struct Params` in `shaders/common.wgsl`, in order.
+    fn wgsl_params() -> Vec<(String, String)> {
+        let source = include_str!("../shaders/common.wgsl");
+        let body = source
+            .split("struct Params {")
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .unwrap_or_default();
+        body.lines()
+            .map(|line| line.split("//").next().unwrap_or_default().trim())
+            .filter(|line| !line.is_empty())
+            .map(|line| {
+                let (name, ty) = line
+                    .trim_end_matches(',')
+                    .split_once(':')
+                    .unwrap_or((line, ""));
+                (name.trim().to_string(), ty.trim().to_string())
+            })
+            .collect()
+    }
+
+    /// The uniform block the host writes is the one the shaders read: the same members in the
+    /// same order with the same 4-byte types. The Rust side is read through `Debug` of a block
+    /// whose word `n` holds `n`, so no field list is written twice.
+    #[test]
+    fn params_match_the_wgsl_uniform_block() {
+        let wgsl = wgsl_params();
+        assert!(
+            wgsl.len() > 50,
+            "parsed {} members of WGSL Params",
+            wgsl.len()
+        );
+        assert_eq!(std::mem::size_of::<Params>(), 4 * wgsl.len());
+        // A uniform block's size is a multiple of 16 bytes.
+        assert_eq!(wgsl.len() % 4, 0, "WGSL Params has {} words", wgsl.len());
+
+        let mut params: Params = bytemuck::Zeroable::zeroed();
+        for (n, word) in bytemuck::cast_slice_mut::<Params, u32>(std::slice::from_mut(&mut params))
+            .iter_mut()
+            .enumerate()
+        {
+            *word = n as u32;
+        }
+        let debug = format!("{params:?}");
+        let fields = debug
+            .trim_start_matches("Params {")
+            .trim_end_matches('}')
+            .split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(|f| f.split_once(": ").unwrap_or((f, "")))
+            .collect::<Vec<_>>();
+        assert_eq!(fields.len(), wgsl.len(), "{debug}");
+        for (n, ((name, value), (wgsl_name, wgsl_type))) in fields.iter().zip(&wgsl).enumerate() {
+            assert_eq!(name, wgsl_name, "member {n}");
+            let (word, ty) = match value.parse::<u32>() {
+                Ok(word) => (word, "u32"),
+                Err(_) => (value.parse::<f32>().map_or(u32::MAX, f32::to_bits), "f32"),
+            };
+            assert_eq!(word, n as u32, "`{name}` is not word {n} of the block");
+            assert_eq!(ty, wgsl_type, "`{name}`");
+        }
+    }
+}
