@@ -57,7 +57,8 @@ pub struct Tuning {
     /// Keys per tile of the prefill kernel, a multiple of 4 (default: the most, up to 64,
     /// that fit in workgroup memory).
     pub keys_per_tile: Option<u32>,
-    /// Longest query block that takes the split-key decode kernel (default 4).
+    /// Longest query block that takes the split-key decode kernel (default 4; on CPU
+    /// adapters 128 where the keys make at most 16 splits and no block mask is needed).
     pub decode_max_q: Option<usize>,
     /// Keys per split of the decode kernel, rounded up to a multiple of its workgroup size
     /// (default 512).

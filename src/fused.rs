@@ -19,6 +19,15 @@ use crate::tensor::{DType, Tensor};
 const MAX_HEAD_DIM: usize = 512;
 /// Query blocks up to this length take the decode kernel.
 const DECODE_MAX_Q: usize = 4;
+/// On CPU adapters query blocks up to this length take the decode kernel too where their
+/// keys make at most `DECODE_MAX_SPLITS_CPU` splits and no block mask holds it to one row per
+/// workgroup: there it read keys 1.7x to 20x faster than the prefill kernel's tiles
+/// (BENCHMARKS.md, session 14). Beyond 128 rows a causal prefill skips keys better in the
+/// prefill kernel.
+const DECODE_MAX_Q_CPU: usize = 128;
+/// Each split of the decode kernel keeps a partial state per query row: a bound on their
+/// number keeps the partials of longer query blocks a few rows' worth, O(Lq), not O(Lq x Lt).
+const DECODE_MAX_SPLITS_CPU: u64 = 16;
 /// Keys per split of the decode kernel (`Tuning::decode_keys_per_split` overrides it; on
 /// lavapipe 512 to 4096 measured the same within the run-to-run spread, BENCHMARKS.md).
 const DECODE_CHUNK: u32 = 512;
@@ -73,7 +82,18 @@ impl Config {
         let packed_odd = p.dtype != DType::F32 && p.v_dim % 2 == 1;
         let tuning = ctx.tuning();
         let cpu = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
-        if p.q_len <= tuning.decode_max_q.unwrap_or(DECODE_MAX_Q) {
+        let block_mask = p.mods.as_ref().is_some_and(|m| m.flags.masks());
+        let decode_keys = tuning
+            .decode_keys_per_split
+            .unwrap_or(DECODE_CHUNK)
+            .clamp(1, 1 << 16) as u64;
+        let decode_max_q =
+            if cpu && !block_mask && lt.div_ceil(decode_keys) <= DECODE_MAX_SPLITS_CPU {
+                DECODE_MAX_Q_CPU
+            } else {
+                DECODE_MAX_Q
+            };
+        if p.q_len <= tuning.decode_max_q.unwrap_or(decode_max_q) {
             // A subgroup per key (by default on GPUs, and for wide heads on CPU adapters)
             // where every subgroup is whole: the workgroup a multiple of the largest subgroup.
             let info = ctx.adapter_info();
@@ -112,7 +132,6 @@ impl Config {
             // to the cap that divides their number, so each key and value row loaded serves
             // all of them; at most the workgroup's size (each row writes an empty split's
             // partial), and one with a block mask (one kind per row and key block).
-            let block_mask = p.mods.as_ref().is_some_and(|m| m.flags.masks());
             let per_kv_head = (p.group() * p.q_len).max(1) as u32;
             let cap = if block_mask {
                 1

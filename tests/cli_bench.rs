@@ -216,7 +216,9 @@ fn kernels(o: &Map<String, Value>) -> Vec<(String, f64)> {
 
 #[test]
 fn json_fused_path_reports_peak_gpu_memory() {
-    let o = bench_json("fused", &[]);
+    // The prefill kernel for 16 query rows on every adapter (CPU adapters would take the
+    // decode kernel for so short a block).
+    let o = bench_json("fused", &["--tuning", "decode-max-q=4"]);
     assert!(o["gpu_bytes"].num() > 0.0);
     let gpu = o["gpu_median_ms"].num();
     assert!(gpu > 0.0 && gpu <= o["max_ms"].num(), "{o:?}");
@@ -447,7 +449,8 @@ fn optional_features_can_be_left_unused() {
 fn resident_inputs_are_timed_on_both_gpu_paths() {
     // TINY in f32: q, k, v and out are 2 x 16 x 8 x 4 = 1 KiB each; the staged scores 2 KiB.
     for (path, at_least) in [("staged", 6144.0), ("fused", 4096.0)] {
-        let o = bench_json(path, &["--resident"]);
+        // The prefill kernel for 16 query rows (below 4 query rows the decode kernel).
+        let o = bench_json(path, &["--resident", "--tuning", "decode-max-q=4"]);
         assert_eq!(o["resident"], json!(true), "{o:?}");
         assert!(o["median_ms"].num() > 0.0, "{o:?}");
         assert!(o["gpu_bytes"].num() >= at_least, "{path}: {o:?}");

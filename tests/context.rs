@@ -217,6 +217,12 @@ fn staged_softmax_with_and_without_subgroups() {
 #[test]
 fn gpu_timing_reports_the_kernels_device_time() {
     let ctx = Context::new().expect("an adapter (install mesa-vulkan-drivers)");
+    // The prefill kernel for 16 query rows on every adapter (CPU adapters would take the
+    // decode kernel for so short a block).
+    ctx.set_tuning(wgattn::Tuning {
+        decode_max_q: Some(4),
+        ..wgattn::Tuning::AUTO
+    });
     let offered = ctx.features().contains(wgpu::Features::TIMESTAMP_QUERY);
     let mut rng = Rng::new(41);
     let q = random(&mut rng, &[2, 4, 16, 32], DType::F32, 1.0);
@@ -303,6 +309,7 @@ fn gpu_timing_reports_the_kernels_device_time() {
     // time, summed.
     ctx.set_tuning(wgattn::Tuning {
         max_binding_bytes: Some(k_big.len() as u64),
+        decode_max_q: Some(4),
         ..wgattn::Tuning::AUTO
     });
     let (split_time, split_wall, split_kernels) = run(&big, ExecutionPath::Fused);
