@@ -18,8 +18,8 @@
 // Template values: WG (invocations), CHUNK (keys per split, a multiple of WG), D4, DV4
 // (even with VEC8: its loops take eight elements per load), LANES (SUBGROUP_KEYS: the
 // adapter's smallest subgroup; WG is a multiple of its largest), R (query rows per
-// workgroup, 1 to 4, dividing group * Lq, so no group of rows is short; 1 with BLOCK_MASK;
-// ROWS is defined where R > 1).
+// workgroup, 1 to 4; where R does not divide group * Lq the last group of each block is
+// short; 1 with BLOCK_MASK; ROWS is defined where R > 1).
 #ifdef NATIVE_F16
 enable f16;
 #endif
@@ -106,6 +106,15 @@ var<private> vrow: array<vec4<f32>, DV4>;
 
 #import reduce
 
+// The last row of the workgroup's (batch, kv head) block: a short last group of a block
+// repeats it in its rows past the block and writes nothing for them.
+var<private> last_row: u32;
+
+// Whether row r of the group is a row of the block (not a repeat past its end).
+fn row_is_real(r: u32, row0: u32) -> bool {
+    return row0 + r <= last_row;
+}
+
 #ifdef ROWS
 // Each row's position and head (both layouts).
 var<private> ri: array<u32, R>;
@@ -113,7 +122,7 @@ var<private> rh: array<u32, R>;
 
 // Sets row r's position and head; the offset of its q.
 fn row_place(r: u32, row0: u32, b: u32) -> u32 {
-    let row = row0 + r;
+    let row = min(row0 + r, last_row);
     ri[r] = row % params.q_len;
     rh[r] = (row / params.q_len) % params.q_heads;
     return q_offset(b, rh[r], ri[r]);
@@ -269,17 +278,19 @@ fn sg_row_partial(lid: u32, r: u32, s: u32, nsg: u32, split: u32, row0: u32) {
         }
     }
     workgroupBarrier();
-    let slot = split * params.rows + row0 + r;
-    if (lid == 0u) {
-        partials[slot] = vec4<f32>(big_m, big_l, any_alive, 0.0);
-    }
-    let base = params.splits * params.rows + slot * DV4;
-    for (var d4 = lid; d4 < trips(DV4); d4 += WG) {
-        var total = vec4<f32>(0.0);
-        for (var t = 0u; t < nsg; t++) {
-            total += accs[t * DV4 + d4];
+    if (row_is_real(r, row0)) {
+        let slot = split * params.rows + row0 + r;
+        if (lid == 0u) {
+            partials[slot] = vec4<f32>(big_m, big_l, any_alive, 0.0);
         }
-        partials[base + d4] = total;
+        let base = params.splits * params.rows + slot * DV4;
+        for (var d4 = lid; d4 < trips(DV4); d4 += WG) {
+            var total = vec4<f32>(0.0);
+            for (var t = 0u; t < nsg; t++) {
+                total += accs[t * DV4 + d4];
+            }
+            partials[base + d4] = total;
+        }
     }
     workgroupBarrier();
 }
@@ -386,17 +397,19 @@ fn row_partial(lid: u32, r: u32, split: u32, row0: u32) {
     }
 #endif
     workgroupBarrier();
-    let slot = split * params.rows + row0 + r;
-    if (lid == 0u) {
-        partials[slot] = vec4<f32>(row_max[r], l, row_alive[r], 0.0);
-    }
-    let base = params.splits * params.rows + slot * DV4;
-    for (var d4 = lid; d4 < trips(DV4); d4 += WG) {
-        var total = vec4<f32>(0.0);
-        for (var t = 0u; t < trips(WG); t++) {
-            total += accs[t * DV4 + d4];
+    if (row_is_real(r, row0)) {
+        let slot = split * params.rows + row0 + r;
+        if (lid == 0u) {
+            partials[slot] = vec4<f32>(row_max[r], l, row_alive[r], 0.0);
         }
-        partials[base + d4] = total;
+        let base = params.splits * params.rows + slot * DV4;
+        for (var d4 = lid; d4 < trips(DV4); d4 += WG) {
+            var total = vec4<f32>(0.0);
+            for (var t = 0u; t < trips(WG); t++) {
+                total += accs[t * DV4 + d4];
+            }
+            partials[base + d4] = total;
+        }
     }
     workgroupBarrier();
 }
@@ -408,9 +421,10 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    // Rows of one (batch, kv head): its query heads' rows, (b * Hkv + hk) * gl + g * Lq + i.
+    // Rows of one (batch, kv head): its query heads' rows, (b * Hkv + hk) * gl + g * Lq + i,
+    // in groups of R (the last one short where R does not divide gl).
     let gl = params.group * params.q_len;
-    let per_block = gl / R;
+    let per_block = (gl + R - 1u) / R;
     let n_groups = params.rows / gl * per_block;
     let wg = linear_workgroup(wid, nwg);
     let split = wg / n_groups;
@@ -418,7 +432,9 @@ fn main(
         return;
     }
     let first = (wg % n_groups % per_block) * R;
-    let row0 = wg % n_groups / per_block * gl + first;
+    let block0 = wg % n_groups / per_block * gl;
+    let row0 = block0 + first;
+    last_row = block0 + gl - 1u;
     let i = row0 % params.q_len;
     let h = (row0 / params.q_len) % params.q_heads;
     let b = row0 / (params.q_len * params.q_heads);
@@ -428,7 +444,7 @@ fn main(
     var i_lo = i;
     var i_hi = i;
     for (var r = 1u; r < R; r++) {
-        let ir = (row0 + r) % params.q_len;
+        let ir = min(row0 + r, last_row) % params.q_len;
         i_lo = min(i_lo, ir);
         i_hi = max(i_hi, ir);
     }
@@ -452,7 +468,7 @@ fn main(
     // A split with no keys left (masked, or past the row's range) says so in its partial and
     // stops: no loads, no reductions (the condition is uniform across the workgroup).
     if (j_end <= j_begin) {
-        if (lid < R) {
+        if (lid < R && row_is_real(lid, row0)) {
             partials[split * params.rows + row0 + lid] = vec4<f32>(params.neg_inf, 0.0, 0.0, 0.0);
         }
         return;

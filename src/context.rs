@@ -70,8 +70,8 @@ pub struct Tuning {
     /// Query rows per workgroup of the decode kernel, at most 4 and the workgroup's size:
     /// rows of one batch entry and key/value head (the query heads of a GQA group, the rows
     /// of the query block), so every key and value row loaded serves all of them. The engine
-    /// takes the most up to this that divides their number (default: 4 on CPU adapters, else
-    /// 1); always 1 with a block mask.
+    /// spreads their rows evenly over the fewest workgroups of at most this many (7 rows at 4:
+    /// 4 and 3) (default: 4 on CPU adapters, else 1); always 1 with a block mask.
     pub decode_rows: Option<u32>,
     /// Spread each key's row over a subgroup in the decode kernel (neighbouring invocations
     /// read neighbouring words of one row; the score from a subgroup sum) instead of one key

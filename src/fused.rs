@@ -128,10 +128,12 @@ impl Config {
                 .clamp(1, 1 << 16)
                 .next_multiple_of(wg);
             let splits = lt.div_ceil(chunk as u64).max(1);
-            // Query rows per workgroup: consecutive rows of one (batch, kv head), the most up
-            // to the cap that divides their number, so each key and value row loaded serves
-            // all of them; at most the workgroup's size (each row writes an empty split's
-            // partial), and one with a block mask (one kind per row and key block).
+            // Query rows per workgroup: consecutive rows of one (batch, kv head), so each key
+            // and value row loaded serves all of them; up to the cap, the rows spread evenly
+            // over the fewest workgroups (7 rows: 4 and 3, the short group repeating its last
+            // row and writing nothing for the repeat); at most the workgroup's size (each row
+            // writes an empty split's partial), and one with a block mask (one kind per row and
+            // key block).
             let per_kv_head = (p.group() * p.q_len).max(1) as u32;
             let cap = if block_mask {
                 1
@@ -141,11 +143,8 @@ impl Config {
                     .unwrap_or(if cpu { DECODE_ROWS_CPU } else { 1 })
                     .clamp(1, DECODE_ROWS_MAX.min(wg))
             };
-            let r = (1..=cap.min(per_kv_head))
-                .rev()
-                .find(|r| per_kv_head.is_multiple_of(*r))
-                .unwrap_or(1);
-            let groups = (p.rows() as u64 / per_kv_head as u64) * (per_kv_head / r) as u64;
+            let r = per_kv_head.div_ceil(per_kv_head.div_ceil(cap));
+            let groups = (p.rows() as u64 / per_kv_head as u64) * per_kv_head.div_ceil(r) as u64;
             return Ok(Config {
                 kernel: Kernel::FusedDecode,
                 tile: Tile {
