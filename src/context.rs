@@ -58,10 +58,12 @@ pub struct Tuning {
     /// that fit in workgroup memory).
     pub keys_per_tile: Option<u32>,
     /// Longest query block that takes the split-key decode kernel (default 4; on CPU
-    /// adapters 128 where the keys make at most 16 splits and no block mask is needed).
+    /// adapters 128 where the keys fit 16 splits of at most 2048 and no block mask is
+    /// needed).
     pub decode_max_q: Option<usize>,
     /// Keys per split of the decode kernel, rounded up to a multiple of its workgroup size
-    /// (default 512).
+    /// (default 512; for query blocks longer than 4 rows on CPU adapters, enough keys to
+    /// stay within 16 splits, up to 2048).
     pub decode_keys_per_split: Option<u32>,
     /// Invocations per workgroup of the decode kernel, rounded up to a power of two from 4 to
     /// the device's limit (default: 16 on CPU adapters, else 64); halved while its

@@ -19,15 +19,19 @@ use crate::tensor::{DType, Tensor};
 const MAX_HEAD_DIM: usize = 512;
 /// Query blocks up to this length take the decode kernel.
 const DECODE_MAX_Q: usize = 4;
-/// On CPU adapters query blocks up to this length take the decode kernel too where their
-/// keys make at most `DECODE_MAX_SPLITS_CPU` splits and no block mask holds it to one row per
-/// workgroup: there it read keys 1.7x to 20x faster than the prefill kernel's tiles
-/// (BENCHMARKS.md, session 14). Beyond 128 rows a causal prefill skips keys better in the
-/// prefill kernel.
+/// On CPU adapters query blocks up to this length take the decode kernel too where no block
+/// mask holds it to one row per workgroup and the keys fit `DECODE_MAX_SPLITS_CPU` splits of
+/// at most `DECODE_MAX_CHUNK_CPU` keys: there it read keys 1.7x to 25x faster than the
+/// prefill kernel's tiles (BENCHMARKS.md, session 14). Beyond 128 rows a causal prefill skips
+/// keys better in the prefill kernel.
 const DECODE_MAX_Q_CPU: usize = 128;
 /// Each split of the decode kernel keeps a partial state per query row: a bound on their
-/// number keeps the partials of longer query blocks a few rows' worth, O(Lq), not O(Lq x Lt).
+/// number keeps the partials of longer query blocks a few rows' worth, O(Lq), not O(Lq x Lt);
+/// longer keys take longer splits.
 const DECODE_MAX_SPLITS_CPU: u64 = 16;
+/// The longest split of the decode kernel for longer query blocks on CPU adapters (each
+/// invocation keeps `keys / invocations` scores per row in private memory).
+const DECODE_MAX_CHUNK_CPU: u64 = 2048;
 /// Keys per split of the decode kernel (`Tuning::decode_keys_per_split` overrides it; on
 /// lavapipe 512 to 4096 measured the same within the run-to-run spread, BENCHMARKS.md).
 const DECODE_CHUNK: u32 = 512;
@@ -83,16 +87,22 @@ impl Config {
         let tuning = ctx.tuning();
         let cpu = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
         let block_mask = p.mods.as_ref().is_some_and(|m| m.flags.masks());
-        let decode_keys = tuning
-            .decode_keys_per_split
-            .unwrap_or(DECODE_CHUNK)
-            .clamp(1, 1 << 16) as u64;
-        let decode_max_q =
-            if cpu && !block_mask && lt.div_ceil(decode_keys) <= DECODE_MAX_SPLITS_CPU {
-                DECODE_MAX_Q_CPU
-            } else {
-                DECODE_MAX_Q
-            };
+        // Keys per split of the decode kernel: one chunk for short blocks; for longer blocks
+        // on CPU adapters, enough to keep within DECODE_MAX_SPLITS_CPU splits.
+        let long_block = cpu && !block_mask && p.q_len > DECODE_MAX_Q;
+        let decode_keys = match tuning.decode_keys_per_split {
+            Some(keys) => keys.clamp(1, 1 << 16) as u64,
+            None if long_block => lt
+                .div_ceil(DECODE_MAX_SPLITS_CPU)
+                .next_power_of_two()
+                .clamp(DECODE_CHUNK as u64, DECODE_MAX_CHUNK_CPU),
+            None => DECODE_CHUNK as u64,
+        };
+        let decode_max_q = if long_block && lt.div_ceil(decode_keys) <= DECODE_MAX_SPLITS_CPU {
+            DECODE_MAX_Q_CPU
+        } else {
+            DECODE_MAX_Q
+        };
         if p.q_len <= tuning.decode_max_q.unwrap_or(decode_max_q) {
             // A subgroup per key (by default on GPUs, and for wide heads on CPU adapters)
             // where every subgroup is whole: the workgroup a multiple of the largest subgroup.
@@ -122,11 +132,7 @@ impl Config {
             if decode_memory(wg, dv4, lanes) > wg_mem {
                 return Err(too_big(decode_memory(wg, dv4, lanes), wg_mem));
             }
-            let chunk = tuning
-                .decode_keys_per_split
-                .unwrap_or(DECODE_CHUNK)
-                .clamp(1, 1 << 16)
-                .next_multiple_of(wg);
+            let chunk = (decode_keys as u32).next_multiple_of(wg);
             let splits = lt.div_ceil(chunk as u64).max(1);
             // Query rows per workgroup: consecutive rows of one (batch, kv head), so each key
             // and value row loaded serves all of them; up to the cap, the rows spread evenly

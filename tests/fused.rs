@@ -208,8 +208,14 @@ fn check(name: &str, c: Case, seed: u64) {
     // adapter has subgroups: without, that layout does not exist), with several query rows
     // per workgroup or one as the seed says, plus one of the others chosen by the seed (every
     // configuration compiles its own pipelines, which the software adapter takes seconds for).
+    // And the prefill kernel where the seed's choice is not one of its configurations: the
+    // adapter's own takes the decode kernel for up to 128 query rows on CPU adapters.
     let subgroup_keys = 5 + (seed as usize / 4) % 2;
-    for t in [0, subgroup_keys, 1 + seed as usize % 4] {
+    let mut runs = vec![0, subgroup_keys, 1 + seed as usize % 4];
+    if !runs.contains(&1) && !runs.contains(&4) {
+        runs.push(1 + 3 * ((seed as usize / 4) % 2));
+    }
+    for t in runs {
         if t == subgroup_keys && !tuned(t).shader_features().subgroups {
             continue;
         }
@@ -683,6 +689,41 @@ fn fused_decode_splits() {
         },
         46,
     );
+    // A short block against more keys than 16 splits of 512 take: on CPU adapters longer
+    // splits (1024 keys) of the decode kernel; 15 rows per key/value head, in groups of 4,
+    // 4, 4 and 3.
+    check(
+        "short block long keys",
+        Case {
+            hq: 6,
+            hkv: 2,
+            lq: 5,
+            lk: 5,
+            past: 9100,
+            mask: Some("bool"),
+            options: causal.clone(),
+            ..Case::default()
+        },
+        49,
+    );
+    // That choice, by the variant's name, where the adapter is a CPU and times its kernels.
+    let ctx = Context::new().unwrap_or_else(|e| panic!("an adapter: {e}"));
+    ctx.set_gpu_timing(true);
+    let cpu = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let mut rng = Rng::new(50);
+    let q = random(&mut rng, &[1, 6, 5, 16], DType::F32, 1.0);
+    let k = random(&mut rng, &[1, 2, 9105, 16], DType::F32, 1.0);
+    let inputs = AttentionInputs::new(&q, &k, &k);
+    let got = masked_attention(&ctx, &inputs, &AttentionOptions::default()).unwrap();
+    let want = reference::masked_attention(&inputs, &AttentionOptions::default()).unwrap();
+    assert_close("long keys", &got.out, &want.out, Tol::for_dtype(DType::F32));
+    if cpu && got.gpu_time.is_some() {
+        let first = &got.gpu_kernels[0].variant;
+        assert!(
+            first.starts_with("wgattn fused_decode ") && first.contains(" k1024 "),
+            "{first}"
+        );
+    }
 }
 
 /// The two GPU paths agree with each other directly (not only through the reference), on
