@@ -38,6 +38,10 @@ CASES = [
     ("decode Lt=8192 f32", "--q-heads 32 --kv-heads 32 --q-len 1 --kv-len 8192 --head-dim 128", ["staged", "fused", "staged+resident", "fused+resident", "fused+key-per-invocation"], "none"),
     ("decode Lt=8192 f16", "--q-heads 32 --kv-heads 32 --q-len 1 --kv-len 8192 --head-dim 128 --dtype f16", ["staged", "fused", "staged+resident", "fused+resident", "fused+key-per-invocation"], "none"),
     ("decode GQA 32/8 Lt=8192 f32", "--q-heads 32 --kv-heads 8 --q-len 1 --kv-len 8192 --head-dim 128", ["staged", "fused", "fused+resident", "fused+key-per-invocation"], "none"),
+    # Short query blocks: a GPU takes the prefill kernel past 4 rows (CPU adapters the decode
+    # kernel up to 128); the other kernel beside it says which a GPU should take.
+    ("short block Lq=16 GQA 32/8 Lt=8192 f32", "--q-heads 32 --kv-heads 8 --q-len 16 --kv-len 8192 --head-dim 128", ["staged", "fused", "fused+decode-max-q=128"], "none"),
+    ("short block Lq=7 Lt=4096 f16", "--q-heads 32 --kv-heads 32 --q-len 7 --kv-len 4096 --head-dim 128 --dtype f16", ["fused", "fused+decode-max-q=128"], "none"),
 ]
 # Small shapes for a check on a CPU adapter.
 QUICK = [
@@ -45,10 +49,13 @@ QUICK = [
     ("prefill L=256 causal f16", "--q-heads 2 --q-len 256 --head-dim 64 --causal --dtype f16", ["fused"], "causal"),
     ("window 16 L=1024 f16", "--q-heads 1 --q-len 1024 --head-dim 64 --causal --window-left 16 --dtype f16", ["fused"], "window16"),
     ("decode Lt=1024 f32", "--q-heads 4 --kv-heads 4 --q-len 1 --kv-len 1024 --head-dim 128", ["staged", "fused", "staged+resident", "fused+resident", "fused+subgroup-keys"], "none"),
+    ("short block Lq=7 Lt=1024 f32", "--q-heads 4 --kv-heads 2 --q-len 7 --kv-len 1024 --head-dim 64", ["fused", "fused+decode-max-q=4"], "none"),
 ]
 # A path "PATH+resident" is PATH with `--resident`. A path "fused+LAYOUT" is the fused path with
 # `--decode-layout LAYOUT`: the decode layout the adapter does not choose itself (a GPU takes a
-# subgroup per key, a CPU adapter a key per invocation), timed beside its default.
+# subgroup per key, a CPU adapter a key per invocation), timed beside its default. A path
+# "fused+decode-max-q=N" is the fused path with `--tuning decode-max-q=N`: the other kernel for
+# a short query block (N=128: the decode kernel on a GPU; N=4: the prefill kernel on a CPU).
 
 
 def shape_of(rec):
@@ -64,7 +71,12 @@ def dense_flops(s):
 
 def wgattn_bench(exe, args, path, iters, warmup):
     path, _, variant = path.partition("+")
-    extra = ["--resident"] if variant == "resident" else ["--decode-layout", variant] if variant else []
+    if variant == "resident":
+        extra = ["--resident"]
+    elif variant.startswith("decode-max-q="):
+        extra = ["--tuning", variant]
+    else:
+        extra = ["--decode-layout", variant] if variant else []
     cmd = [exe, "bench", "--path", path, *args.split(), *extra, "--iters", str(iters), "--warmup", str(warmup), "--json"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     line = next((l for l in r.stdout.splitlines() if l.startswith("{")), None)
@@ -260,7 +272,7 @@ def main():
         dev = rec.get("gpu_median_ms")
         return f"{rec['median_ms']:.2f} / {dev:.3f}" if dev else f"{rec['median_ms']:.2f} / -"
 
-    print("\n| case | staged wall / device ms | fused wall / device ms | staged / fused resident ms | fused device TFLOP/s (dense) | % of FP32 ceiling | torch SDPA ms | fused device / torch | fused resident / torch | other decode layout wall / device ms |")
+    print("\n| case | staged wall / device ms | fused wall / device ms | staged / fused resident ms | fused device TFLOP/s (dense) | % of FP32 ceiling | torch SDPA ms | fused device / torch | fused resident / torch | other decode layout or kernel wall / device ms |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for row in table:
         f = row.get("fused")
