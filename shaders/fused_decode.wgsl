@@ -106,13 +106,18 @@ var<private> vrow: array<vec4<f32>, DV4>;
 
 #import reduce
 
-// The last row of the workgroup's (batch, kv head) block: a short last group of a block
-// repeats it in its rows past the block and writes nothing for them.
-var<private> last_row: u32;
+// The last row of the (batch, kv head) block that holds row0: a short last group of a block
+// repeats it in its rows past the block and writes nothing for them. (Derived from row0
+// rather than kept in a private variable: Tint counts private variables as non-uniform, and
+// the key range, which decides whether the workgroup returns early, depends on it.)
+fn block_last_row(row0: u32) -> u32 {
+    let gl = params.group * params.q_len;
+    return (row0 / gl + 1u) * gl - 1u;
+}
 
 // Whether row r of the group is a row of the block (not a repeat past its end).
 fn row_is_real(r: u32, row0: u32) -> bool {
-    return row0 + r <= last_row;
+    return row0 + r <= block_last_row(row0);
 }
 
 #ifdef ROWS
@@ -122,7 +127,7 @@ var<private> rh: array<u32, R>;
 
 // Sets row r's position and head; the offset of its q.
 fn row_place(r: u32, row0: u32, b: u32) -> u32 {
-    let row = min(row0 + r, last_row);
+    let row = min(row0 + r, block_last_row(row0));
     ri[r] = row % params.q_len;
     rh[r] = (row / params.q_len) % params.q_heads;
     return q_offset(b, rh[r], ri[r]);
@@ -432,9 +437,7 @@ fn main(
         return;
     }
     let first = (wg % n_groups % per_block) * R;
-    let block0 = wg % n_groups / per_block * gl;
-    let row0 = block0 + first;
-    last_row = block0 + gl - 1u;
+    let row0 = wg % n_groups / per_block * gl + first;
     let i = row0 % params.q_len;
     let h = (row0 / params.q_len) % params.q_heads;
     let b = row0 / (params.q_len * params.q_heads);
@@ -444,7 +447,7 @@ fn main(
     var i_lo = i;
     var i_hi = i;
     for (var r = 1u; r < R; r++) {
-        let ir = min(row0 + r, last_row) % params.q_len;
+        let ir = min(row0 + r, block_last_row(row0)) % params.q_len;
         i_lo = min(i_lo, ir);
         i_hi = max(i_hi, ir);
     }
