@@ -120,6 +120,22 @@ fn row_is_real(r: u32, row0: u32) -> bool {
     return row0 + r <= block_last_row(row0);
 }
 
+// Writes a row's partial at `slot`: its (max, sum, alive) and the sum of the first n
+// accumulators left in workgroup memory (one per subgroup or per invocation).
+fn write_partial(lid: u32, slot: u32, state: vec4<f32>, n: u32) {
+    if (lid == 0u) {
+        partials[slot] = state;
+    }
+    let base = params.splits * params.rows + slot * DV4;
+    for (var d4 = lid; d4 < trips(DV4); d4 += WG) {
+        var total = vec4<f32>(0.0);
+        for (var t = 0u; t < n; t++) {
+            total += accs[t * DV4 + d4];
+        }
+        partials[base + d4] = total;
+    }
+}
+
 #ifdef ROWS
 // Each row's position and head (both layouts).
 var<private> ri: array<u32, R>;
@@ -284,18 +300,7 @@ fn sg_row_partial(lid: u32, r: u32, s: u32, nsg: u32, split: u32, row0: u32) {
     }
     workgroupBarrier();
     if (row_is_real(r, row0)) {
-        let slot = split * params.rows + row0 + r;
-        if (lid == 0u) {
-            partials[slot] = vec4<f32>(big_m, big_l, any_alive, 0.0);
-        }
-        let base = params.splits * params.rows + slot * DV4;
-        for (var d4 = lid; d4 < trips(DV4); d4 += WG) {
-            var total = vec4<f32>(0.0);
-            for (var t = 0u; t < nsg; t++) {
-                total += accs[t * DV4 + d4];
-            }
-            partials[base + d4] = total;
-        }
+        write_partial(lid, split * params.rows + row0 + r, vec4<f32>(big_m, big_l, any_alive, 0.0), nsg);
     }
     workgroupBarrier();
 }
@@ -403,18 +408,7 @@ fn row_partial(lid: u32, r: u32, split: u32, row0: u32) {
 #endif
     workgroupBarrier();
     if (row_is_real(r, row0)) {
-        let slot = split * params.rows + row0 + r;
-        if (lid == 0u) {
-            partials[slot] = vec4<f32>(row_max[r], l, row_alive[r], 0.0);
-        }
-        let base = params.splits * params.rows + slot * DV4;
-        for (var d4 = lid; d4 < trips(DV4); d4 += WG) {
-            var total = vec4<f32>(0.0);
-            for (var t = 0u; t < trips(WG); t++) {
-                total += accs[t * DV4 + d4];
-            }
-            partials[base + d4] = total;
-        }
+        write_partial(lid, split * params.rows + row0 + r, vec4<f32>(row_max[r], l, row_alive[r], 0.0), trips(WG));
     }
     workgroupBarrier();
 }
@@ -732,18 +726,7 @@ fn main(
         }
     }
     workgroupBarrier();
-    let slot = split * params.rows + row0;
-    if (lid == 0u) {
-        partials[slot] = vec4<f32>(big_m, big_l, any_alive, 0.0);
-    }
-    let base = params.splits * params.rows + slot * DV4;
-    for (var d4 = lid; d4 < trips(DV4); d4 += WG) {
-        var total = vec4<f32>(0.0);
-        for (var t = 0u; t < nsg; t++) {
-            total += accs[t * DV4 + d4];
-        }
-        partials[base + d4] = total;
-    }
+    write_partial(lid, split * params.rows + row0, vec4<f32>(big_m, big_l, any_alive, 0.0), nsg);
 #endif
 #else
 #ifdef ROWS
