@@ -111,8 +111,10 @@ var<private> vrow: array<vec4<f32>, DV4>;
 // rather than kept in a private variable: Tint counts private variables as non-uniform, and
 // the key range, which decides whether the workgroup returns early, depends on it.)
 fn block_last_row(row0: u32) -> u32 {
-    let gl = params.group * params.q_len;
-    return (row0 / gl + 1u) * gl - 1u;
+    // Not `gl`, the name main uses: naga's GLSL writer would call this one `gl_1`, and GLSL
+    // reserves every name that starts with `gl_` (the GL backend refused the kernel).
+    let rows = params.group * params.q_len;
+    return (row0 / rows + 1u) * rows - 1u;
 }
 
 // Whether row r of the group is a row of the block (not a repeat past its end).
