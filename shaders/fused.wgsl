@@ -145,13 +145,18 @@ fn main(
 ) {
     let q_tiles = (params.q_len + BQ - 1u) / BQ;
     let heads = params.batch * params.q_heads;
-    let wg = linear_workgroup(wid, nwg);
-    let qt = wg % q_tiles;
-    let bh = (wg / q_tiles) % heads;
-    let split = wg / (q_tiles * heads);
-    if (split >= params.splits) {
+    // A tile's key splits are neighbouring workgroups: llvmpipe hands each thread an equal
+    // run of consecutive workgroups, and with the splits outermost a causal grid's empty
+    // splits all fell in the last runs (one core did most of the work: 4.3 against 3.0 s at
+    // L = 4096, BENCHMARKS.md 2026-12-07).
+    let wg_all = linear_workgroup(wid, nwg);
+    let split = wg_all % params.splits;
+    let wg = wg_all / params.splits;
+    if (wg >= q_tiles * heads) {
         return;
     }
+    let qt = wg % q_tiles;
+    let bh = wg / q_tiles;
     let b = bh / params.q_heads;
     let h = bh % params.q_heads;
     let hk = h / params.group;
