@@ -11,13 +11,40 @@
 @group(0) @binding(5) var<storage, read_write> out: array<u32>;
 
 
-// out element e (in the problem's layout) from its probabilities row and v.
+// acc plus cached key j's p * v of out element (b, hk, d), probabilities at `base`. A
+// disallowed key adds nothing, even where v holds NaN.
+fn with_past_key(acc: f32, b: u32, hk: u32, d: u32, base: u32, j: u32) -> f32 {
+    let p = probs[base + j];
+    if (!contributes(p)) {
+        return acc;
+    }
+    let vi = ((b * params.kv_heads + hk) * params.past_len + j) * params.v_dim + d;
+    return acc + p * decode(past_v[word_of(vi)], vi);
+}
+
+// The same for key j of this call's k and v (after the cache's keys in `probs`).
+fn with_key(acc: f32, b: u32, hk: u32, d: u32, base: u32, j: u32) -> f32 {
+    let p = probs[base + params.past_len + j];
+    if (!contributes(p)) {
+        return acc;
+    }
+    var vi = 0u;
+    if (params.bshd == 1u) {
+        vi = ((b * params.k_len + j) * params.kv_heads + hk) * params.v_dim + d;
+    } else {
+        vi = ((b * params.kv_heads + hk) * params.k_len + j) * params.v_dim + d;
+    }
+    return acc + p * decode(v[word_of(vi)], vi);
+}
+
+// out element e (in the problem's layout) from its probabilities row and v, keys in order.
+// Four keys per loop trip: llvmpipe ends every loop of an invocation once it has taken
+// 65,535 trips in all (src/loops.rs), so a trip per key would stop short of longer rows.
 fn out_element(e: u32) -> f32 {
     let c = out_coords(e);
     let b = c.x;
     let h = c.y;
     let d = c.w;
-    let dv = params.v_dim;
     let row = (b * params.q_heads + h) * params.q_len + c.z;
     if (row_alive[row] == 0u) {
         return 0.0;
@@ -26,23 +53,29 @@ fn out_element(e: u32) -> f32 {
     let base = row * params.total_len;
     var acc = 0.0;
     let pl = params.past_len;
-    for (var j = 0u; j < pl; j++) {
-        let vi = ((b * params.kv_heads + hk) * pl + j) * dv + d;
-        let p = probs[base + j];
-        if (contributes(p)) {
-            acc += p * decode(past_v[word_of(vi)], vi);
+    for (var j = 0u; j < pl; j += 4u) {
+        acc = with_past_key(acc, b, hk, d, base, j);
+        if (j + 1u < pl) {
+            acc = with_past_key(acc, b, hk, d, base, j + 1u);
+        }
+        if (j + 2u < pl) {
+            acc = with_past_key(acc, b, hk, d, base, j + 2u);
+        }
+        if (j + 3u < pl) {
+            acc = with_past_key(acc, b, hk, d, base, j + 3u);
         }
     }
-    for (var j = 0u; j < params.k_len; j++) {
-        var vi = 0u;
-        if (params.bshd == 1u) {
-            vi = ((b * params.k_len + j) * params.kv_heads + hk) * dv + d;
-        } else {
-            vi = ((b * params.kv_heads + hk) * params.k_len + j) * dv + d;
+    let kl = params.k_len;
+    for (var j = 0u; j < kl; j += 4u) {
+        acc = with_key(acc, b, hk, d, base, j);
+        if (j + 1u < kl) {
+            acc = with_key(acc, b, hk, d, base, j + 1u);
         }
-        let p = probs[base + pl + j];
-        if (contributes(p)) {
-            acc += p * decode(v[word_of(vi)], vi);
+        if (j + 2u < kl) {
+            acc = with_key(acc, b, hk, d, base, j + 2u);
+        }
+        if (j + 3u < kl) {
+            acc = with_key(acc, b, hk, d, base, j + 3u);
         }
     }
     return acc;

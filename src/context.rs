@@ -104,6 +104,13 @@ pub struct Tuning {
     /// result as an unsplit run; what one such unit still exceeds fails with
     /// [`Error::ExceedsLimit`]. Lowering it makes the splits happen at small sizes (tests).
     pub max_binding_bytes: Option<u64>,
+    /// The most loop trips the engine lets one shader invocation take, all its loops
+    /// together (default: 65,535 on llvmpipe, whose compiler ends every loop of an invocation
+    /// past that count and so returns wrong results, see [`Context::loop_trip_limit`]; no
+    /// bound elsewhere). The fused kernels then split the keys finely enough; the staged path
+    /// refuses what it cannot keep within it. A lower value makes the splits happen at small
+    /// sizes (tests).
+    pub max_loop_trips: Option<u64>,
 }
 
 impl Tuning {
@@ -121,6 +128,7 @@ impl Tuning {
         subgroups: None,
         opaque_loops: None,
         max_binding_bytes: None,
+        max_loop_trips: None,
     };
 }
 
@@ -332,6 +340,20 @@ impl Context {
     /// Whether inputs go straight into mapped storage buffers (see [`Tuning::mapped_uploads`]).
     pub fn uses_mapped_uploads(&self) -> bool {
         self.unified && self.tuning().mapped_uploads.unwrap_or(true)
+    }
+
+    /// The most loop trips one shader invocation may take here ([`Tuning::max_loop_trips`]):
+    /// 65,535 on Mesa's llvmpipe (lavapipe on Vulkan, llvmpipe on GL), which counts every
+    /// loop trip of an invocation and past that count ends each loop after one more trip,
+    /// so a longer kernel finishes early with wrong results and no error; `None` (no bound)
+    /// elsewhere.
+    pub fn loop_trip_limit(&self) -> Option<u64> {
+        let llvmpipe = [&self.info.name, &self.info.driver]
+            .iter()
+            .any(|s| s.to_ascii_lowercase().contains("llvmpipe"));
+        self.tuning()
+            .max_loop_trips
+            .or(llvmpipe.then_some(crate::loops::LLVMPIPE_LOOP_TRIPS))
     }
 
     /// Whether the decode kernel spreads each key over a subgroup here for heads of `dtype`

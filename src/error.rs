@@ -118,7 +118,7 @@ pub enum Error {
     ExceedsLimit {
         /// What needed it (a buffer, a dispatch).
         what: String,
-        /// The wgpu limit's name.
+        /// The limit's name: a wgpu limit, or the driver's loop trips per invocation.
         limit: &'static str,
         /// The size asked for.
         requested: u64,

@@ -10,6 +10,7 @@ use crate::gpu::{
     Recorded, Slice,
 };
 use crate::kernels::{Kernel, Tile, Variant};
+use crate::loops;
 use crate::mods::{MaskMods, ModFlags};
 use crate::problem::{AttentionInputs, AttentionProblem};
 use crate::staged::upload_mask;
@@ -132,8 +133,6 @@ impl Config {
             if decode_memory(wg, dv4, lanes) > wg_mem {
                 return Err(too_big(decode_memory(wg, dv4, lanes), wg_mem));
             }
-            let chunk = (decode_keys as u32).next_multiple_of(wg);
-            let splits = lt.div_ceil(chunk as u64).max(1);
             // Query rows per workgroup: consecutive rows of one (batch, kv head), so each key
             // and value row loaded serves all of them; up to the cap, the rows spread evenly
             // over the fewest workgroups (7 rows: 4 and 3, the short group repeating its last
@@ -150,19 +149,33 @@ impl Config {
                     .clamp(1, DECODE_ROWS_MAX.min(wg))
             };
             let r = per_kv_head.div_ceil(per_kv_head.div_ceil(cap));
+            let mut tile = Tile {
+                rows: wg,
+                per_invocation: r,
+                keys: (decode_keys as u32).next_multiple_of(wg),
+                d4,
+                dv4,
+                split: true,
+                vec4,
+                lanes,
+            };
+            // Where the driver ends loops past a count of trips per invocation (llvmpipe),
+            // splits short enough to stay within it.
+            if let Some(limit) = ctx.loop_trip_limit() {
+                let trips = |t: &Tile| loops::decode(t, t.keys as u64, info.subgroup_max_size);
+                while tile.keys > wg && trips(&tile) > limit {
+                    tile.keys = (tile.keys / 2).next_multiple_of(wg);
+                }
+                if trips(&tile) > limit {
+                    return Err(too_many_trips("fused_decode", trips(&tile), limit));
+                }
+            }
+            let chunk = tile.keys;
+            let splits = lt.div_ceil(chunk as u64).max(1);
             let groups = (p.rows() as u64 / per_kv_head as u64) * per_kv_head.div_ceil(r) as u64;
             return Ok(Config {
                 kernel: Kernel::FusedDecode,
-                tile: Tile {
-                    rows: wg,
-                    per_invocation: r,
-                    keys: chunk,
-                    d4,
-                    dv4,
-                    split: true,
-                    vec4,
-                    lanes,
-                },
+                tile,
                 splits: splits as u32,
                 split_len: chunk,
                 workgroups: groups * splits,
@@ -198,30 +211,51 @@ impl Config {
                 (false, _) => 1,
             })
             .clamp(1, 16);
-        let q_tiles = (p.q_len as u64).div_ceil((rows * per_invocation) as u64);
+        let bq = (rows * per_invocation) as u64;
+        let q_tiles = (p.q_len as u64).div_ceil(bq);
         let base = q_tiles * (p.batch * p.q_heads) as u64;
+        // Splits cut each tile's own key range, from its first allowed key: the widest such
+        // range decides how many are needed (a window's few hundred keys, not Lt).
+        let width = widest_key_range(p, bq, if block_mask { keys - 1 } else { 0 });
         let mut splits = 1u64;
         if base < TARGET_WORKGROUPS {
             splits = TARGET_WORKGROUPS
                 .div_ceil(base)
-                .min(lt.div_ceil(keys * 4))
+                .min(width.div_ceil(keys * 4))
                 .max(1);
         }
-        let split_len = lt.div_ceil(splits).next_multiple_of(keys);
-        let splits = lt.div_ceil(split_len).max(1);
+        let mut tile = Tile {
+            rows,
+            per_invocation,
+            keys: keys as u32,
+            d4,
+            dv4,
+            split: false,
+            vec4,
+            lanes: 0,
+        };
+        let mut split_len = width.div_ceil(splits).next_multiple_of(keys);
+        // Where the driver ends loops past a count of trips per invocation (llvmpipe), no
+        // split longer than the tiles one invocation may take.
+        if let Some(limit) = ctx.loop_trip_limit() {
+            let (per_tile, fixed) = loops::prefill(&tile);
+            let tiles = limit.saturating_sub(fixed) / per_tile;
+            if tiles == 0 {
+                return Err(too_many_trips("fused", per_tile + fixed, limit));
+            }
+            if split_len > tiles * keys {
+                // As many splits as that takes, of even length.
+                split_len = width
+                    .div_ceil(width.div_ceil(tiles * keys))
+                    .next_multiple_of(keys);
+            }
+        }
+        let splits = width.div_ceil(split_len).max(1);
         let combine = splits > 1 || packed_odd;
+        tile.split = combine;
         Ok(Config {
             kernel: Kernel::Fused,
-            tile: Tile {
-                rows,
-                per_invocation,
-                keys: keys as u32,
-                d4,
-                dv4,
-                split: combine,
-                vec4,
-                lanes: 0,
-            },
+            tile,
             splits: splits as u32,
             split_len: split_len as u32,
             workgroups: base * splits,
@@ -240,12 +274,40 @@ impl Config {
     }
 }
 
+/// The most keys one prefill tile of `bq` query rows may see: the widest key range the
+/// structured masks leave any such tile (`key_range` in `fused_io.wgsl`), plus `align` where
+/// the kernel moves a range's start down to a tile boundary; at most `Lt`.
+fn widest_key_range(p: &AttentionProblem, bq: u64, align: u64) -> u64 {
+    let lt = p.total_len() as i64;
+    let widest = p
+        .bounds
+        .iter()
+        .map(|bd| {
+            // Rows i0..i0 + bq - 1 see keys from i0 + lo to i0 + bq - 1 + hi, below kv_len.
+            let band = bq as i64 + bd.hi as i64 - bd.lo as i64;
+            band.min(bd.kv_len as i64).max(0) + align as i64
+        })
+        .max()
+        .unwrap_or(lt);
+    widest.clamp(1, lt.max(1)) as u64
+}
+
 /// Workgroup memory of `fused_decode`: the reduction slots, the accumulators (one per
 /// invocation, or with a subgroup per key one per subgroup of at least `lanes`) and the
 /// subgroup counter.
 fn decode_memory(wg: u32, dv4: u32, lanes: u32) -> u64 {
     let accumulators = wg.checked_div(lanes).unwrap_or(wg);
     wg as u64 * 4 + accumulators as u64 * dv4 as u64 * 16 + 4
+}
+
+/// A kernel whose invocations would take more loop trips than the driver runs correctly.
+pub(crate) fn too_many_trips(what: &str, requested: u64, max: u64) -> Error {
+    Error::ExceedsLimit {
+        what: format!("{what}: loop trips per invocation"),
+        limit: "the driver's loop trips per shader invocation (llvmpipe: 65535, Tuning::max_loop_trips)",
+        requested,
+        max,
+    }
 }
 
 fn too_big(requested: u64, max: u64) -> Error {
@@ -291,6 +353,13 @@ pub(crate) fn check_limits(ctx: &Context, p: &AttentionProblem, cfg: &Config) ->
     } else {
         16
     };
+    if let (Some(limit), true) = (ctx.loop_trip_limit(), cfg.combine) {
+        let trips = loops::combine(cfg.splits as u64, crate::staged::per_word(p.dtype));
+        if trips > limit {
+            let what = format!("fused_combine over {} key splits", cfg.splits);
+            return Err(too_many_trips(&what, trips, limit));
+        }
+    }
     let readback = Readback::new(ctx, p, out, 0)?;
     Ok(Bindings {
         out,

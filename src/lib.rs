@@ -31,6 +31,7 @@ mod gpu;
 mod host_copy;
 pub mod kernels;
 mod kv_cache;
+mod loops;
 pub mod masks;
 pub mod mods;
 mod output;

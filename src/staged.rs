@@ -5,10 +5,12 @@
 use crate::blocks::{self, AuxGroup, Tables};
 use crate::context::Context;
 use crate::error::Result;
+use crate::fused;
 use crate::gpu::{
     bind_slices, check_binding, dispatch_with, grid, Held, Params, Readback, Recorded, Slice,
 };
 use crate::kernels::{Kernel, Variant};
+use crate::loops;
 use crate::mods::MaskMods;
 use crate::problem::{AttentionInputs, AttentionProblem};
 use crate::tensor::{DType, Mask, Tensor};
@@ -19,6 +21,15 @@ const WORKGROUP: u64 = 64;
 /// Bytes of a tensor's elements (at least 4: a binding is never empty).
 fn bytes_of(t: Option<&Tensor>) -> u64 {
     t.map_or(4, |t| (t.len() * t.dtype().size()) as u64)
+}
+
+/// Elements per stored word of `out`: one f32, or two packed f16/bf16.
+pub(crate) fn per_word(dtype: DType) -> u64 {
+    if dtype == DType::F32 {
+        1
+    } else {
+        2
+    }
 }
 
 /// Bytes of `n` elements of the problem's dtype.
@@ -52,6 +63,13 @@ pub(crate) fn check_limits(ctx: &Context, p: &AttentionProblem) -> Result<(u64, 
         p.score_len() as u64 * 4,
     )?;
     let out_bytes = check_binding(ctx, "out", elements(p, p.out_len()))?;
+    if let Some(limit) = ctx.loop_trip_limit() {
+        let trips = loops::staged(p.total_len() as u64, per_word(p.dtype));
+        if trips > limit {
+            let what = format!("staged attend_values over {} keys", p.total_len());
+            return Err(fused::too_many_trips(&what, trips, limit));
+        }
+    }
     Ok((out_bytes, Readback::new(ctx, p, out_bytes, score_bytes)?))
 }
 
@@ -84,7 +102,7 @@ impl Stages {
     pub(crate) fn new(ctx: &Context, p: &AttentionProblem) -> Result<Stages> {
         let (out_bytes, layout) = check_limits(ctx, p)?;
         let rows = p.rows() as u64;
-        let per_word = if p.dtype == DType::F32 { 1 } else { 2 };
+        let per_word = per_word(p.dtype);
         let grids = [
             grid(ctx, "qk_scores", (p.score_len() as u64).div_ceil(WORKGROUP))?,
             grid(ctx, "apply_mask", rows)?,

@@ -75,6 +75,16 @@ pub fn info() -> Result<()> {
             .into(),
         ),
         (
+            "loop trips per invocation",
+            match ctx.loop_trip_limit() {
+                Some(n) => format!(
+                    "at most {n} (the driver ends loops past it: key splits kept short, \
+                     staged rows bounded)"
+                ),
+                None => "unbounded".into(),
+            },
+        ),
+        (
             "uploads",
             if mapped {
                 "mapped storage buffers (unified memory)"

@@ -11,7 +11,7 @@ macro_rules! help {
         "rows-per-invocation=N, keys-per-tile=N, decode-max-q=N, decode-keys-per-split=N, \
          decode-invocations=N, decode-rows=N, decode-layout=subgroup-keys|key-per-invocation, \
          shader-f16=on|off, subgroups=on|off, mapped-uploads=on|off, opaque-loops=on|off, \
-         max-binding-bytes=N"
+         max-binding-bytes=N, max-loop-trips=N"
     };
     () => {
         concat!(
@@ -49,6 +49,13 @@ pub fn parse_tuning(text: &str) -> Result<Tuning, String> {
                 _ => Err(format!("{key}={value}: expected on or off")),
             }
         };
+        let big = |what: &str| -> Result<u64, String> {
+            value
+                .parse::<u64>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("{key}={value}: expected {what} above 0"))
+        };
         match key {
             "rows-per-invocation" => tuning.rows_per_invocation = Some(count()?),
             "keys-per-tile" => tuning.keys_per_tile = Some(count()?),
@@ -71,15 +78,8 @@ pub fn parse_tuning(text: &str) -> Result<Tuning, String> {
             "subgroups" => tuning.subgroups = Some(switch()?),
             "mapped-uploads" => tuning.mapped_uploads = Some(switch()?),
             "opaque-loops" => tuning.opaque_loops = Some(switch()?),
-            "max-binding-bytes" => {
-                tuning.max_binding_bytes = Some(
-                    value
-                        .parse::<u64>()
-                        .ok()
-                        .filter(|&n| n > 0)
-                        .ok_or_else(|| format!("{key}={value}: expected a byte count above 0"))?,
-                )
-            }
+            "max-binding-bytes" => tuning.max_binding_bytes = Some(big("a byte count")?),
+            "max-loop-trips" => tuning.max_loop_trips = Some(big("a trip count")?),
             _ => return Err(format!("unknown tuning key `{key}`; the keys: {KEYS}")),
         }
     }
@@ -95,7 +95,7 @@ mod tests {
         let t = parse_tuning(
             "rows-per-invocation=2, keys-per-tile=8,decode-max-q=17,decode-keys-per-split=48,\
              decode-invocations=128,decode-rows=3,decode-layout=subgroup-keys,shader-f16=off,subgroups=off,mapped-uploads=on,\
-             opaque-loops=on,max-binding-bytes=4096",
+             opaque-loops=on,max-binding-bytes=4096,max-loop-trips=5000",
         )
         .unwrap();
         assert_eq!(t.rows_per_invocation, Some(2));
@@ -110,6 +110,7 @@ mod tests {
         assert_eq!(t.mapped_uploads, Some(true));
         assert_eq!(t.opaque_loops, Some(true));
         assert_eq!(t.max_binding_bytes, Some(4096));
+        assert_eq!(t.max_loop_trips, Some(5000));
         let t = parse_tuning("decode-layout=key-per-invocation").unwrap();
         assert_eq!(t.decode_subgroup_keys, Some(false));
         assert_eq!(t.keys_per_tile, None);
@@ -125,6 +126,7 @@ mod tests {
             ("shader-f16=maybe", "on or off"),
             ("decode-layout=rows", "subgroup-keys or key-per-invocation"),
             ("max-binding-bytes=0", "above 0"),
+            ("max-loop-trips=x", "a trip count above 0"),
             ("tile=8", "unknown tuning key `tile`"),
         ] {
             let e = parse_tuning(text).unwrap_err();
