@@ -489,6 +489,52 @@ fn resident_inputs_are_timed_on_both_gpu_paths() {
     assert_fails(&o, &["exceeds limit", "max_storage_buffer_binding_size"]);
 }
 
+#[test]
+fn check_holds_the_timed_path_to_the_reference() {
+    // Both GPU paths, both kernels of the fused one (16 rows: the decode kernel on CPU
+    // adapters, the prefill kernel when forced), f32 and f16, causal.
+    for (path, extra) in [
+        ("staged", &[][..]),
+        ("fused", &[][..]),
+        (
+            "fused",
+            &["--tuning", "decode-max-q=4", "--dtype", "f16"][..],
+        ),
+    ] {
+        let o = bench_json(path, &[extra, &["--check", "--causal"]].concat());
+        assert_eq!(o["check_passed"], json!(true), "{o:?}");
+        assert_eq!(o["check_violations"], json!(0), "{o:?}");
+        // TINY's out: 1 x 2 x 16 x 8 elements.
+        assert_eq!(o["check_elements"], json!(256), "{o:?}");
+        let err = o["check_max_abs_error"].num();
+        assert!(err >= 0.0 && err <= o["check_atol"].num(), "{o:?}");
+    }
+    let plain = bench_ok("fused", &["--check"]);
+    assert!(
+        plain.contains("vs reference") && plain.contains("agrees: max |err|"),
+        "{plain}"
+    );
+    assert!(!bench_json("fused", &[]).contains_key("check_passed"));
+    assert!(bench_ok("fused", &[]).contains("- (no --check)"));
+    let o = wgattn(&[&["bench", "--path", "reference", "--check"][..], &TINY].concat());
+    assert_fails(&o, &["--check", "staged or fused"]);
+    let o = wgattn(
+        &[
+            &[
+                "bench",
+                "--path",
+                "fused",
+                "--check",
+                "--mask-mod",
+                "return k <= q;",
+            ][..],
+            &TINY,
+        ]
+        .concat(),
+    );
+    assert_fails(&o, &["--check", "mask_mod"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Failures.
 

@@ -78,7 +78,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
                 wgattn::masked_attention(&ctx, &inputs, &options)
                     .with_context(|| format!("{} {dtype} on {adapter}", path.name()))
             })?;
-            let error = max_abs_error(&got.out, &want.out);
+            let error = super::check::max_abs_error(&got.out, &want.out);
             // Never NaN: max_abs_error maps a non-finite mismatch to infinity.
             if error > tolerance {
                 failures.push(format!(
@@ -142,19 +142,6 @@ fn timed<T>(runs: u32, mut f: impl FnMut() -> Result<T>) -> Result<(T, Duration)
     }
     times.sort();
     Ok((result, times[times.len() / 2]))
-}
-
-/// Largest `|got - want|`; infinite when a value is non-finite where the other is not.
-fn max_abs_error(got: &Tensor, want: &Tensor) -> f64 {
-    got.to_f64_vec()
-        .iter()
-        .zip(want.to_f64_vec())
-        .map(|(&a, b)| match (a.is_finite(), b.is_finite()) {
-            (true, true) => (a - b).abs(),
-            _ if a == b => 0.0,
-            _ => f64::INFINITY,
-        })
-        .fold(0.0, f64::max)
 }
 
 fn print_table(rows: &[Row], runs: u32) {

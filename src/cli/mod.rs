@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod case_file;
 pub mod case_mods;
+pub mod check;
 pub mod demo;
 pub mod errors;
 pub mod heatmap;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::{json, Value};
 use wgattn::plan::{Contents, Plan, Step};
-use wgattn::{AttentionOutput, Context, DType, ExecutionPath, Returns, Tensor};
+use wgattn::{AttentionOutput, Context, ExecutionPath, Returns, Tensor};
 
 use super::case_file::Case;
 use super::options::{parse_returns, OptionFlags};
@@ -314,7 +314,7 @@ pub fn case_json(
                     .iter()
                     .flat_map(|x| x.to_le_bytes())
                     .collect();
-                let (atol, rtol) = tolerance(want.dtype());
+                let (atol, rtol) = super::check::tolerance(want.dtype());
                 result["expected"] = json!({ "dtype": "f32", "base64": base64(&values) });
                 result["atol"] = json!(atol);
                 result["rtol"] = json!(rtol);
@@ -360,17 +360,6 @@ fn parse_features(list: &str) -> Result<wgpu::Features, String> {
         };
     }
     Ok(features)
-}
-
-/// `|got - want| <= atol + rtol * |want|`, per dtype of the expected values (the test
-/// suite's tolerances): a few f32 ulps over sums of up to ~1000 terms, else two ulps of
-/// the dtype (one rounding may land on the other side).
-fn tolerance(dtype: DType) -> (f64, f64) {
-    match dtype {
-        DType::F32 => (2e-5, 2e-4),
-        DType::F16 => (2e-3, 2e-3),
-        DType::BF16 => (1.6e-2, 1.6e-2),
-    }
 }
 
 /// WebGPU's `GPUBufferUsage` names of wgpu's usage flags (the bits are the same).

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::cli::check::Agreement;
 use anyhow::{anyhow, Result};
 use wgattn::{
     AttentionInputs, AttentionOptions, AttentionProblem, BlockMask, Context, DType, ExecutionPath,
@@ -358,6 +359,25 @@ impl Prepared {
 }
 
 impl Prepared {
+    /// `--check`: one more call of the GPU path on the same inputs (uploaded, `out` read
+    /// back), held to the f64 CPU reference.
+    pub fn check(&self, ctx: &Context) -> Result<Agreement> {
+        if self
+            .mods
+            .as_ref()
+            .is_some_and(|m| m.mask_mod.is_some() || m.score_mod.is_some())
+        {
+            return Err(anyhow!(
+                "--check needs the CPU reference, which runs mask_mod / score_mod only as Rust \
+                 closures: check those snippets through wgattn::reference::masked_attention_with"
+            ));
+        }
+        let inputs = self.inputs();
+        let got = wgattn::masked_attention(ctx, &inputs, &self.options)?;
+        let want = wgattn::reference::masked_attention(&inputs, &self.options)?;
+        Ok(Agreement::of(&got.out, &want.out))
+    }
+
     /// `--resident`: q, k and v uploaded once into buffers of the bench's own (counted in
     /// `gpu_bytes` beside the engine's buffers of a call), then each call is what an app keeping its tensors
     /// (a KV cache) on the device pays per step: record into a fresh encoder, submit, wait.

@@ -21,13 +21,15 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 use wgattn::{Context, DType};
 
+use super::check::Agreement;
 pub use measure::BenchPath;
 use measure::{ms, Iterations, Measured, Prepared, Request, Shape};
 use record::{Figures, RequestFields};
 use suite::SuiteName;
 
 /// The options that describe the one shape, which `--suite`, `--compare` and `--plot` refuse.
-const ONE_SHAPE: [&str; 21] = [
+const ONE_SHAPE: [&str; 22] = [
+    "check",
     "documents",
     "mask_mod",
     "score_mod",
@@ -126,6 +128,12 @@ pub struct BenchArgs {
     /// encoder, submit, wait (no upload, no read-back of `out`). Staged or fused.
     #[arg(long)]
     pub resident: bool,
+    /// After the timed calls, run the path once more on the same inputs and hold `out` to the
+    /// f64 CPU reference (`|err| <= atol + rtol·|ref|`, the test suite's tolerances per dtype):
+    /// the table and the JSON (`check_*`) say how close; a disagreement fails the command.
+    /// Staged or fused; the reference takes a while on large shapes.
+    #[arg(long)]
+    pub check: bool,
     /// Element type of q, k, v and out: f32, f16 or bf16.
     #[arg(long, value_name = "DTYPE", default_value = "f32", value_parser = parse_dtype)]
     pub dtype: DType,
@@ -375,13 +383,21 @@ fn one_shape(args: &BenchArgs, path: BenchPath) -> Result<()> {
     let mut adapter = None;
     let outcome = measure_one(args, &request, &mut adapter);
     match (outcome, adapter) {
-        (Ok(m), Some(adapter)) => {
+        (Ok((m, check)), Some(adapter)) => {
             if args.json {
-                println!("{}", one_shape_json(args, &request, Some(&adapter), Ok(&m)));
+                let line = one_shape_json(args, &request, Some(&adapter), Ok((&m, &check)));
+                println!("{line}");
             } else {
-                print_table(args, &request, &adapter, &m);
+                print_table(args, &request, &adapter, &m, check.as_ref());
             }
-            Ok(())
+            match check {
+                Some(a) if !a.passed() => bail!(
+                    "the {} path disagrees with the CPU reference: {}",
+                    request.path.name(),
+                    a.describe()
+                ),
+                _ => Ok(()),
+            }
         }
         (Ok(_), None) => bail!("internal error: a measurement without an adapter"),
         (Err(e), adapter) => {
@@ -395,17 +411,20 @@ fn one_shape(args: &BenchArgs, path: BenchPath) -> Result<()> {
     }
 }
 
-/// Validates, builds the inputs, runs the warm-up and the timed calls. `adapter` is filled in
-/// as soon as a GPU context exists, so a refusal can still name it (the CPU reference names
-/// itself once it has run).
+/// Validates, builds the inputs, runs the warm-up and the timed calls, then with `--check`
+/// one more call held to the reference. `adapter` is filled in as soon as a GPU context
+/// exists, so a refusal can still name it (the CPU reference names itself once it has run).
 fn measure_one(
     args: &BenchArgs,
     request: &Request,
     adapter: &mut Option<Adapter>,
-) -> Result<Measured> {
+) -> Result<(Measured, Option<Agreement>)> {
     validate(args, &request.shape)?;
     if request.resident && request.path.gpu_path().is_none() {
         bail!("--resident keeps tensors on the GPU: time --path staged or fused");
+    }
+    if args.check && request.path.gpu_path().is_none() {
+        bail!("--check holds a GPU path to the CPU reference: give --path staged or fused");
     }
     let prepared = Prepared::new(request)?;
     let iterations = Iterations::fixed(args.warmup, args.iters);
@@ -415,7 +434,7 @@ fn measure_one(
             name: "CPU (f64 reference)".into(),
             backend: "none".into(),
         });
-        return Ok(m);
+        return Ok((m, None));
     }
     let ctx = Context::new()?;
     ctx.set_tuning(args.tuning());
@@ -424,7 +443,12 @@ fn measure_one(
         name: info.name.clone(),
         backend: format!("{:?}", info.backend),
     });
-    prepared.run(&iterations, Some(&ctx))
+    let measured = prepared.run(&iterations, Some(&ctx))?;
+    let check = match args.check {
+        true => Some(prepared.check(&ctx)?),
+        false => None,
+    };
+    Ok((measured, check))
 }
 
 /// The checks the library cannot make because they come before a tensor exists.
@@ -455,7 +479,13 @@ fn validate(args: &BenchArgs, s: &Shape) -> Result<()> {
     Ok(())
 }
 
-fn print_table(args: &BenchArgs, request: &Request, adapter: &Adapter, m: &Measured) {
+fn print_table(
+    args: &BenchArgs,
+    request: &Request,
+    adapter: &Adapter,
+    m: &Measured,
+    check: Option<&Agreement>,
+) {
     let s = &request.shape;
     let rows = [
         ("path", request.path.name().to_string()),
@@ -530,6 +560,12 @@ fn print_table(args: &BenchArgs, request: &Request, adapter: &Adapter, m: &Measu
                 "- (CPU)".into()
             },
         ),
+        (
+            "vs reference",
+            check.map_or("- (no --check)".into(), |a| {
+                format!("{}: {}", a.verdict(), a.describe())
+            }),
+        ),
     ];
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (key, value) in rows {
@@ -549,21 +585,52 @@ struct OneShapeLine<'a> {
     backend: Option<&'a str>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     figures: Option<Figures>,
+    /// `--check`: `check_passed`, `check_max_abs_error`, `check_violations`, ...
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    check: Option<CheckFields>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
+}
+
+/// `--check`'s figures in the JSON line (`check_max_abs_error` is `null` when infinite).
+#[derive(Serialize)]
+struct CheckFields {
+    check_passed: bool,
+    check_max_abs_error: f64,
+    check_violations: usize,
+    check_elements: usize,
+    check_atol: f64,
+    check_rtol: f64,
+}
+
+impl CheckFields {
+    fn of(a: &Agreement) -> CheckFields {
+        CheckFields {
+            check_passed: a.passed(),
+            check_max_abs_error: a.max_abs_error,
+            check_violations: a.violations,
+            check_elements: a.elements,
+            check_atol: a.atol,
+            check_rtol: a.rtol,
+        }
+    }
 }
 
 fn one_shape_json(
     args: &BenchArgs,
     request: &Request,
     adapter: Option<&Adapter>,
-    outcome: std::result::Result<&Measured, &str>,
+    outcome: std::result::Result<(&Measured, &Option<Agreement>), &str>,
 ) -> String {
     let line = OneShapeLine {
         request: RequestFields::new(request, request.mask_description(), args.iters, args.warmup),
         adapter: adapter.map(|a| a.name.as_str()),
         backend: adapter.map(|a| a.backend.as_str()),
-        figures: outcome.ok().map(Figures::of),
+        figures: outcome.ok().map(|(m, _)| Figures::of(m)),
+        check: outcome
+            .ok()
+            .and_then(|(_, c)| c.as_ref())
+            .map(CheckFields::of),
         error: outcome.err(),
     };
     // Serializing plain strings and numbers cannot fail.
