@@ -155,7 +155,14 @@ fn main(
     if (wg >= q_tiles * heads) {
         return;
     }
-    let qt = wg % q_tiles;
+    // A head's tiles zig-zag (0, n - 1, 1, n - 2, ...), so each of those equal runs holds
+    // light and heavy tiles alike under a causal mask, also where there are fewer heads
+    // than threads (one head, L = 8192: causal took 0.71 of unmasked in tile order).
+    let t = wg % q_tiles;
+    var qt = t / 2u;
+    if ((t & 1u) == 1u) {
+        qt = q_tiles - 1u - t / 2u;
+    }
     let bh = wg / q_tiles;
     let b = bh / params.q_heads;
     let h = bh % params.q_heads;
