@@ -167,7 +167,7 @@ impl Config {
                     tile.keys = (tile.keys / 2).next_multiple_of(wg);
                 }
                 if trips(&tile) > limit {
-                    return Err(too_many_trips("fused_decode", trips(&tile), limit));
+                    return Err(loops::too_many_trips("fused_decode", trips(&tile), limit));
                 }
             }
             let chunk = tile.keys;
@@ -241,7 +241,7 @@ impl Config {
             let (per_tile, fixed) = loops::prefill(&tile);
             let tiles = limit.saturating_sub(fixed) / per_tile;
             if tiles == 0 {
-                return Err(too_many_trips("fused", per_tile + fixed, limit));
+                return Err(loops::too_many_trips("fused", per_tile + fixed, limit));
             }
             if split_len > tiles * keys {
                 // As many splits as that takes, of even length.
@@ -300,16 +300,6 @@ fn decode_memory(wg: u32, dv4: u32, lanes: u32) -> u64 {
     wg as u64 * 4 + accumulators as u64 * dv4 as u64 * 16 + 4
 }
 
-/// A kernel whose invocations would take more loop trips than the driver runs correctly.
-pub(crate) fn too_many_trips(what: &str, requested: u64, max: u64) -> Error {
-    Error::ExceedsLimit {
-        what: format!("{what}: loop trips per invocation"),
-        limit: "the driver's loop trips per shader invocation (llvmpipe: 65535, Tuning::max_loop_trips)",
-        requested,
-        max,
-    }
-}
-
 fn too_big(requested: u64, max: u64) -> Error {
     Error::ExceedsLimit {
         what: "fused kernel workgroup memory".into(),
@@ -357,7 +347,7 @@ pub(crate) fn check_limits(ctx: &Context, p: &AttentionProblem, cfg: &Config) ->
         let trips = loops::combine(cfg.splits as u64, crate::staged::per_word(p.dtype));
         if trips > limit {
             let what = format!("fused_combine over {} key splits", cfg.splits);
-            return Err(too_many_trips(&what, trips, limit));
+            return Err(loops::too_many_trips(&what, trips, limit));
         }
     }
     let readback = Readback::new(ctx, p, out, 0)?;

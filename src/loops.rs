@@ -15,6 +15,7 @@
 //! ones (a rescale of the accumulators whenever a row's maximum grows) as always taken. A user
 //! `mask_mod` or `score_mod` with loops of its own adds trips that are not counted.
 
+use crate::error::Error;
 use crate::kernels::Tile;
 
 /// llvmpipe's limit: loop trips per shader invocation, all loops together.
@@ -79,6 +80,16 @@ pub(crate) fn staged(total_len: u64, per_word: u64) -> u64 {
 /// `fused_combine`: two passes over the splits for each element of its output word.
 pub(crate) fn combine(splits: u64, per_word: u64) -> u64 {
     per_word * (2 * splits + 2)
+}
+
+/// A kernel whose invocations would take more loop trips than the driver runs correctly.
+pub(crate) fn too_many_trips(what: &str, requested: u64, max: u64) -> Error {
+    Error::ExceedsLimit {
+        what: format!("{what}: loop trips per invocation"),
+        limit: "the driver's loop trips per shader invocation (llvmpipe: 65535, Tuning::max_loop_trips)",
+        requested,
+        max,
+    }
 }
 
 #[cfg(test)]

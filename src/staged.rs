@@ -5,7 +5,6 @@
 use crate::blocks::{self, AuxGroup, Tables};
 use crate::context::Context;
 use crate::error::Result;
-use crate::fused;
 use crate::gpu::{
     bind_slices, check_binding, dispatch_with, grid, Held, Params, Readback, Recorded, Slice,
 };
@@ -67,7 +66,7 @@ pub(crate) fn check_limits(ctx: &Context, p: &AttentionProblem) -> Result<(u64, 
         let trips = loops::staged(p.total_len() as u64, per_word(p.dtype));
         if trips > limit {
             let what = format!("staged attend_values over {} keys", p.total_len());
-            return Err(fused::too_many_trips(&what, trips, limit));
+            return Err(loops::too_many_trips(&what, trips, limit));
         }
     }
     Ok((out_bytes, Readback::new(ctx, p, out_bytes, score_bytes)?))
