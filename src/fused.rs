@@ -344,7 +344,7 @@ pub(crate) fn check_limits(ctx: &Context, p: &AttentionProblem, cfg: &Config) ->
         16
     };
     if let (Some(limit), true) = (ctx.loop_trip_limit(), cfg.combine) {
-        let trips = loops::combine(cfg.splits as u64, crate::staged::per_word(p.dtype));
+        let trips = loops::combine(cfg.splits as u64, combine_tile(p, cfg).elements(p));
         if trips > limit {
             let what = format!("fused_combine over {} key splits", cfg.splits);
             return Err(loops::too_many_trips(&what, trips, limit));
@@ -427,6 +427,40 @@ pub(crate) fn record(
 
 /// Records the fused path for `p` reading and writing `io` into `encoder`, with the
 /// uniform block, bounds and partials taken from `held`. Nothing is submitted.
+/// `fused_combine`'s tile: `vec4` where each invocation can take four elements of a row
+/// (f32, or Dv even, so no stored word holds elements of two rows).
+fn combine_tile(p: &AttentionProblem, cfg: &Config) -> CombineTile {
+    CombineTile(Tile {
+        dv4: cfg.tile.dv4,
+        vec4: p.dtype == DType::F32 || p.v_dim.is_multiple_of(2),
+        ..Tile::default()
+    })
+}
+
+/// [`Tile`] of `fused_combine`, with what its invocations take.
+#[derive(Clone, Copy)]
+struct CombineTile(Tile);
+
+impl CombineTile {
+    /// Output elements each invocation merges one at a time (each one pass over the splits).
+    fn elements(&self, p: &AttentionProblem) -> u64 {
+        if self.0.vec4 {
+            1
+        } else {
+            p.dtype.per_word()
+        }
+    }
+
+    /// Invocations over the output: four elements of a row each, or one stored word.
+    fn invocations(&self, p: &AttentionProblem) -> u64 {
+        if self.0.vec4 {
+            p.rows() as u64 * self.0.dv4 as u64
+        } else {
+            (p.out_len() as u64).div_ceil(p.dtype.per_word())
+        }
+    }
+}
+
 pub(crate) fn encode(
     ctx: &Context,
     p: &AttentionProblem,
@@ -437,13 +471,11 @@ pub(crate) fn encode(
     encoder: &mut wgpu::CommandEncoder,
 ) -> Result<()> {
     let main_grid = grid(ctx, cfg.kernel.name(), cfg.workgroups)?;
-    let per_word = if p.dtype == DType::F32 { 1 } else { 2 };
+    let combine_tile = combine_tile(p, cfg);
     let combine_grid = grid(
         ctx,
         "fused_combine",
-        (p.out_len() as u64)
-            .div_ceil(per_word)
-            .div_ceil(COMBINE_WORKGROUP),
+        combine_tile.invocations(p).div_ceil(COMBINE_WORKGROUP),
     )?;
 
     let mask_kind = p.mask.map(|(k, _)| k);
@@ -458,11 +490,8 @@ pub(crate) fn encode(
         .with_features(features)
         .with_mods(flags);
     let main_p = ctx.pipeline_with(main_variant, p.mods.as_ref())?;
-    let combine_tile = Tile {
-        dv4: cfg.tile.dv4,
-        ..Tile::default()
-    };
-    let combine_variant = Variant::new(Kernel::FusedCombine, p.dtype, None).with_tile(combine_tile);
+    let combine_variant =
+        Variant::new(Kernel::FusedCombine, p.dtype, None).with_tile(combine_tile.0);
     let combine_p = if cfg.combine {
         Some(ctx.pipeline(combine_variant)?)
     } else {

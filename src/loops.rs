@@ -77,9 +77,10 @@ pub(crate) fn staged(total_len: u64, per_word: u64) -> u64 {
     values.max(softmax)
 }
 
-/// `fused_combine`: two passes over the splits for each element of its output word.
-pub(crate) fn combine(splits: u64, per_word: u64) -> u64 {
-    per_word * (2 * splits + 2)
+/// `fused_combine`: two passes over the splits for each of the `elements` it merges one at a
+/// time (one with four elements of a row per invocation, else those of its output word).
+pub(crate) fn combine(splits: u64, elements: u64) -> u64 {
+    elements * (2 * splits + 2)
 }
 
 /// A kernel whose invocations would take more loop trips than the driver runs correctly.

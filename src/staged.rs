@@ -12,7 +12,7 @@ use crate::kernels::{Kernel, Variant};
 use crate::loops;
 use crate::mods::MaskMods;
 use crate::problem::{AttentionInputs, AttentionProblem};
-use crate::tensor::{DType, Mask, Tensor};
+use crate::tensor::{Mask, Tensor};
 
 /// Invocations per workgroup of the staged kernels (`WORKGROUP` in their WGSL).
 const WORKGROUP: u64 = 64;
@@ -20,15 +20,6 @@ const WORKGROUP: u64 = 64;
 /// Bytes of a tensor's elements (at least 4: a binding is never empty).
 fn bytes_of(t: Option<&Tensor>) -> u64 {
     t.map_or(4, |t| (t.len() * t.dtype().size()) as u64)
-}
-
-/// Elements per stored word of `out`: one f32, or two packed f16/bf16.
-pub(crate) fn per_word(dtype: DType) -> u64 {
-    if dtype == DType::F32 {
-        1
-    } else {
-        2
-    }
 }
 
 /// Bytes of `n` elements of the problem's dtype.
@@ -63,7 +54,7 @@ pub(crate) fn check_limits(ctx: &Context, p: &AttentionProblem) -> Result<(u64, 
     )?;
     let out_bytes = check_binding(ctx, "out", elements(p, p.out_len()))?;
     if let Some(limit) = ctx.loop_trip_limit() {
-        let trips = loops::staged(p.total_len() as u64, per_word(p.dtype));
+        let trips = loops::staged(p.total_len() as u64, p.dtype.per_word());
         if trips > limit {
             let what = format!("staged attend_values over {} keys", p.total_len());
             return Err(loops::too_many_trips(&what, trips, limit));
@@ -101,7 +92,7 @@ impl Stages {
     pub(crate) fn new(ctx: &Context, p: &AttentionProblem) -> Result<Stages> {
         let (out_bytes, layout) = check_limits(ctx, p)?;
         let rows = p.rows() as u64;
-        let per_word = per_word(p.dtype);
+        let per_word = p.dtype.per_word();
         let grids = [
             grid(ctx, "qk_scores", (p.score_len() as u64).div_ceil(WORKGROUP))?,
             grid(ctx, "apply_mask", rows)?,

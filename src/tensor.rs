@@ -24,6 +24,11 @@ impl DType {
         }
     }
 
+    /// Elements per stored 32-bit word (the kernels read and write tensors as words).
+    pub(crate) fn per_word(self) -> u64 {
+        4 / self.size() as u64
+    }
+
     /// The lower-case name used in case files and on the command line.
     pub fn name(self) -> &'static str {
         match self {

@@ -569,6 +569,44 @@ fn fused_dtypes() {
     }
 }
 
+/// `fused_combine` merges four elements of a row per invocation (f32, or Dv even) or one
+/// stored word (f16/bf16 with Dv odd, whose words can hold two rows' elements): rows whose
+/// last four are 1, 2 or 3 elements, both layouts, a fully masked row (kv length 0).
+#[test]
+fn fused_combine_row_ends() {
+    let cases = [
+        (DType::F32, 13),
+        (DType::F32, 14),
+        (DType::F32, 15),
+        (DType::F16, 10),
+        (DType::BF16, 6),
+        (DType::F16, 11),
+    ];
+    for (i, (dtype, dv)) in cases.into_iter().enumerate() {
+        check(
+            &format!("combine {dtype:?} dv{dv}"),
+            Case {
+                b: 2,
+                hq: 3,
+                hkv: 1,
+                lq: 1 + i % 2,
+                lk: 300,
+                d: 12,
+                dv,
+                dtype,
+                layout: if i % 2 == 0 {
+                    Layout::Bshd
+                } else {
+                    Layout::Bhsd
+                },
+                kv_lengths: Some(vec![300, 0]),
+                ..Case::default()
+            },
+            60 + i as u64,
+        );
+    }
+}
+
 #[test]
 fn fused_decode_splits() {
     check(

@@ -177,7 +177,8 @@ pub struct Tile {
     pub dv4: u32,
     /// `fused` writes per-split partials for `fused_combine` instead of `out`.
     pub split: bool,
-    /// D and Dv are multiples of 4: q, k, v load four elements at a time.
+    /// D and Dv are multiples of 4: q, k, v load four elements at a time. In
+    /// `fused_combine`'s tile: each invocation merges four elements of an output row.
     pub vec4: bool,
     /// `fused_decode` with subgroups: the adapter's smallest subgroup size, for the layout
     /// that spreads each key's row over a subgroup (`SUBGROUP_KEYS`); 0 for one key per
@@ -188,8 +189,13 @@ pub struct Tile {
 impl Tile {
     /// f16/bf16 rows whose D and Dv are multiples of 8: q, k, v load eight elements (16
     /// bytes) at a time, in place of `vec4`'s four, and `fused` keeps its tiles as those words.
+    /// (Never `fused_combine`'s tile, which has no q or k rows.)
     pub fn vec8(&self, dtype: DType) -> bool {
-        dtype != DType::F32 && self.vec4 && self.d4.is_multiple_of(2) && self.dv4.is_multiple_of(2)
+        dtype != DType::F32
+            && self.vec4
+            && self.d4 > 0
+            && self.d4.is_multiple_of(2)
+            && self.dv4.is_multiple_of(2)
     }
 
     /// Workgroup memory of one key and its value row in `fused`'s tiles: f32 rows, or with
@@ -508,11 +514,14 @@ impl Variant {
                         };
                         push(Variant::new(Kernel::FusedDecode, dtype, mask).with_tile(tile));
                     }
-                    let tile = Tile {
-                        dv4,
-                        ..Tile::default()
-                    };
-                    push(Variant::new(Kernel::FusedCombine, dtype, mask).with_tile(tile));
+                    for vec4 in [false, true] {
+                        let tile = Tile {
+                            dv4,
+                            vec4,
+                            ..Tile::default()
+                        };
+                        push(Variant::new(Kernel::FusedCombine, dtype, mask).with_tile(tile));
+                    }
                 }
             }
         }
