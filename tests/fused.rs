@@ -73,14 +73,7 @@ const TUNINGS: [Tuning; 7] = [
 /// One context per tuning (a tuning is per context, and tests run in parallel).
 fn tuned(i: usize) -> &'static Context {
     static CTXS: [OnceLock<Context>; TUNINGS.len()] = [const { OnceLock::new() }; TUNINGS.len()];
-    CTXS[i].get_or_init(|| {
-        let c = Context::new().unwrap_or_else(|e| {
-            panic!("GPU tests need an adapter: {e}. Install mesa-vulkan-drivers.")
-        });
-        c.set_poison_outputs(true);
-        c.set_tuning(TUNINGS[i]);
-        c
-    })
+    CTXS[i].get_or_init(|| tuned_context(TUNINGS[i]))
 }
 
 /// Shapes and options of one fused case.

@@ -12,13 +12,6 @@ use wgattn::{
     masked_attention, AttentionOptions, Context, DType, Error, ExecutionPath, Layout, Tuning,
 };
 
-fn context(tuning: Tuning) -> Context {
-    let c = Context::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
-    c.set_poison_outputs(true);
-    c.set_tuning(tuning);
-    c
-}
-
 /// Runs the case in `ctx` and holds `out` to the reference.
 fn check_in(ctx: &Context, what: &str, case: &Case) {
     let got =
@@ -33,7 +26,7 @@ fn long_splits_of_the_prefill_kernel() {
     // 64 heads fill the device without a key split, so before the bound each workgroup read
     // all 4096 keys in 128 tiles of 32 (2.6e-2 off on lavapipe); one query row per head keeps
     // the reference quick. The prefill kernel forced (the decode kernel's splits are short).
-    let ctx = context(Tuning {
+    let ctx = tuned_context(Tuning {
         decode_max_q: Some(0),
         ..Tuning::AUTO
     });
@@ -73,7 +66,7 @@ fn small_limits_split_the_keys_finely() {
     // still match the reference.
     let mut rng = Rng::new(0x5117);
     for limit in [1_500, 3_000, 12_000] {
-        let ctx = context(Tuning {
+        let ctx = tuned_context(Tuning {
             max_loop_trips: Some(limit),
             ..Tuning::AUTO
         });
@@ -104,7 +97,7 @@ fn windowed_rows_split_their_window_not_every_key() {
     // Each tile sees its window's few hundred keys, so the splits a low limit forces are cut
     // from those: a handful per tile, not Lt / split (64 here, whose partials, 12 MiB, the
     // 4 MiB binding limit set below refuses).
-    let ctx = context(Tuning {
+    let ctx = tuned_context(Tuning {
         decode_max_q: Some(0),
         max_loop_trips: Some(1_500),
         max_binding_bytes: Some(4 << 20),
@@ -127,7 +120,7 @@ fn windowed_rows_split_their_window_not_every_key() {
 
 #[test]
 fn a_limit_too_small_for_any_split_is_refused() {
-    let ctx = context(Tuning {
+    let ctx = tuned_context(Tuning {
         max_loop_trips: Some(100),
         ..Tuning::AUTO
     });

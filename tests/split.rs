@@ -27,13 +27,7 @@ fn serial() -> MutexGuard<'static, ()> {
 /// The context whose binding limit the tests lower (only under [`serial`]).
 fn split_ctx() -> &'static Context {
     static CTX: OnceLock<Context> = OnceLock::new();
-    CTX.get_or_init(|| {
-        let c = Context::new().unwrap_or_else(|e| {
-            panic!("GPU tests need an adapter: {e}. Install mesa-vulkan-drivers.")
-        });
-        c.set_poison_outputs(true);
-        c
-    })
+    CTX.get_or_init(|| tuned_context(Tuning::AUTO))
 }
 
 fn limit(bytes: Option<u64>) -> Tuning {

@@ -18,16 +18,24 @@ use wgattn::{
 /// get the software one.
 pub fn ctx() -> &'static Context {
     static CTX: OnceLock<Context> = OnceLock::new();
-    CTX.get_or_init(|| match Context::new() {
+    CTX.get_or_init(|| tuned_context(wgattn::Tuning::AUTO))
+}
+
+/// A fresh context with poisoned outputs and `tuning` (a tuning is per context, and tests run
+/// in parallel), for the tests that force configurations; fails like [`ctx`] without an
+/// adapter.
+pub fn tuned_context(tuning: wgattn::Tuning) -> Context {
+    match Context::new() {
         Ok(c) => {
             c.set_poison_outputs(true);
+            c.set_tuning(tuning);
             c
         }
         Err(e) => panic!(
             "GPU tests need an adapter and found none: {e}. Install the software Vulkan driver \
              (apt-get install mesa-vulkan-drivers) or run on a machine with a GPU."
         ),
-    })
+    }
 }
 
 /// A second context whose every query length takes the decode kernel with a subgroup per key
@@ -37,14 +45,11 @@ pub fn ctx() -> &'static Context {
 pub fn subgroup_keys_ctx() -> &'static Context {
     static CTX: OnceLock<Context> = OnceLock::new();
     CTX.get_or_init(|| {
-        let c = Context::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
-        c.set_poison_outputs(true);
-        c.set_tuning(wgattn::Tuning {
+        tuned_context(wgattn::Tuning {
             decode_max_q: Some(1 << 20),
             decode_subgroup_keys: Some(true),
             ..wgattn::Tuning::AUTO
-        });
-        c
+        })
     })
 }
 
