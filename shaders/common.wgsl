@@ -33,11 +33,12 @@ struct Params {
     mask_si: u32,
     mask_n: u32,
     // Fused kernels: 1 when k and v are [B, Lt, Hkv, D] (no cache, bshd), key splits, and
-    // keys per split.
+    // keys per split; the prefill kernel's pass over its splits (a dispatch takes splits
+    // key_pass * splits + s, and past the first carries its rows' states in the partials).
     kv_bshd: u32,
     splits: u32,
     split_len: u32,
-    pad: u32,
+    key_pass: u32,
     // Mods (mods.wgsl): where their data lies in `tables` (after the bounds).
     t_q_seg: u32,
     t_kv_seg: u32,

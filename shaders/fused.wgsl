@@ -7,9 +7,10 @@
 //
 // The key range of a workgroup is cut from the structured masks (causal, window, key
 // length) before the loop, so tiles that are entirely masked are never loaded; tiles that
-// are entirely allowed skip the per-key mask checks. Keys may be split across workgroups;
-// with SPLIT each workgroup writes its partial (m, l, alive, acc) for fused_combine,
-// otherwise the final output.
+// are entirely allowed skip the per-key mask checks. Keys may be split across workgroups,
+// and the splits taken in several passes (dispatches) where a driver bounds one invocation's
+// loop trips: with SPLIT each workgroup writes its partial (m, l, alive, acc) for
+// fused_combine (in a later pass after reading it back), otherwise the final output.
 //
 // Template values: WG, R, BK (a multiple of 4), D4 = ceil(D/4), DV4 = ceil(Dv/4) (even with
 // VEC8).
@@ -182,7 +183,7 @@ fn main(
 #else
     let j_first = range.x;
 #endif
-    let j_begin = j_first + i32(split * params.split_len);
+    let j_begin = j_first + i32((params.key_pass * params.splits + split) * params.split_len);
     let j_end = min(range.y, j_begin + i32(params.split_len));
 
     for (var r = 0u; r < trips(R); r++) {
@@ -196,6 +197,12 @@ fn main(
         m[r] = params.neg_inf;
         l[r] = 0.0;
         alive[r] = false;
+#ifdef SPLIT
+        // Later passes go on from the state the pass before left in this split's slot.
+        if (params.key_pass > 0u && i < params.q_len) {
+            read_row(b, h, i, split, r);
+        }
+#endif
     }
 
     for (var j0 = j_begin; j0 < j_end; j0 += i32(BK)) {
@@ -261,6 +268,22 @@ fn main(
         write_row(b, h, i, split, r);
     }
 }
+
+#ifdef SPLIT
+// Row i's partial state as a pass before wrote it (see write_row).
+fn read_row(b: u32, h: u32, i: u32, split: u32, r: u32) {
+    let row = (b * params.q_heads + h) * params.q_len + i;
+    let slot = split * params.rows + row;
+    let state = partials[slot];
+    m[r] = state.x;
+    l[r] = state.y;
+    alive[r] = state.z > 0.0;
+    let base = params.splits * params.rows + slot * DV4;
+    for (var d4 = 0u; d4 < trips(DV4); d4++) {
+        acc[r][d4] = partials[base + d4];
+    }
+}
+#endif
 
 // Writes row i's result: its partial state (SPLIT) or its normalized output.
 fn write_row(b: u32, h: u32, i: u32, split: u32, r: u32) {

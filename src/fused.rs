@@ -66,8 +66,13 @@ pub(crate) fn supports(ctx: &Context, p: &AttentionProblem) -> Result<()> {
 pub(crate) struct Config {
     kernel: Kernel,
     tile: Tile,
+    /// Key splits per dispatch (each its own partials).
     splits: u32,
     split_len: u32,
+    /// Dispatches of the main kernel, each taking the next `splits` splits and carrying the
+    /// rows' states in the partials (more than one only for the prefill kernel, where the
+    /// driver bounds one invocation's loop trips).
+    passes: u32,
     workgroups: u64,
     combine: bool,
 }
@@ -178,6 +183,7 @@ impl Config {
                 tile,
                 splits: splits as u32,
                 split_len: chunk,
+                passes: 1,
                 workgroups: groups * splits,
                 combine: true,
             });
@@ -250,14 +256,21 @@ impl Config {
                     .next_multiple_of(keys);
             }
         }
-        let splits = width.div_ceil(split_len).max(1);
-        let combine = splits > 1 || packed_odd;
+        // Splits beyond those the device wants at once run in passes, one after another
+        // over the same partials: memory stays `splits x Lq` however long the keys (a one-head
+        // prefill of 32768 keys on llvmpipe took 35 splits at once, 312 MB of partials, over
+        // its binding limit).
+        let chunks = width.div_ceil(split_len).max(1);
+        let passes = chunks.div_ceil(splits);
+        let splits = chunks.div_ceil(passes);
+        let combine = splits > 1 || passes > 1 || packed_odd;
         tile.split = combine;
         Ok(Config {
             kernel: Kernel::Fused,
             tile,
             splits: splits as u32,
             split_len: split_len as u32,
+            passes: passes as u32,
             workgroups: base * splits,
             combine,
         })
@@ -503,7 +516,13 @@ pub(crate) fn encode(
     params.splits = cfg.splits;
     params.split_len = cfg.split_len;
     tables.set_params(&mut params);
-    let uniform = held.uniform(&params)?;
+    // One uniform per pass (they differ in `key_pass` only).
+    let uniforms = (0..cfg.passes.max(1))
+        .map(|pass| {
+            params.key_pass = pass;
+            held.uniform(&params)
+        })
+        .collect::<Result<Vec<_>>>()?;
     let aux = AuxGroup::upload(ctx, held, io.mods)?;
     let mask = io.mask.unwrap_or(Slice::whole(ctx.absent(), 16));
     let partials = held.scratch(bindings.partials)?;
@@ -515,37 +534,40 @@ pub(crate) fn encode(
         p.score_shape(),
         p.out_shape()
     );
-    let uniform = Slice {
-        buffer: &uniform,
+    let uniform_of = |buffer| Slice {
+        buffer,
         offset: 0,
         size: u,
     };
+    let uniform = uniform_of(&uniforms[0]);
     tables.encode_passes(ctx, p, uniform, aux.as_ref(), io.block_mask, encoder)?;
     let partials = Slice::whole(&partials, bindings.partials);
-    let main_group = bind_slices(
-        ctx,
-        &main_p,
-        &label,
-        &[
-            uniform,
-            io.q,
-            io.k,
-            io.v,
-            tables.slice(),
-            mask,
-            io.out,
-            partials,
-        ],
-    );
     let aux_group = AuxGroup::bind_for(aux.as_ref(), ctx, &main_variant, &main_p);
-    dispatch_with(
-        encoder,
-        &label,
-        (&main_variant, &main_p),
-        &main_group,
-        aux_group.as_ref(),
-        main_grid,
-    );
+    for buffer in &uniforms {
+        let main_group = bind_slices(
+            ctx,
+            &main_p,
+            &label,
+            &[
+                uniform_of(buffer),
+                io.q,
+                io.k,
+                io.v,
+                tables.slice(),
+                mask,
+                io.out,
+                partials,
+            ],
+        );
+        dispatch_with(
+            encoder,
+            &label,
+            (&main_variant, &main_p),
+            &main_group,
+            aux_group.as_ref(),
+            main_grid,
+        );
+    }
     if let Some(combine_p) = combine_p {
         let group = bind_slices(
             ctx,

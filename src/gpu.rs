@@ -43,7 +43,7 @@ pub(crate) struct Params {
     pub kv_bshd: u32,
     pub splits: u32,
     pub split_len: u32,
-    pub pad: u32,
+    pub key_pass: u32,
     // Where the mods' tables lie in `tables`, and the block mask's layout (see blocks.rs).
     pub t_q_seg: u32,
     pub t_kv_seg: u32,

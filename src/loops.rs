@@ -41,8 +41,9 @@ pub(crate) fn prefill(tile: &Tile) -> (u64, u64) {
     // and rescale (dv4), the values (dv4 x rows).
     let group = d4 * (1 + r) + r * (1 + 4 + 4 + dv4) + dv4 * (1 + r);
     let per_tile = 1 + loads + bk.div_ceil(4) * (1 + group);
-    // q rows, the rows' results (a partial's units, or the output's elements).
-    let fixed = r * (1 + d4 * unit(tile)) + r * (1 + 4 * dv4) + 16;
+    // q rows, the rows' states carried from a pass before, the rows' results (a partial's
+    // units, or the output's elements).
+    let fixed = r * (1 + d4 * unit(tile)) + r * (1 + dv4) + r * (1 + 4 * dv4) + 16;
     (per_tile, fixed)
 }
 

@@ -119,6 +119,35 @@ fn windowed_rows_split_their_window_not_every_key() {
 }
 
 #[test]
+fn splits_beyond_those_run_at_once_take_passes() {
+    // 2000 query rows make 8 workgroups (tiles of 256 rows at D = 64 on CPU adapters, 4 rows
+    // per invocation), so 8 key splits run at once; a 9,000-trip limit cuts each row's 2000
+    // keys into 16 splits of 128. Taken all at once their partials need 8.7 MB, over the
+    // 6 MiB binding limit set here (and a one-head prefill of 32768 keys on lavapipe needed
+    // 312 MB, over its 128 MiB); in passes of 8 splits that carry the rows' states, 4.4 MB.
+    // On a GPU the tiles are smaller and the splits fewer: there it is a plain check.
+    let ctx = tuned_context(Tuning {
+        max_loop_trips: Some(9_000),
+        max_binding_bytes: Some(6 << 20),
+        ..Tuning::AUTO
+    });
+    let mut rng = Rng::new(0x9a55);
+    for causal in [false, true] {
+        let case = Case::random(
+            &mut rng,
+            Dims::new(1, 1, 2000, 2000, 64),
+            DType::F32,
+            Layout::Bhsd,
+        )
+        .with_opts(|o| {
+            o.causal = causal;
+            o.path = ExecutionPath::Fused;
+        });
+        check_in(&ctx, &format!("passes, causal {causal}"), &case);
+    }
+}
+
+#[test]
 fn a_limit_too_small_for_any_split_is_refused() {
     let ctx = tuned_context(Tuning {
         max_loop_trips: Some(100),
