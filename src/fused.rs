@@ -438,8 +438,6 @@ pub(crate) fn record(
     })
 }
 
-/// Records the fused path for `p` reading and writing `io` into `encoder`, with the
-/// uniform block, bounds and partials taken from `held`. Nothing is submitted.
 /// `fused_combine`'s tile: `vec4` where each invocation can take four elements of a row
 /// (f32, or Dv even, so no stored word holds elements of two rows).
 fn combine_tile(p: &AttentionProblem, cfg: &Config) -> CombineTile {
@@ -474,6 +472,8 @@ impl CombineTile {
     }
 }
 
+/// Records the fused path for `p` reading and writing `io` into `encoder`, with the
+/// uniform block, bounds and partials taken from `held`. Nothing is submitted.
 pub(crate) fn encode(
     ctx: &Context,
     p: &AttentionProblem,
