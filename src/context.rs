@@ -27,6 +27,9 @@ pub struct Context {
     lost: Arc<Mutex<Option<String>>>,
     /// The device shares memory with the host and maps storage buffers.
     unified: bool,
+    /// The driver's own bound on one shader invocation's loop trips (llvmpipe's), read from
+    /// the adapter's name and driver once.
+    driver_loop_trips: Option<u64>,
     /// Held for a whole call on backends whose device must not be driven from several
     /// threads at once (see [`Context::serial`]).
     serial: futures_intrusive::sync::Mutex<()>,
@@ -233,8 +236,12 @@ impl Context {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let llvmpipe = [&info.name, &info.driver]
+            .iter()
+            .any(|s| s.to_ascii_lowercase().contains("llvmpipe"));
         Context {
             unified,
+            driver_loop_trips: llvmpipe.then_some(crate::loops::LLVMPIPE_LOOP_TRIPS),
             serial: futures_intrusive::sync::Mutex::new((), true),
             absent,
             limits: device.limits(),
@@ -348,12 +355,7 @@ impl Context {
     /// so a longer kernel finishes early with wrong results and no error; `None` (no bound)
     /// elsewhere.
     pub fn loop_trip_limit(&self) -> Option<u64> {
-        let llvmpipe = [&self.info.name, &self.info.driver]
-            .iter()
-            .any(|s| s.to_ascii_lowercase().contains("llvmpipe"));
-        self.tuning()
-            .max_loop_trips
-            .or(llvmpipe.then_some(crate::loops::LLVMPIPE_LOOP_TRIPS))
+        self.tuning().max_loop_trips.or(self.driver_loop_trips)
     }
 
     /// Whether the decode kernel spreads each key over a subgroup here for heads of `dtype`
