@@ -1,18 +1,15 @@
 //! Property test of the mods: over random shapes, caches, paths and random subsets of the
-//! structured masks and a user mask_mod / score_mod (with their Rust closures for the
-//! reference), beside an additive mask tensor or none, the GPU equals the f64 reference. Proptest draws the sizes and which mods are
-//! on (so a failure shrinks to a small case) and a seed for every value.
+//! structured masks and a user mask_mod / score_mod (`common::mods`, with their Rust closures
+//! for the reference), beside an additive mask tensor or none, the GPU equals the f64
+//! reference. Proptest draws the sizes and which mods are on (so a failure shrinks to a small
+//! case) and a seed for every value.
 
 mod common;
 
-use common::{compare, ctx, random_additive_mask, Case, Dims, Rng, Tols};
+use common::{compare, ctx, poison_one_entry, random_additive_mask, Case, Dims, Rng, Tols};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use wgattn::reference::{self, RustMods};
-use wgattn::{
-    masked_attention, Alibi, Aux, BlockedTokens, DType, ExecutionPath, Layout, Mask, MaskMods,
-    Modalities, Segments, Tensor, TokenFilter,
-};
+use wgattn::{masked_attention, DType, ExecutionPath, Layout};
 
 #[derive(Clone, Debug)]
 struct Spec {
@@ -63,58 +60,6 @@ fn spec() -> impl Strategy<Value = Spec> {
         )
 }
 
-/// The mods `spec.on` asks for, with seeded tables.
-fn mods(s: &Spec, rng: &mut Rng, lt: usize) -> MaskMods {
-    let (b, lq, hq) = (s.b, s.lq, s.hkv * s.group);
-    let ids = |rng: &mut Rng, len: usize, n: usize| -> Vec<i64> {
-        (0..b * len).map(|_| rng.below(n) as i64).collect()
-    };
-    let mut m = MaskMods::default();
-    if s.on[0] {
-        let kv = ids(rng, lt, 3);
-        let q = (0..b)
-            .flat_map(|bi| kv[bi * lt + lt - lq..(bi + 1) * lt].to_vec())
-            .collect();
-        m.segments = Some(Segments { q, kv });
-    }
-    if s.on[1] {
-        m.prefix_lengths = Some((0..b).map(|_| rng.below(lt + 1) as i64).collect());
-    }
-    if s.on[2] {
-        let slopes = (rng.below(2) == 0).then(|| (0..hq).map(|_| rng.uniform().abs()).collect());
-        m.alibi = Some(Alibi {
-            slopes,
-            symmetric: rng.below(2) == 0,
-        });
-    }
-    if s.on[3] {
-        m.token_filter = Some(TokenFilter {
-            kv_token_ids: ids(rng, lt, 9),
-            blocked: BlockedTokens::Ids(vec![rng.below(9) as i64, rng.below(9) as i64]),
-        });
-    }
-    if s.on[4] {
-        let q = ids(rng, lq, 2).into_iter().map(|x| x as u32).collect();
-        let kv = ids(rng, lt, 2).into_iter().map(|x| x as u32).collect();
-        m.modalities = Some(Modalities {
-            q,
-            kv,
-            allow: (0..4).map(|_| rng.below(4) != 0).collect(),
-            causal: vec![rng.below(2) == 0, rng.below(2) == 0],
-        });
-    }
-    if s.on[5] {
-        m.mask_mod = Some("return (q * 3u + k + h + b * 5u) % 4u != 0u;".into());
-    }
-    if s.on[6] {
-        m.score_mod = Some(
-            "if (k % 5u == 3u) { return minus_infinity(); }\nreturn s + aux_w[k % 7u];".into(),
-        );
-        m.aux = vec![Aux::f32("w", (0..7).map(|_| rng.uniform()).collect())];
-    }
-    m
-}
-
 fn check(s: &Spec) {
     let mut rng = Rng::new(s.seed);
     let mut dims = Dims::new(s.b, s.hkv * s.group, s.lq, s.lq, s.d).heads(s.hkv * s.group, s.hkv);
@@ -131,49 +76,25 @@ fn check(s: &Spec) {
         o.causal = s.causal;
         o.path = path;
     });
-    case.mods = Some(mods(s, &mut rng, lt));
+    case.mods = Some(common::mods::random(
+        &mut rng,
+        s.on,
+        s.b,
+        s.hkv * s.group,
+        s.lq,
+        lt,
+    ));
     if s.mask > 0 {
         let shape = [1, s.hkv * s.group, s.lq, lt];
-        let Mask::Additive(t) = random_additive_mask(&mut rng, &shape, DType::F32, 2.0, 0.1) else {
-            unreachable!("an additive mask")
-        };
-        let mut x = t.to_f32_vec();
+        let mut mask = random_additive_mask(&mut rng, &shape, DType::F32, 2.0, 0.1);
         if s.mask == 2 {
-            let at = rng.below(x.len());
-            x[at] = if rng.bool(0.5) {
-                f32::NAN
-            } else {
-                f32::INFINITY
-            };
+            mask = poison_one_entry(&mut rng, mask);
         }
-        case.mask = Some(Mask::Additive(
-            Tensor::from_f32_as(shape.to_vec(), &x, DType::F32).unwrap(),
-        ));
+        case.mask = Some(mask);
     }
-    let weights = case
-        .mods
-        .as_ref()
-        .and_then(|m| m.aux.first())
-        .map(|a| match &a.data {
-            wgattn::AuxData::F32(w) => w.clone(),
-            _ => Vec::new(),
-        })
-        .unwrap_or_default();
-    let mask = |b: usize, h: usize, q: usize, k: usize| !(q * 3 + k + h + b * 5).is_multiple_of(4);
-    let score = move |s: f64, _b: usize, _h: usize, _q: usize, k: usize| {
-        if k % 5 == 3 {
-            f64::NEG_INFINITY
-        } else {
-            s + weights[k % 7] as f64
-        }
-    };
-    let rust = RustMods {
-        mask_mod: s.on[5].then_some(&mask as _),
-        score_mod: s.on[6].then_some(&score as _),
-    };
     let got = masked_attention(ctx(), &case.inputs(), &case.opts)
         .unwrap_or_else(|e| panic!("GPU failed on {s:?}: {e}"));
-    let want = reference::masked_attention_with(&case.inputs(), &case.opts, rust)
+    let want = common::mods::reference(&case.inputs(), &case.opts)
         .unwrap_or_else(|e| panic!("reference failed on {s:?}: {e}"));
     compare(
         &format!("{s:?}"),

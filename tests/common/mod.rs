@@ -6,6 +6,7 @@
 pub mod browser;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod mods;
 
 use std::sync::OnceLock;
 
@@ -505,6 +506,23 @@ pub fn random_additive_mask(
         })
         .collect();
     Mask::Additive(Tensor::from_f32_as(shape.to_vec(), &data, dtype).unwrap())
+}
+
+/// An additive `mask` with one entry, drawn from `rng`, set to NaN or `+inf` (half the time
+/// each): the rows that see a NaN at an allowed key are NaN, those that see `+inf` NaN or
+/// one-hot; where another mask disallows the key it is not seen.
+pub fn poison_one_entry(rng: &mut Rng, mask: Mask) -> Mask {
+    let Mask::Additive(t) = mask else {
+        panic!("poison_one_entry takes an additive mask")
+    };
+    let mut x = t.to_f32_vec();
+    let at = rng.below(x.len());
+    x[at] = if rng.bool(0.5) {
+        f32::NAN
+    } else {
+        f32::INFINITY
+    };
+    Mask::Additive(Tensor::from_f32_as(t.shape().to_vec(), &x, t.dtype()).unwrap())
 }
 
 /// Flat `[B, Hq, Lq, X]` row index of `(b, h, i)`.

@@ -1,0 +1,288 @@
+//! Soak: random cases over a wider space than tests/properties.rs and
+//! tests/mods_properties.rs (key ranges into the thousands that take the decode kernel's
+//! splits and passes, query blocks over many tiles, GQA groups up to 8, head dims up to 256,
+//! logits in the thousands, every mask kind, the mods over long caches), each run on one of
+//! six tunings of the engine and held to the f64 reference.
+//!
+//! Each test runs `SOAK_CASES` cases (default 4) from a seed taken from the clock unless
+//! `SOAK_SEED` is set; case `i` uses seed `SOAK_SEED + i`, and a failure names its seed, so
+//! `SOAK_SEED=<seed> SOAK_CASES=1` replays it. A long soak:
+//! `SOAK_CASES=400 cargo test --release --all-features --test soak -- --nocapture`
+//! (also with `WGPU_BACKEND=gl`).
+
+mod common;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use common::*;
+use wgattn::{AttentionOutput, Context, DType, Layout, Returns, Tuning};
+
+const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+/// The tunings a case may run on: the default; the decode kernel for every block with a
+/// subgroup per key; no shader-f16 and no subgroups; a small loop-trip and binding limit (key
+/// splits in passes, requests split over heads); odd tile and split sizes; the prefill kernel
+/// for every block.
+fn contexts() -> Vec<(&'static str, Context)> {
+    let tuned = |name, tuning| (name, tuned_context(tuning));
+    vec![
+        tuned("default", Tuning::AUTO),
+        tuned(
+            "subgroup-keys",
+            Tuning {
+                decode_max_q: Some(1 << 20),
+                decode_subgroup_keys: Some(true),
+                ..Tuning::AUTO
+            },
+        ),
+        tuned(
+            "no-features",
+            Tuning {
+                shader_f16: Some(false),
+                subgroups: Some(false),
+                ..Tuning::AUTO
+            },
+        ),
+        tuned(
+            "small-limits",
+            Tuning {
+                max_loop_trips: Some(5000),
+                max_binding_bytes: Some(3 << 20),
+                ..Tuning::AUTO
+            },
+        ),
+        tuned(
+            "odd-tiles",
+            Tuning {
+                decode_rows: Some(3),
+                decode_invocations: Some(8),
+                decode_keys_per_split: Some(40),
+                rows_per_invocation: Some(2),
+                keys_per_tile: Some(12),
+                decode_max_q: Some(9),
+                ..Tuning::AUTO
+            },
+        ),
+        tuned(
+            "prefill-only",
+            Tuning {
+                decode_max_q: Some(0),
+                rows_per_invocation: Some(1),
+                ..Tuning::AUTO
+            },
+        ),
+    ]
+}
+
+fn pick<T: Copy>(rng: &mut Rng, xs: &[T]) -> T {
+    xs[rng.below(xs.len())]
+}
+
+/// Batch, heads and head dims: one of the usual head dims half the time, else any up to 140.
+fn dims(rng: &mut Rng, lq: usize, lk: usize, past: Option<usize>, groups: &[usize]) -> Dims {
+    let d = if rng.bool(0.5) {
+        pick(rng, &[32, 64, 80, 96, 128, 256])
+    } else {
+        1 + rng.below(140)
+    };
+    let dv = if rng.bool(0.6) { d } else { 1 + rng.below(140) };
+    let hkv = 1 + rng.below(3);
+    Dims {
+        b: 1 + rng.below(2),
+        hq: hkv * pick(rng, groups),
+        hkv,
+        lq,
+        lk,
+        past,
+        d,
+        dv,
+    }
+}
+
+/// A case with the options, key lengths and mask tensor of the main API, and a line saying
+/// what it is.
+fn draw(rng: &mut Rng) -> (Case, String) {
+    // Short blocks against long keys (the decode kernel), long blocks, small ones.
+    let (lq, lk) = match rng.below(3) {
+        0 => (1 + rng.below(6), rng.below(3000)),
+        1 => (1 + rng.below(150), rng.below(400)),
+        _ => (1 + rng.below(20), rng.below(60)),
+    };
+    // At least one key: without new keys, the cache supplies it.
+    let past = (lk == 0 || rng.bool(0.3)).then(|| rng.below(300).max(usize::from(lk == 0)));
+    let dims = dims(rng, lq, lk, past, &[1, 1, 2, 3, 4, 5, 8]);
+    let lt = dims.lt();
+    let dtype = pick(rng, &DTYPES);
+    let layout = if rng.bool(0.5) {
+        Layout::Bshd
+    } else {
+        Layout::Bhsd
+    };
+    // q and k up to 10: with a scale up to 2, logits in the thousands.
+    let amp = pick(rng, &[1.0f32, 1.0, 3.0, 10.0]);
+    let mut case = Case::random_amp(rng, dims, dtype, layout, amp);
+    let o = &mut case.opts;
+    o.causal = rng.bool(0.4);
+    o.causal_offset = rng.bool(0.3).then(|| rng.below(40) as i64 - 10);
+    o.window_left = if rng.bool(0.3) {
+        rng.below(300) as i64
+    } else {
+        -1
+    };
+    o.window_right = if rng.bool(0.2) {
+        rng.below(50) as i64
+    } else {
+        -1
+    };
+    o.scale = rng.bool(0.2).then(|| rng.uniform() * 2.0);
+    o.softcap = if rng.bool(0.2) {
+        0.5 + rng.uniform().abs() * 20.0
+    } else {
+        0.0
+    };
+    // Key lengths only without a cache (with one they are an error).
+    if past.is_none() && rng.bool(0.3) {
+        case.kv_lengths = Some((0..dims.b).map(|_| rng.below(lt + 1) as i64).collect());
+    }
+    let kind = pick(rng, &[0u8, 0, 1, 2, 3]);
+    let mut what = String::new();
+    if kind != 0 {
+        // Rank 1 to 4, each leading axis full or 1, the key axis `Lt` or shorter (broadcast).
+        let rank = 1 + rng.below(4);
+        let full = [dims.b, dims.hq, dims.lq];
+        let mut shape: Vec<usize> = (4 - rank..3)
+            .map(|axis| if rng.bool(0.5) { full[axis] } else { 1 })
+            .collect();
+        shape.push(if rng.bool(0.6) { lt } else { 1 + rng.below(lt) });
+        let mask_dtype = pick(rng, &DTYPES);
+        what = format!(", mask kind {kind} {shape:?} {mask_dtype:?}");
+        case.mask = Some(if kind == 1 {
+            let p_true = pick(rng, &[0.9, 0.5, 0.05]);
+            random_bool_mask(rng, &shape, p_true)
+        } else {
+            let mask = random_additive_mask(rng, &shape, mask_dtype, 3.0, 0.2);
+            if kind == 3 {
+                poison_one_entry(rng, mask)
+            } else {
+                mask
+            }
+        });
+    }
+    let what = format!(
+        "{dims:?} {dtype:?} {layout:?} amp {amp} kv_lengths {:?} {:?}{what}",
+        case.kv_lengths, case.opts
+    );
+    (case, what)
+}
+
+/// A case with mods (`common::mods`, each kind a third of the time), over a long cache half
+/// the time, with an additive mask tensor or none.
+fn draw_mods(rng: &mut Rng) -> (Case, String) {
+    let (lq, past) = if rng.bool(0.5) {
+        (1 + rng.below(6), Some(rng.below(3000)))
+    } else {
+        (1 + rng.below(150), rng.bool(0.3).then(|| rng.below(200)))
+    };
+    let dims = dims(rng, lq, lq, past, &[1, 2, 4, 5]);
+    let lt = dims.lt();
+    let dtype = pick(rng, &DTYPES);
+    let mut case = Case::random(rng, dims, dtype, Layout::Bhsd);
+    case.opts.causal = rng.bool(0.5);
+    case.opts.window_left = if rng.bool(0.3) {
+        rng.below(300) as i64
+    } else {
+        -1
+    };
+    let on: [bool; 7] = std::array::from_fn(|_| rng.bool(0.3));
+    case.mods = Some(mods::random(rng, on, dims.b, dims.hq, lq, lt));
+    if rng.bool(0.3) {
+        let shape = [1, dims.hq, lq, lt];
+        case.mask = Some(random_additive_mask(rng, &shape, DType::F32, 2.0, 0.1));
+    }
+    let kinds: Vec<&str> = (0..7).filter(|&i| on[i]).map(|i| mods::KINDS[i]).collect();
+    let what = format!(
+        "{dims:?} {dtype:?} mods {kinds:?} mask {} {:?}",
+        case.mask.is_some(),
+        case.opts
+    );
+    (case, what)
+}
+
+/// The largest finite |score| of the case (from the reference).
+fn largest_score(case: &Case) -> f64 {
+    let mut c = case.clone();
+    c.opts.returns = Returns {
+        scores: true,
+        ..Returns::default()
+    };
+    let scores = mods::reference(&c.inputs(), &c.opts)
+        .ok()
+        .and_then(|o| o.scores)
+        .map(|s| s.to_f32_vec())
+        .unwrap_or_default();
+    scores
+        .iter()
+        .filter(|x| x.is_finite())
+        .fold(0.0f64, |a, &x| a.max(x.abs() as f64))
+}
+
+/// Runs `SOAK_CASES` cases drawn by `draw` on random tunings; panics listing every failing
+/// case (its seed, tuning and description).
+fn soak(name: &str, draw: fn(&mut Rng) -> (Case, String)) {
+    let env = |key: &str| std::env::var(key).ok().and_then(|s| s.parse::<u64>().ok());
+    let cases = env("SOAK_CASES").unwrap_or(4);
+    let seed0 = env("SOAK_SEED").unwrap_or_else(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.map_or(1, |d| d.as_nanos() as u64 % 1_000_000_000)
+    });
+    eprintln!("{name}: {cases} cases from seed {seed0}");
+    let contexts = contexts();
+    let mut failures = Vec::new();
+    let (mut seed, mut ran) = (seed0, 0);
+    while ran < cases {
+        let mut rng = Rng::new(seed);
+        seed += 1;
+        let (case, what) = draw(&mut rng);
+        // Keep the f64 reference's work to a few seconds: draw again.
+        let d = &case.dims;
+        if d.b * d.hq * d.lq * d.lt() * (d.d + d.dv) > 150_000_000 {
+            continue;
+        }
+        ran += 1;
+        let (tuning, ctx) = &contexts[rng.below(contexts.len())];
+        let what = format!("seed {} on {tuning}: {what}", seed - 1);
+        eprintln!("{name}: {what}");
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let got = wgattn::masked_attention(ctx, &case.inputs(), &case.opts)
+                .unwrap_or_else(|e| panic!("GPU failed: {e}"));
+            let want: AttentionOutput = mods::reference(&case.inputs(), &case.opts)
+                .unwrap_or_else(|e| panic!("reference failed: {e}"));
+            // An f32 logit is off by up to its ulp whatever the path; with logits in the
+            // thousands that moves an f32 `out` past its tolerance (both paths, checked).
+            let mut tols = Tols::for_dtype(case.dtype());
+            if case.dtype() == DType::F32 {
+                tols.out.atol += 2.0 * f32::EPSILON as f64 * largest_score(&case);
+            }
+            compare("", &got, &want, &case.opts.returns, tols);
+        }));
+        if result.is_err() {
+            failures.push(what);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{name}: {} of {cases} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn random_cases_on_every_tuning_equal_the_reference() {
+    soak("soak", draw);
+}
+
+#[test]
+fn random_mods_on_every_tuning_equal_the_reference() {
+    soak("soak mods", draw_mods);
+}
