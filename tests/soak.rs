@@ -1,8 +1,8 @@
 //! Soak: random cases over a wider space than tests/properties.rs and
 //! tests/mods_properties.rs (key ranges into the thousands that take the decode kernel's
 //! splits and passes, query blocks over many tiles, GQA groups up to 8, head dims up to 256,
-//! logits in the thousands, every mask kind, the mods over long caches), each run on one of
-//! six tunings of the engine and held to the f64 reference.
+//! logits in the thousands, every mask kind, junk past the key lengths, the mods over long
+//! caches), each run on one of six tunings of the engine and held to the f64 reference.
 //!
 //! Each test runs `SOAK_CASES` cases (default 4) from a seed taken from the clock unless
 //! `SOAK_SEED` is set; case `i` uses seed `SOAK_SEED + i`, and a failure names its seed, so
@@ -15,7 +15,7 @@ mod common;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use common::*;
-use wgattn::{AttentionOutput, Context, DType, Layout, Returns, Tuning};
+use wgattn::{AttentionOutput, Context, DType, Layout, Returns, Tensor, Tuning};
 
 const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
@@ -149,11 +149,23 @@ fn draw(rng: &mut Rng) -> (Case, String) {
         };
     }
     // Key lengths only without a cache (with one they are an error).
+    let mut junk = false;
     if past.is_none() && rng.bool(0.3) {
-        case.kv_lengths = Some((0..dims.b).map(|_| rng.below(lt + 1) as i64).collect());
+        let lengths: Vec<i64> = (0..dims.b).map(|_| rng.below(lt + 1) as i64).collect();
+        // Half the time junk (NaN, +-inf) in k and v past the lengths, as in a preallocated
+        // cache: it must not be seen.
+        junk = rng.bool(0.5);
+        if junk {
+            case.k = junk_past(&case.k, layout, dims.hkv, &lengths);
+            case.v = junk_past(&case.v, layout, dims.hkv, &lengths);
+        }
+        case.kv_lengths = Some(lengths);
     }
     let kind = pick(rng, &[0u8, 0, 1, 2, 3]);
     let mut what = String::new();
+    if junk {
+        what.push_str(", junk past the lengths");
+    }
     if kind != 0 {
         // Rank 1 to 4, each leading axis full or 1, the key axis `Lt` or shorter (broadcast).
         let rank = 1 + rng.below(4);
@@ -163,7 +175,7 @@ fn draw(rng: &mut Rng) -> (Case, String) {
             .collect();
         shape.push(if rng.bool(0.6) { lt } else { 1 + rng.below(lt) });
         let mask_dtype = pick(rng, &DTYPES);
-        what = format!(", mask kind {kind} {shape:?} {mask_dtype:?}");
+        what += &format!(", mask kind {kind} {shape:?} {mask_dtype:?}");
         case.mask = Some(if kind == 1 {
             let p_true = pick(rng, &[0.9, 0.5, 0.05]);
             random_bool_mask(rng, &shape, p_true)
@@ -181,6 +193,24 @@ fn draw(rng: &mut Rng) -> (Case, String) {
         case.kv_lengths, case.opts
     );
     (case, what)
+}
+
+/// `t` (`k` or `v` in `layout`, `hkv` heads) with NaN and infinities at the keys past each
+/// batch entry's length.
+fn junk_past(t: &Tensor, layout: Layout, hkv: usize, lengths: &[i64]) -> Tensor {
+    let shape = t.shape().to_vec();
+    let (len, x) = (shape[if layout == Layout::Bhsd { 2 } else { 1 }], shape[3]);
+    let mut data = t.to_f32_vec();
+    for (n, e) in data.iter_mut().enumerate() {
+        let (b, j) = match layout {
+            Layout::Bhsd => (n / (hkv * len * x), n / x % len),
+            Layout::Bshd => (n / (len * hkv * x), n / (hkv * x) % len),
+        };
+        if j as i64 >= lengths[b] {
+            *e = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][n % 3];
+        }
+    }
+    Tensor::from_f32_as(shape, &data, t.dtype()).unwrap()
 }
 
 /// A case with mods (`common::mods`, each kind a third of the time), over a long cache half
