@@ -102,6 +102,26 @@ fn is_nan(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
 }
 
+fn is_nan4(x: vec4<f32>) -> vec4<bool> {
+    return (bitcast<vec4<u32>>(x) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u);
+}
+
+// Softcap: c * tanh(s / c) when c > 0. A NaN score stays NaN (as in the reference): llvmpipe's
+// GL tanh gave -1 for NaN, which turned a NaN score into -c.
+fn softcapped(s: f32) -> f32 {
+    if (params.softcap > 0.0) {
+        return select(params.softcap * tanh(s / params.softcap), s, is_nan(s));
+    }
+    return s;
+}
+
+fn softcapped4(s: vec4<f32>) -> vec4<f32> {
+    if (params.softcap > 0.0) {
+        return select(params.softcap * tanh(s / params.softcap), s, is_nan4(s));
+    }
+    return s;
+}
+
 // Workgroups are laid out on a 2-D grid so that more than 65,535 of them can be dispatched.
 fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y * nwg.x + wid.x;

@@ -101,7 +101,7 @@ fn accumulate_tile(i_first: u32, b: u32, h: u32, bd: Bounds, j0: i32, j_end: i32
             } else if (!interior || jb + 3 >= j_end) {
                 bias = bias4(b, h, i, bd, jb, j_end, full);
             }
-            let sm = modded4(capped4(params.scale * s[r]), b, h, i, jb);
+            let sm = modded4(softcapped4(params.scale * s[r]), b, h, i, jb);
             let ok = kept4(bias, sm);
             if (any(ok)) {
                 alive[r] = true;

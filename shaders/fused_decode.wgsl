@@ -224,7 +224,7 @@ fn sg_row_scores(r: u32, b: u32, j0: i32) -> bool {
         }
     }
     let score = subgroupAdd(vec4<f32>(dot(a0, one), dot(a1, one), dot(a2, one), dot(a3, one)));
-    let sm = modded4(capped4(params.scale * score), b, rh[r], ri[r], j0);
+    let sm = modded4(softcapped4(params.scale * score), b, rh[r], ri[r], j0);
     let bias = bias4s[r];
     let ok = kept4(bias, sm);
     p4s[r] = z;
@@ -350,7 +350,7 @@ fn row_score(r: u32, t: u32, b: u32, j: i32) {
         for (var d4 = 0u; d4 < trips(D4); d4++) {
             a += qr[r * D4 + d4] * krow[d4];
         }
-        let sm = mod_score(capped(params.scale * dot(a, vec4<f32>(1.0))), b, rh[r], ri[r], u32(j));
+        let sm = mod_score(softcapped(params.scale * dot(a, vec4<f32>(1.0))), b, rh[r], ri[r], u32(j));
         if (!score_removed(sm)) {
             local_alive[r] = 1.0;
             x = sm + brow[r];
@@ -659,7 +659,7 @@ fn main(
             }
         }
         let score = subgroupAdd(vec4<f32>(dot(a0, one), dot(a1, one), dot(a2, one), dot(a3, one)));
-        let sm = modded4(capped4(params.scale * score), b, h, i, j0);
+        let sm = modded4(softcapped4(params.scale * score), b, h, i, j0);
         let ok = kept4(bias, sm);
         if (!any(ok)) {
             continue;
@@ -792,7 +792,7 @@ fn main(
                     a += qr[d4] * k4(ko, d4);
                 }
 #endif
-                let sm = mod_score(capped(params.scale * dot(a, vec4<f32>(1.0))), b, h, i, u32(j));
+                let sm = mod_score(softcapped(params.scale * dot(a, vec4<f32>(1.0))), b, h, i, u32(j));
                 if (!score_removed(sm)) {
                     local_alive[0] = 1.0;
                     x = sm + bias;

@@ -240,21 +240,6 @@ fn modded4(s: vec4<f32>, b: u32, h: u32, i: u32, jb: i32) -> vec4<f32> {
 #endif
 }
 
-// Softcap: c * tanh(s / c) when c > 0.
-fn capped(s: f32) -> f32 {
-    if (params.softcap > 0.0) {
-        return params.softcap * tanh(s / params.softcap);
-    }
-    return s;
-}
-
-fn capped4(s: vec4<f32>) -> vec4<f32> {
-    if (params.softcap > 0.0) {
-        return params.softcap * tanh(s / params.softcap);
-    }
-    return s;
-}
-
 // [begin, end) of the keys that queries i_first..=i_last may see under the structured masks
 // (window/causal bounds and key length); empty when begin >= end.
 fn key_range(bd: Bounds, i_first: u32, i_last: u32) -> vec2<i32> {

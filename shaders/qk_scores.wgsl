@@ -43,11 +43,7 @@ fn score(b: u32, h: u32, i: u32, j: u32) -> f32 {
             acc += decode(q[word_of(qi)], qi) * decode(k[word_of(ki)], ki);
         }
     }
-    var s = params.scale * acc;
-    if (params.softcap > 0.0) {
-        s = params.softcap * tanh(s / params.softcap);
-    }
-    return s;
+    return softcapped(params.scale * acc);
 }
 
 @compute @workgroup_size(WORKGROUP)

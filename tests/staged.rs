@@ -660,13 +660,21 @@ fn fully_masked_row_is_zero_even_with_non_finite_values() {
 /// NaN and infinity at allowed positions propagate as IEEE arithmetic does in the reference,
 /// on both paths: a NaN in a query row makes that row NaN; an infinite key makes its scores
 /// infinite (softmax then gives NaN or a one-hot row, as in the reference); an infinite value
-/// spreads to every row that gives it weight. Non-finite values are compared in place.
+/// spreads to every row that gives it weight. Non-finite values are compared in place. With a
+/// softcap too: `c * tanh(NaN / c)` is NaN (llvmpipe's GL `tanh` gave -1 for NaN, which turned
+/// a NaN score into `-c`).
 #[test]
 fn non_finite_inputs_at_allowed_positions_propagate_like_the_reference() {
     // Lq = 5 takes the fused prefill kernel, Lq = 1 the decode kernel (keys split, combined).
-    for (dtype, lq) in DTYPES.into_iter().flat_map(|d| [(d, 5), (d, 1)]) {
+    let runs = DTYPES
+        .into_iter()
+        .flat_map(|d| [(d, 5), (d, 1)])
+        .flat_map(|(d, lq)| [(d, lq, 0.0), (d, lq, 5.0)]);
+    for (dtype, lq, softcap) in runs {
         for path in [ExecutionPath::Staged, ExecutionPath::Fused] {
-            let mut c = case(96, Dims::new(1, 4, lq, 9, 8), dtype).path(path);
+            let mut c = case(96, Dims::new(1, 4, lq, 9, 8), dtype)
+                .path(path)
+                .with_opts(|o| o.softcap = softcap);
             if path == ExecutionPath::Fused {
                 c = c.with_opts(|o| o.returns = Returns::default());
             }
@@ -693,7 +701,7 @@ fn non_finite_inputs_at_allowed_positions_propagate_like_the_reference() {
             let nan = |h: usize| out[h * lq * 8..(h + 1) * lq * 8].iter().all(|x| x.is_nan());
             assert!(
                 nan(3),
-                "{dtype} {path:?} lq {lq}: a NaN key makes its head NaN"
+                "{dtype} {path:?} lq {lq} softcap {softcap}: a NaN key makes its head NaN"
             );
         }
     }
