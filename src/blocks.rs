@@ -65,6 +65,26 @@ impl BlockLayout {
     }
 }
 
+/// What the tables may take, checked against the binding limit before they are built (and
+/// by each path's `check_limits`, so [`crate::split`] sees it): the bounds, at most four
+/// words per batch entry and key for the mods' tables, and the block mask's words.
+pub(crate) fn check_tables(
+    ctx: &Context,
+    p: &AttentionProblem,
+    blocks: Option<BlockLayout>,
+) -> Result<u64> {
+    let bounds = 4 * p.bounds.len() as u64;
+    let mods = if p.mods.is_some() {
+        4 * (p.batch * p.total_len()) as u64
+    } else {
+        0
+    };
+    let estimate = bounds + mods + blocks.map_or(0, |b| b.words());
+    check_binding(ctx, TABLES, estimate * 4)
+}
+
+const TABLES: &str = "mask tables (bounds, mods, block mask)";
+
 /// The uploaded `tables` of one call and where its parts lie.
 pub(crate) struct Tables {
     pub buffer: wgpu::Buffer,
@@ -96,17 +116,12 @@ impl Tables {
             q_len: p.q_len,
             total_len: p.total_len(),
         };
-        let estimate = words.len() as u64 + block_words + 4 * (p.batch * p.total_len()) as u64;
-        check_binding(ctx, "mask tables (bounds, mods, block mask)", estimate * 4)?;
+        check_tables(ctx, p, blocks)?;
         let offsets = match mods {
             Some(m) => mods::append_tables(&mut words, m, &dims, block_words as usize),
             None => TableOffsets::default(),
         };
-        let bytes = check_binding(
-            ctx,
-            "mask tables (bounds, mods, block mask)",
-            words.len() as u64 * 4,
-        )?;
+        let bytes = check_binding(ctx, TABLES, words.len() as u64 * 4)?;
         let fingerprint = fingerprint(p, mods, &words, &offsets, blocks);
         let buffer = held.upload(bytemuck::cast_slice(&words))?;
         Ok(Tables {

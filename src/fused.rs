@@ -345,6 +345,7 @@ pub(crate) fn check_limits(ctx: &Context, p: &AttentionProblem, cfg: &Config) ->
     if let Some((_, layout)) = p.mask {
         check_binding(ctx, "mask", layout.len as u64 * 4)?;
     }
+    blocks::check_tables(ctx, p, cfg.blocks(p))?;
     let out = check_binding(ctx, "out", bytes(p.out_len()))?;
     let slots = cfg.splits as u64 * p.rows() as u64;
     let partials = if cfg.combine {

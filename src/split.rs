@@ -193,7 +193,9 @@ fn sub_problem(
         mask,
         bounds: p.bounds[..nb.min(p.bounds.len())].to_vec(),
         returns: p.returns,
-        mods: None,
+        // The mods decide the fused kernel's configuration (a block mask takes one query row
+        // per decode workgroup, and no long decode blocks) and add tables to bind.
+        mods: p.mods.clone(),
     })
 }
 

@@ -44,6 +44,7 @@ pub(crate) fn check_limits(ctx: &Context, p: &AttentionProblem) -> Result<(u64, 
     if let Some((_, layout)) = p.mask {
         check_binding(ctx, "mask", layout.len as u64 * 4)?;
     }
+    blocks::check_tables(ctx, p, None)?;
     let score_bytes = check_binding(
         ctx,
         &format!(

@@ -341,3 +341,46 @@ fn mods_split_over_batches_and_heads() {
         }
     }
 }
+
+/// The planner judges each part with its mods: mods that mask change the fused kernel's
+/// configuration (one query row per decode workgroup, no long decode blocks, more key
+/// splits) and add tables to bind. Judged without them, one query head's part of this
+/// request seemed to fit whole under 3 MiB, and the run then refused its 3.25 MB of partials
+/// (found by tests/soak.rs, seed 9500179).
+#[test]
+fn mods_that_mask_are_judged_with_the_parts() {
+    let dims = Dims::new(1, 5, 125, 125, 256).heads(5, 1).past(175);
+    let mut rng = Rng::new(9500179);
+    let mut on = [false; 7];
+    on[4] = true; // modalities
+    let mods = common::mods::random(&mut rng, on, 1, 5, 125, dims.lt());
+    let c = Case {
+        mods: Some(mods),
+        ..case(9500179, dims, Layout::Bhsd)
+    };
+    for path in PATHS {
+        for max in [3 << 20, 1 << 20] {
+            check_split(&format!("modalities max {max}"), &c, path, max);
+        }
+    }
+}
+
+/// The mods' tables count in the planner's judgement: here they are the largest binding
+/// (four words per batch entry and key against one word of k per key at `D = 1`), so the
+/// fused request splits over batch entries where before it ran whole and its tables were
+/// refused.
+#[test]
+fn mods_tables_are_judged_with_the_parts() {
+    let dims = Dims::new(4, 1, 7, 13, 1);
+    let mut rng = Rng::new(84);
+    let mut on = [false; 7];
+    on[0] = true; // segments
+    let mods = common::mods::random(&mut rng, on, 4, 1, 7, 13);
+    let c = Case {
+        mods: Some(mods),
+        ..case(85, dims, Layout::Bshd)
+    };
+    for path in PATHS {
+        check_split("segments tables", &c, path, 600);
+    }
+}
