@@ -186,20 +186,15 @@ fn build(s: &Spec) -> Case {
     }
     let m = &s.mask;
     if m.kind != 0 {
-        let n = if m.n_is_lt { lt } else { 1 + m.n_pick % lt };
-        let full = [dims.b, dims.hq, dims.lq];
-        let mut shape: Vec<usize> = (4 - m.rank..3)
-            .map(|axis| if m.full[axis] { full[axis] } else { 1 })
-            .collect();
-        shape.push(n);
-        case.mask = Some(match m.kind {
-            1 => random_bool_mask(&mut rng, &shape, 0.7),
-            2 => random_additive_mask(&mut rng, &shape, m.dtype, 3.0, 0.2),
-            _ => {
-                let mask = random_additive_mask(&mut rng, &shape, m.dtype, 3.0, 0.2);
-                poison_one_entry(&mut rng, mask)
-            }
-        });
+        let keys = if m.n_is_lt { lt } else { 1 + m.n_pick % lt };
+        let shape = common::mask_shape(&dims, m.rank, m.full, keys);
+        case.mask = Some(common::random_mask(
+            &mut rng,
+            usize::from(m.kind),
+            &shape,
+            m.dtype,
+            0.7,
+        ));
     }
     case
 }

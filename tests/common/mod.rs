@@ -525,6 +525,34 @@ pub fn poison_one_entry(rng: &mut Rng, mask: Mask) -> Mask {
     Mask::Additive(Tensor::from_f32_as(t.shape().to_vec(), &x, t.dtype()).unwrap())
 }
 
+/// The mask tensor kinds [`random_mask`] draws (0 is no mask).
+pub const MASK_KINDS: [&str; 4] = ["none", "bool", "additive", "additive with NaN or +inf"];
+
+/// A mask shape of rank 1 to 4 for `dims` (right-aligned against `[B, Hq, Lq, Lt]`): each
+/// leading axis full where `full` says (`[B, Hq, Lq]`), else 1 (broadcast), then `keys`.
+pub fn mask_shape(dims: &Dims, rank: usize, full: [bool; 3], keys: usize) -> Vec<usize> {
+    let lengths = [dims.b, dims.hq, dims.lq];
+    let mut shape: Vec<usize> = (4 - rank..3)
+        .map(|axis| if full[axis] { lengths[axis] } else { 1 })
+        .collect();
+    shape.push(keys);
+    shape
+}
+
+/// A random mask tensor of [`MASK_KINDS`]`[kind]` (1 to 3): boolean, `true` with probability
+/// `p_true`; additive in `dtype`, within +-3 and `-inf` a fifth of the time; or additive
+/// with one NaN or `+inf` entry ([`poison_one_entry`]).
+pub fn random_mask(rng: &mut Rng, kind: usize, shape: &[usize], dtype: DType, p_true: f64) -> Mask {
+    match kind {
+        1 => random_bool_mask(rng, shape, p_true),
+        2 => random_additive_mask(rng, shape, dtype, 3.0, 0.2),
+        _ => {
+            let mask = random_additive_mask(rng, shape, dtype, 3.0, 0.2);
+            poison_one_entry(rng, mask)
+        }
+    }
+}
+
 /// Flat `[B, Hq, Lq, X]` row index of `(b, h, i)`.
 pub fn row_of(dims: &Dims, b: usize, h: usize, i: usize) -> usize {
     (b * dims.hq + h) * dims.lq + i
