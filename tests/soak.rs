@@ -16,7 +16,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use common::*;
 use wgattn::{
-    AttentionOutput, Context, DType, ExecutionPath, Layout, MaskMods, Returns, Tensor, Tuning,
+    AttentionOutput, Context, DType, Error, ExecutionPath, Layout, MaskMods, Returns, Tensor,
+    Tuning,
 };
 
 const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
@@ -45,14 +46,7 @@ fn contexts() -> Vec<(&'static str, Context)> {
                 ..Tuning::AUTO
             },
         ),
-        tuned(
-            "small-limits",
-            Tuning {
-                max_loop_trips: Some(5000),
-                max_binding_bytes: Some(3 << 20),
-                ..Tuning::AUTO
-            },
-        ),
+        tuned(SMALL_LIMITS, small_limits(3 << 20)),
         tuned(
             "odd-tiles",
             Tuning {
@@ -74,6 +68,18 @@ fn contexts() -> Vec<(&'static str, Context)> {
             },
         ),
     ]
+}
+
+const SMALL_LIMITS: &str = "small-limits";
+
+/// A loop-trip limit of 5000 (key splits in passes) and a binding limit of `bytes`
+/// (requests split over batch entries and heads).
+fn small_limits(bytes: u64) -> Tuning {
+    Tuning {
+        max_loop_trips: Some(5000),
+        max_binding_bytes: Some(bytes),
+        ..Tuning::AUTO
+    }
 }
 
 fn pick<T: Copy>(rng: &mut Rng, xs: &[T]) -> T {
@@ -299,6 +305,15 @@ fn soak(name: &str, draw: fn(&mut Rng) -> (Case, String), reuse_block_masks: boo
         // beforehand (`wgattn::block_mask`), as a caller reusing it across calls does.
         let reuse = reuse_block_masks && case.mods.as_ref().is_some_and(masks) && rng.bool(0.5);
         let reused = if reuse { ", block mask reused" } else { "" };
+        // The small-limits tuning's binding limit, per case: requests split over batch
+        // entries and heads at every size, down to parts of one query head.
+        let mut tuning = tuning.to_string();
+        let limit =
+            (tuning == SMALL_LIMITS).then(|| pick(&mut rng, &[3 << 20, 1 << 20, 256 << 10]));
+        if let Some(bytes) = limit {
+            ctx.set_tuning(small_limits(bytes));
+            tuning += &format!(" ({} KiB)", bytes >> 10);
+        }
         let what = format!("seed {} on {tuning}{reused}: {what}", seed - 1);
         eprintln!("{name}: {what}");
         let result = catch_unwind(AssertUnwindSafe(|| {
@@ -322,8 +337,20 @@ fn soak(name: &str, draw: fn(&mut Rng) -> (Case, String), reuse_block_masks: boo
             if let Some(bm) = &block_mask {
                 inputs = inputs.with_block_mask(bm);
             }
-            let got = wgattn::masked_attention(ctx, &inputs, &case.opts)
-                .unwrap_or_else(|e| panic!("GPU failed: {e}"));
+            let got = match wgattn::masked_attention(ctx, &inputs, &case.opts) {
+                Ok(got) => got,
+                // What even one batch entry and query head exceeds cannot be split further
+                // (the key axis is not split); the refusal must say so.
+                Err(e @ Error::ExceedsLimit { .. })
+                    if limit.is_some()
+                        && (e.to_string().contains("the smallest split")
+                            || case.dims.b * case.dims.hq == 1) =>
+                {
+                    eprintln!("{name}: refused as expected: {e}");
+                    return;
+                }
+                Err(e) => panic!("GPU failed: {e}"),
+            };
             let (want, largest) = reference_and_largest_score(&case);
             // An f32 logit is off by up to its ulp whatever the path; with logits in the
             // thousands that moves an f32 `out` and `probs` past their tolerance (both paths,
