@@ -14,6 +14,7 @@ mod common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use common::embed;
 use common::*;
 use wgattn::{
     AttentionOutput, Context, DType, Error, ExecutionPath, Layout, MaskMods, Returns, Tensor,
@@ -278,6 +279,12 @@ fn reference_and_largest_score(case: &Case) -> (AttentionOutput, f64) {
     (want, largest)
 }
 
+/// What a case ran through: `masked_attention`, or `record_attention` (`out` only).
+enum Got {
+    Call(Box<AttentionOutput>),
+    Recorded(Tensor),
+}
+
 /// Runs `SOAK_CASES` cases drawn by `draw` on random tunings; panics listing every failing
 /// case (its seed, tuning and description).
 fn soak(name: &str, draw: fn(&mut Rng) -> (Case, String), reuse_block_masks: bool) {
@@ -314,7 +321,11 @@ fn soak(name: &str, draw: fn(&mut Rng) -> (Case, String), reuse_block_masks: boo
             ctx.set_tuning(small_limits(bytes));
             tuning += &format!(" ({} KiB)", bytes >> 10);
         }
-        let what = format!("seed {} on {tuning}{reused}: {what}", seed - 1);
+        // A fifth of the cases record_attention takes (no cache, no intermediates, no block
+        // mask to reuse) run through it, on tensors in a caller's buffers.
+        let embedded = case.past.is_none() && !case.opts.returns.any() && !reuse && rng.bool(0.2);
+        let recorded = if embedded { ", recorded" } else { "" };
+        let what = format!("seed {} on {tuning}{reused}{recorded}: {what}", seed - 1);
         eprintln!("{name}: {what}");
         let result = catch_unwind(AssertUnwindSafe(|| {
             let block_mask =
@@ -337,13 +348,20 @@ fn soak(name: &str, draw: fn(&mut Rng) -> (Case, String), reuse_block_masks: boo
             if let Some(bm) = &block_mask {
                 inputs = inputs.with_block_mask(bm);
             }
-            let got = match wgattn::masked_attention(ctx, &inputs, &case.opts) {
+            let result = if embedded {
+                embed::record_case(ctx, &what, &case).map(|(out, _)| Got::Recorded(out))
+            } else {
+                wgattn::masked_attention(ctx, &inputs, &case.opts).map(|o| Got::Call(Box::new(o)))
+            };
+            let got = match result {
                 Ok(got) => got,
                 // What even one batch entry and query head exceeds cannot be split further
-                // (the key axis is not split); the refusal must say so.
+                // (the key axis is not split), and record_attention does not split: the
+                // refusal must say so.
                 Err(e @ Error::ExceedsLimit { .. })
                     if limit.is_some()
-                        && (e.to_string().contains("the smallest split")
+                        && (embedded
+                            || e.to_string().contains("the smallest split")
                             || case.dims.b * case.dims.hq == 1) =>
                 {
                     eprintln!("{name}: refused as expected: {e}");
@@ -361,7 +379,10 @@ fn soak(name: &str, draw: fn(&mut Rng) -> (Case, String), reuse_block_masks: boo
                 tols.out.atol += ulp;
                 tols.probs.atol += ulp;
             }
-            compare("", &got, &want, &case.opts.returns, tols);
+            match got {
+                Got::Call(got) => compare("", &got, &want, &case.opts.returns, tols),
+                Got::Recorded(out) => assert_close("out (recorded)", &out, &want.out, tols.out),
+            }
         }));
         if result.is_err() {
             failures.push(what);

@@ -6,6 +6,7 @@
 pub mod browser;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod embed;
 pub mod mods;
 
 use std::sync::OnceLock;
