@@ -109,14 +109,11 @@ impl<'a> GpuInputs<'a> {
 /// wgpu keeps them alive for the GPU, so this may be dropped at any time, before or after the
 /// encoder is submitted.
 pub struct RecordedAttention<'c> {
-    // Read by `gpu_time`, which blocks and so is not offered on the web.
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     ctx: &'c Context,
     held: Held<'c>,
     problem: AttentionProblem,
     path: ExecutionPath,
     /// Where the passes' timestamps are read back, when the context times calls.
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     timestamps: Option<crate::timing::Pending>,
 }
 
@@ -158,6 +155,23 @@ impl RecordedAttention<'_> {
             .poll(wgpu::PollType::wait_indefinitely())
             .ok()?;
         match pollster::block_on(mapped.receive()) {
+            Some(Ok(())) => pending.read(self.ctx),
+            _ => None,
+        }
+    }
+
+    /// [`Self::gpu_time`] without blocking the calling thread, and on the web (where the
+    /// browser's event loop completes the read-back): natively a helper thread waits for the
+    /// device while the future is pending. Await it after submitting the encoder.
+    pub async fn gpu_time_async(&self) -> Option<(std::time::Duration, Vec<crate::KernelTime>)> {
+        let pending = self.timestamps.as_ref()?;
+        let mapped = pending.map();
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let device = self.ctx.device().clone();
+            std::thread::spawn(move || device.poll(wgpu::PollType::wait_indefinitely()));
+        }
+        match mapped.receive().await {
             Some(Ok(())) => pending.read(self.ctx),
             _ => None,
         }

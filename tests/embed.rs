@@ -242,6 +242,12 @@ fn recordings_report_their_device_time() {
         let recorded = record_attention(&ctx, &mut encoder, &inputs, &opts, &out).unwrap();
         ctx.queue().submit([encoder.finish()]);
         let time = recorded.gpu_time();
+        // The same timestamps read again, without blocking.
+        assert_eq!(
+            pollster::block_on(recorded.gpu_time_async()),
+            time,
+            "{path:?}: gpu_time_async"
+        );
         let Some((span, each)) = time else {
             assert!(!timing, "{path:?}: no device time with timing on");
             continue;

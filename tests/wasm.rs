@@ -163,33 +163,31 @@ fn the_async_api_runs_on_webgpu_in_headless_chromium() {
     assert_eq!(got.len(), cases.len(), "every case reported");
     for (case, g) in cases.iter().zip(got) {
         let name = case.name;
-        assert_eq!(g["name"], name);
-        if let Some(e) = g.get("error") {
-            panic!("{name}: the call failed in the browser: {e}");
-        }
+        check_reported(case, g, name);
         let pending = g["pending"].as_u64().expect("a pending count");
         eprintln!("{name}: Pending {pending} times");
         assert!(
             pending >= 1,
             "{name}: the future never returned Pending, so it cannot have waited for the device"
         );
-        let want = reference::masked_attention(&case.inputs(), &case.options)
-            .unwrap()
-            .out;
-        let shape: Vec<usize> = g["shape"]
-            .as_array()
-            .expect("a shape")
-            .iter()
-            .map(|d| d.as_u64().expect("a size") as usize)
-            .collect();
-        let values: Vec<f32> = g["out_bits"]
-            .as_array()
-            .expect("the output's bits")
-            .iter()
-            .map(|b| f32::from_bits(b.as_u64().expect("a bit pattern") as u32))
-            .collect();
-        let out = Tensor::from_f32_as(shape, &values, want.dtype()).expect("a valid output");
-        assert_close(name, &out, &want, Tol::for_dtype(want.dtype()));
+    }
+    // The same cases through record_attention on the page's own buffers; a device time
+    // wherever the browser offers timestamp queries.
+    let timestamps = report["features"]
+        .as_str()
+        .is_some_and(|f| f.contains("TIMESTAMP_QUERY"));
+    let recorded = report["recorded"]
+        .as_array()
+        .expect("the report lists recordings");
+    assert_eq!(recorded.len(), cases.len(), "every recording reported");
+    for (case, g) in cases.iter().zip(recorded) {
+        let name = format!("{} (recorded)", case.name);
+        check_reported(case, g, &name);
+        assert_eq!(
+            g["timed"].as_bool(),
+            Some(timestamps),
+            "{name}: a device time exactly where the browser offers timestamp queries"
+        );
     }
 
     let bad = web_cases::invalid();
@@ -202,4 +200,29 @@ fn the_async_api_runs_on_webgpu_in_headless_chromium() {
         "the browser refuses {} with the native error",
         bad.name
     );
+}
+
+/// `case`'s reported output (its shape and bit patterns), checked against the CPU reference.
+fn check_reported(case: &web_cases::WebCase, g: &Value, name: &str) {
+    assert_eq!(g["name"], case.name);
+    if let Some(e) = g.get("error") {
+        panic!("{name}: the call failed in the browser: {e}");
+    }
+    let want = reference::masked_attention(&case.inputs(), &case.options)
+        .unwrap()
+        .out;
+    let shape: Vec<usize> = g["shape"]
+        .as_array()
+        .expect("a shape")
+        .iter()
+        .map(|d| d.as_u64().expect("a size") as usize)
+        .collect();
+    let values: Vec<f32> = g["out_bits"]
+        .as_array()
+        .expect("the output's bits")
+        .iter()
+        .map(|b| f32::from_bits(b.as_u64().expect("a bit pattern") as u32))
+        .collect();
+    let out = Tensor::from_f32_as(shape, &values, want.dtype()).expect("a valid output");
+    assert_close(name, &out, &want, Tol::for_dtype(want.dtype()));
 }
