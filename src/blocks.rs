@@ -65,22 +65,30 @@ impl BlockLayout {
     }
 }
 
-/// What the tables may take, checked against the binding limit before they are built (and
-/// by each path's `check_limits`, so [`crate::split`] sees it): the bounds, at most four
-/// words per batch entry and key for the mods' tables, and the block mask's words.
+/// Bytes of the tables, checked against the binding limit before they are built (and by each
+/// path's `check_limits`, so [`crate::split`] sees them): the bounds, the mods' tables and the
+/// block mask's words.
 pub(crate) fn check_tables(
     ctx: &Context,
     p: &AttentionProblem,
     blocks: Option<BlockLayout>,
 ) -> Result<u64> {
     let bounds = 4 * p.bounds.len() as u64;
-    let mods = if p.mods.is_some() {
-        4 * (p.batch * p.total_len()) as u64
-    } else {
-        0
-    };
-    let estimate = bounds + mods + blocks.map_or(0, |b| b.words());
-    check_binding(ctx, TABLES, estimate * 4)
+    let mods = p
+        .mods
+        .as_ref()
+        .map_or(0, |m| mods::table_words(m, &dims(p)));
+    let words = (bounds + mods + blocks.map_or(0, |b| b.words())).max(1);
+    check_binding(ctx, TABLES, words * 4)
+}
+
+fn dims(p: &AttentionProblem) -> mods::Dims {
+    mods::Dims {
+        batch: p.batch,
+        q_heads: p.q_heads,
+        q_len: p.q_len,
+        total_len: p.total_len(),
+    }
 }
 
 const TABLES: &str = "mask tables (bounds, mods, block mask)";
@@ -110,18 +118,22 @@ impl Tables {
             .flat_map(|b| [b.lo, b.hi, b.kv_len, b.offset].map(|x| x as u32))
             .collect();
         let block_words = blocks.map_or(0, |b| b.words());
-        let dims = mods::Dims {
-            batch: p.batch,
-            q_heads: p.q_heads,
-            q_len: p.q_len,
-            total_len: p.total_len(),
-        };
-        check_tables(ctx, p, blocks)?;
+        let bytes = check_tables(ctx, p, blocks)?;
         let offsets = match mods {
-            Some(m) => mods::append_tables(&mut words, m, &dims, block_words as usize),
+            Some(m) => mods::append_tables(&mut words, m, &dims(p), block_words as usize),
             None => TableOffsets::default(),
         };
-        let bytes = check_binding(ctx, TABLES, words.len() as u64 * 4)?;
+        if words.is_empty() {
+            words.push(0);
+        }
+        // What was checked is what is bound.
+        if words.len() as u64 * 4 != bytes {
+            return Err(Error::Gpu(format!(
+                "mask tables: {} words built, {} counted",
+                words.len(),
+                bytes / 4
+            )));
+        }
         let fingerprint = fingerprint(p, mods, &words, &offsets, blocks);
         let buffer = held.upload(bytemuck::cast_slice(&words))?;
         Ok(Tables {

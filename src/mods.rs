@@ -318,6 +318,56 @@ pub struct ModsInfo {
     pub batch_offset: usize,
     /// The first query head, likewise added to `h`.
     pub head_offset: usize,
+    /// Words of the mods' tables that do not grow with batch entries or heads (blocked
+    /// tokens or the class table, `modality_allow` and `modality_causal`): see
+    /// [`table_words`].
+    pub fixed_table_words: usize,
+}
+
+/// Words of the mods' tables for a problem of `d`'s sizes: what [`append_tables`] writes
+/// before the block mask.
+pub(crate) fn table_words(info: &ModsInfo, d: &Dims) -> u64 {
+    let f = info.flags;
+    let (b, lq, lt) = (d.batch as u64, d.q_len as u64, d.total_len as u64);
+    let per_entry = [
+        (f.segments, lq + lt),
+        (f.prefix, 1),
+        (f.tokens, 2 * lt),
+        (f.modality, lq + lt),
+    ];
+    let per_batch: u64 = per_entry.iter().filter(|(on, _)| *on).map(|(_, n)| n).sum();
+    let alibi = if f.alibi { d.q_heads as u64 } else { 0 };
+    b * per_batch + alibi + info.fixed_table_words as u64
+}
+
+/// [`ModsInfo::fixed_table_words`] of `mods`.
+fn fixed_table_words(mods: &MaskMods) -> usize {
+    let tokens = mods.token_filter.as_ref().map_or(0, |t| match &t.blocked {
+        BlockedTokens::Ids(ids) => blocked_ids(ids).len(),
+        BlockedTokens::Classes { class_of, .. } => class_of.len() + class_flags(class_of),
+    });
+    let modalities = mods
+        .modalities
+        .as_ref()
+        .map_or(0, |m| m.allow.len() + m.causal.len());
+    tokens + modalities
+}
+
+/// The blocked token ids the kernels search: those in `0..2^31`, sorted, without repeats.
+fn blocked_ids(ids: &[i64]) -> Vec<u32> {
+    let mut sorted: Vec<u32> = ids
+        .iter()
+        .filter(|&&x| (0..=i32::MAX as i64).contains(&x))
+        .map(|&x| x as u32)
+        .collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted
+}
+
+/// Entries of the blocked-class flags: one per class up to the largest in `class_of`.
+fn class_flags(class_of: &[u32]) -> usize {
+    class_of.iter().copied().max().unwrap_or(0) as usize + 1
 }
 
 /// Sizes the mods are checked against.
@@ -502,6 +552,7 @@ pub(crate) fn validate(mods: &MaskMods, d: &Dims) -> Result<ModsInfo> {
         per_head: user_reads("h"),
         batch_offset: 0,
         head_offset: 0,
+        fixed_table_words: fixed_table_words(mods),
     })
 }
 
@@ -756,21 +807,14 @@ pub(crate) fn append_tables(
         o.ids = put(words, &mut t.kv_token_ids.iter().map(|&x| x as u32));
         match &t.blocked {
             BlockedTokens::Ids(ids) => {
-                let mut sorted: Vec<u32> = ids
-                    .iter()
-                    .filter(|&&x| (0..=i32::MAX as i64).contains(&x))
-                    .map(|&x| x as u32)
-                    .collect();
-                sorted.sort_unstable();
-                sorted.dedup();
+                let sorted = blocked_ids(ids);
                 o.n_blocked = sorted.len() as u32;
                 o.blocked = put(words, &mut sorted.into_iter());
             }
             BlockedTokens::Classes { class_of, blocked } => {
                 o.n_classes = class_of.len() as u32;
                 o.classes = put(words, &mut class_of.iter().copied());
-                let top = class_of.iter().copied().max().unwrap_or(0) as usize + 1;
-                let mut flags = vec![0u32; top];
+                let mut flags = vec![0u32; class_flags(class_of)];
                 for &c in blocked {
                     if let Some(f) = flags.get_mut(c as usize) {
                         *f = 1;
@@ -789,9 +833,6 @@ pub(crate) fn append_tables(
         o.modalities = m.causal.len() as u32;
     }
     o.blocks = put(words, &mut std::iter::repeat_n(0, block_words));
-    if words.is_empty() {
-        words.push(0);
-    }
     o
 }
 
