@@ -17,7 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use common::embed;
 use common::*;
 use wgattn::{
-    AttentionOutput, Context, DType, Error, ExecutionPath, Layout, MaskMods, Returns, Tensor,
+    AttentionOutput, Context, DType, Error, ExecutionPath, Layout, Mask, MaskMods, Returns, Tensor,
     Tuning,
 };
 
@@ -176,28 +176,36 @@ fn draw(rng: &mut Rng) -> (Case, String) {
         what.push_str(", junk past the lengths");
     }
     if kind != 0 {
-        // Rank 1 to 4, each leading axis full or 1, the key axis `Lt` or shorter (broadcast).
-        let rank = 1 + rng.below(4);
-        let mut full = [false; 3];
-        for f in &mut full[4 - rank..] {
-            *f = rng.bool(0.5);
-        }
-        let keys = if rng.bool(0.6) { lt } else { 1 + rng.below(lt) };
-        let shape = mask_shape(&dims, rank, full, keys);
-        let mask_dtype = pick(rng, &DTYPES);
-        let p_true = if kind == 1 {
-            pick(rng, &[0.9, 0.5, 0.05])
-        } else {
-            0.0
-        };
-        what += &format!(", mask {} {shape:?} {mask_dtype:?}", MASK_KINDS[kind]);
-        case.mask = Some(random_mask(rng, kind, &shape, mask_dtype, p_true));
+        let (mask, line) = draw_mask(rng, &dims, kind);
+        what += &line;
+        case.mask = Some(mask);
     }
     let what = format!(
         "{dims:?} {dtype:?} {layout:?} amp {amp} kv_lengths {:?} {:?}{what}",
         case.kv_lengths, case.opts
     );
     (case, what)
+}
+
+/// A mask tensor of [`MASK_KINDS`]`[kind]` for `dims`, and a line saying what it is: rank 1
+/// to 4, each leading axis full or 1, the key axis `Lt` or shorter (all broadcast).
+fn draw_mask(rng: &mut Rng, dims: &Dims, kind: usize) -> (Mask, String) {
+    let rank = 1 + rng.below(4);
+    let mut full = [false; 3];
+    for f in &mut full[4 - rank..] {
+        *f = rng.bool(0.5);
+    }
+    let lt = dims.lt();
+    let keys = if rng.bool(0.6) { lt } else { 1 + rng.below(lt) };
+    let shape = mask_shape(dims, rank, full, keys);
+    let mask_dtype = pick(rng, &DTYPES);
+    let p_true = if kind == 1 {
+        pick(rng, &[0.9, 0.5, 0.05])
+    } else {
+        0.0
+    };
+    let line = format!(", mask {} {shape:?} {mask_dtype:?}", MASK_KINDS[kind]);
+    (random_mask(rng, kind, &shape, mask_dtype, p_true), line)
 }
 
 /// `t` (`k` or `v` in `layout`, `hkv` heads) with NaN and infinities at the keys past each
@@ -229,7 +237,12 @@ fn draw_mods(rng: &mut Rng) -> (Case, String) {
     let dims = dims(rng, lq, lq, past, &[1, 2, 4, 5]);
     let lt = dims.lt();
     let dtype = pick(rng, &DTYPES);
-    let mut case = Case::random(rng, dims, dtype, Layout::Bhsd);
+    let layout = if rng.bool(0.3) {
+        Layout::Bshd
+    } else {
+        Layout::Bhsd
+    };
+    let mut case = Case::random(rng, dims, dtype, layout);
     case.opts.causal = rng.bool(0.5);
     case.opts.window_left = if rng.bool(0.3) {
         rng.below(300) as i64
@@ -238,15 +251,21 @@ fn draw_mods(rng: &mut Rng) -> (Case, String) {
     };
     let on: [bool; 7] = std::array::from_fn(|_| rng.bool(0.3));
     case.mods = Some(mods::random(rng, on, dims.b, dims.hq, lq, lt));
+    // Key lengths beside the mods (without a cache, where they are allowed).
+    if past.is_none() && rng.bool(0.2) {
+        case.kv_lengths = Some((0..dims.b).map(|_| rng.below(lt + 1) as i64).collect());
+    }
+    let mut what = String::new();
     if rng.bool(0.3) {
-        let shape = [1, dims.hq, lq, lt];
-        case.mask = Some(random_additive_mask(rng, &shape, DType::F32, 2.0, 0.1));
+        let kind = 1 + rng.below(3);
+        let (mask, line) = draw_mask(rng, &dims, kind);
+        what = line;
+        case.mask = Some(mask);
     }
     let kinds: Vec<&str> = (0..7).filter(|&i| on[i]).map(|i| mods::KINDS[i]).collect();
     let what = format!(
-        "{dims:?} {dtype:?} mods {kinds:?} mask {} {:?}",
-        case.mask.is_some(),
-        case.opts
+        "{dims:?} {dtype:?} {layout:?} mods {kinds:?} kv_lengths {:?} {:?}{what}",
+        case.kv_lengths, case.opts
     );
     (case, what)
 }
