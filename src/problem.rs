@@ -297,7 +297,7 @@ pub struct AttentionProblem {
 
 /// The structured masks of one batch entry, folded into three integers (and the causal
 /// offset, which the mods need).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RowBounds {
     /// Key `j` needs `j >= i + lo`.
     pub lo: i32,

@@ -8,7 +8,8 @@
 //! split into contiguous ranges that share it. The key and query axes are never split. What
 //! one batch entry and one query head still exceeds fails with [`Error::ExceedsLimit`].
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use half::{bf16, f16};
@@ -20,6 +21,7 @@ use crate::gpu::Wait;
 use crate::output::AttentionOutput;
 use crate::problem::{
     mask_layout, AttentionInputs, AttentionOptions, AttentionProblem, ExecutionPath, Layout,
+    RowBounds,
 };
 use crate::tensor::{BoolMask, DType, Mask, Tensor, TensorData};
 use crate::{fused, staged};
@@ -52,8 +54,10 @@ pub(crate) fn plan(
 /// Splits `p` into the fewest contiguous parts that `fits` accepts: whole batch entries if one
 /// fits, else ranges of key/value heads of one batch entry, else ranges of one key/value
 /// head's query heads. Parts of one level differ in size by at most one (so a later part
-/// reuses the buffers of an earlier one). `fits` fails with `ExceedsLimit` for a shape over
-/// a limit; any other error is passed on.
+/// reuses the buffers of an earlier one). Every part is judged with its own batch entries'
+/// bounds (the fused kernels' key splits follow the widest key range, so a long entry needs
+/// more than a short one). `fits` fails with `ExceedsLimit` for a shape over a limit; any
+/// other error is passed on.
 fn partition(
     p: &AttentionProblem,
     mask_shape: Option<&[usize]>,
@@ -63,11 +67,34 @@ fn partition(
         return Ok(None);
     }
     let group = p.group();
-    let probe = |nb: usize, nkv: usize, nq: usize| -> Result<Option<Error>> {
-        over_limit(fits(&sub_problem(p, mask_shape, nb, nkv, nq)?))
+    // What a part needs follows from its sizes and the distinct bounds of its batch entries:
+    // each such combination is judged once.
+    let judged = RefCell::new(HashMap::new());
+    let probe = |batches: Range<usize>, nkv: usize, nq: usize| -> Result<Option<Error>> {
+        let mut distinct: Vec<RowBounds> = p.bounds[batches.clone()].to_vec();
+        distinct.sort_unstable_by_key(|b| (b.lo, b.hi, b.kv_len, b.offset));
+        distinct.dedup();
+        let key = (batches.len(), nkv, nq, distinct);
+        if let Some(known) = judged.borrow().get(&key) {
+            return Ok(Option::clone(known));
+        }
+        let verdict = over_limit(fits(&sub_problem(p, mask_shape, batches, nkv, nq)?))?;
+        judged.borrow_mut().insert(key, verdict.clone());
+        Ok(verdict)
+    };
+    // A part of one batch entry, for whichever entry: the first refusal, if any.
+    let mut seen = HashSet::new();
+    let entries: Vec<usize> = (0..p.batch).filter(|&b| seen.insert(p.bounds[b])).collect();
+    let every_entry = |nkv: usize, nq: usize| -> Result<Option<Error>> {
+        for &b in &entries {
+            if let Some(e) = probe(b..b + 1, nkv, nq)? {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
     };
 
-    if let Some(batches) = fewest(p.batch, |n| probe(n, p.kv_heads, p.q_heads))? {
+    if let Some(batches) = fewest(p.batch, |r| probe(r, p.kv_heads, p.q_heads))? {
         return Ok(Some(
             batches
                 .into_iter()
@@ -79,7 +106,7 @@ fn partition(
                 .collect(),
         ));
     }
-    if let Some(kv_ranges) = fewest(p.kv_heads, |n| probe(1, n, n * group))? {
+    if let Some(kv_ranges) = fewest(p.kv_heads, |r| every_entry(r.len(), r.len() * group))? {
         let parts = (0..p.batch).flat_map(|b| {
             kv_ranges.iter().map(move |kv| Part {
                 batches: b..b + 1,
@@ -89,7 +116,7 @@ fn partition(
         });
         return Ok(Some(parts.collect()));
     }
-    if let Some(q_ranges) = fewest(group, |n| probe(1, 1, n))? {
+    if let Some(q_ranges) = fewest(group, |r| every_entry(1, r.len()))? {
         let parts = (0..p.batch).flat_map(|b| {
             let q_ranges = &q_ranges;
             (0..p.kv_heads).flat_map(move |kv| {
@@ -103,7 +130,7 @@ fn partition(
         return Ok(Some(parts.collect()));
     }
     // Even one batch entry and one query head is over a limit: name that binding.
-    let mut e = probe(1, 1, 1)?.unwrap_or(Error::Gpu(
+    let mut e = every_entry(1, 1)?.unwrap_or(Error::Gpu(
         "splitting over batch and heads found no part that fits".into(),
     ));
     if p.batch * p.q_heads > 1 {
@@ -123,47 +150,42 @@ fn over_limit(r: Result<()>) -> Result<Option<Error>> {
     }
 }
 
-/// The fewest contiguous ranges covering `0..n`, sizes differing by at most one, each of a
-/// size `fits` accepts; `None` when even size 1 is over a limit.
+/// The fewest contiguous ranges covering `0..n`, sizes differing by at most one, each of which
+/// `over` finds within the limits (`Ok(None)`); `None` when even ranges of one are not.
 fn fewest(
     n: usize,
-    fits: impl Fn(usize) -> Result<Option<Error>>,
+    over: impl Fn(Range<usize>) -> Result<Option<Error>>,
 ) -> Result<Option<Vec<Range<usize>>>> {
-    let mut seen = HashMap::new();
-    let mut ok = |size: usize| -> Result<bool> {
-        if let Some(&known) = seen.get(&size) {
-            return Ok(known);
-        }
-        let fit = fits(size)?.is_none();
-        seen.insert(size, fit);
-        Ok(fit)
-    };
-    for parts in 1..=n {
+    'parts: for parts in 1..=n {
         let (small, extra) = (n / parts, n % parts);
-        if ok(small + (extra > 0) as usize)? && (extra == 0 || ok(small)?) {
-            let mut start = 0;
-            let ranges = (0..parts)
-                .map(|i| {
-                    let len = small + (i < extra) as usize;
-                    start += len;
-                    start - len..start
-                })
-                .collect();
-            return Ok(Some(ranges));
+        let mut start = 0;
+        let ranges: Vec<Range<usize>> = (0..parts)
+            .map(|i| {
+                let len = small + (i < extra) as usize;
+                start += len;
+                start - len..start
+            })
+            .collect();
+        for r in &ranges {
+            if over(r.clone())?.is_some() {
+                continue 'parts;
+            }
         }
+        return Ok(Some(ranges));
     }
     Ok(None)
 }
 
-/// The shape of a part of `nb` batch entries, `nkv` key/value heads and `nq` query heads:
-/// what the limit checks read (the bounds of the first `nb` entries stand for any `nb`).
+/// The shape of a part of the batch entries `batches`, `nkv` key/value heads and `nq` query
+/// heads: what the limit checks read.
 fn sub_problem(
     p: &AttentionProblem,
     mask_shape: Option<&[usize]>,
-    nb: usize,
+    batches: Range<usize>,
     nkv: usize,
     nq: usize,
 ) -> Result<AttentionProblem> {
+    let nb = batches.len();
     let mask = match (p.mask, mask_shape) {
         (Some((kind, _)), Some(shape)) => {
             let [b, h, i, j] = pad4(shape);
@@ -191,7 +213,7 @@ fn sub_problem(
         scale: p.scale,
         softcap: p.softcap,
         mask,
-        bounds: p.bounds[..nb.min(p.bounds.len())].to_vec(),
+        bounds: p.bounds[batches].to_vec(),
         returns: p.returns,
         // The mods decide the fused kernel's configuration (a block mask takes one query row
         // per decode workgroup, and no long decode blocks) and add tables to bind.
@@ -598,6 +620,41 @@ mod tests {
     }
 
     #[test]
+    fn every_batch_range_is_judged_with_its_own_bounds() {
+        // A limit on batch entries x their longest key length: entries of 1, 1, 7 and 7 keys
+        // take 0..2 (2), 2..3 (7) and 3..4 (7) under 7, where judging each range of two by
+        // the first two entries' bounds would have let 2..4 (14) through.
+        let t = |shape: [usize; 4]| Tensor::from_f32(shape, vec![0.5; shape.iter().product()]);
+        let (q, k, v) = (t([4, 1, 3, 8]), t([4, 1, 7, 8]), t([4, 1, 7, 8]));
+        let (q, k, v) = (q.unwrap(), k.unwrap(), v.unwrap());
+        let lengths = [1, 1, 7, 7];
+        let inputs = AttentionInputs::new(&q, &k, &v).with_kv_lengths(&lengths);
+        let p = AttentionProblem::new(&inputs, &AttentionOptions::default()).unwrap();
+        let fits = |sub: &AttentionProblem| {
+            let longest = sub.bounds.iter().map(|b| b.kv_len).max().unwrap_or(0);
+            let requested = (sub.batch * longest as usize) as u64;
+            if requested <= 7 {
+                Ok(())
+            } else {
+                Err(Error::ExceedsLimit {
+                    what: "entries x keys".into(),
+                    limit: "test",
+                    requested,
+                    max: 7,
+                })
+            }
+        };
+        assert_eq!(
+            partition(&p, None, fits).unwrap().unwrap(),
+            vec![
+                part(0..2, 0..1, 0..1),
+                part(2..3, 0..1, 0..1),
+                part(3..4, 0..1, 0..1)
+            ]
+        );
+    }
+
+    #[test]
     fn one_unit_over_the_limit_fails_naming_it() {
         let p = problem(2, 2, 1, 5, 7, 8);
         let e = partition(&p, None, scores_at_most(34)).unwrap_err();
@@ -647,7 +704,7 @@ mod tests {
                 ..Default::default()
             };
             let p = AttentionProblem::new(&inputs, &opts).unwrap();
-            let sub = sub_problem(&p, Some(&shape), 1, 1, 2).unwrap();
+            let sub = sub_problem(&p, Some(&shape), 0..1, 1, 2).unwrap();
             assert_eq!(sub.mask.map(|(_, l)| l.len), Some(len), "{shape:?}");
             assert_eq!(sub.score_shape(), vec![1, 2, 5, 7]);
         }

@@ -384,3 +384,16 @@ fn mods_tables_are_judged_with_the_parts() {
         check_split("segments tables", &c, path, 600);
     }
 }
+
+/// The planner judges each batch range with its own key lengths: the fused prefill kernel's
+/// key splits (and so its partials) follow the widest key range a tile sees, so a part of the
+/// long entry needs more than one of the short entry. Judged by the first entries' lengths
+/// for every range, a part of the second entry was planned to fit and then refused.
+#[test]
+fn key_lengths_of_every_batch_range_are_judged() {
+    let dims = Dims::new(2, 4, 200, 3000, 64).heads(4, 1);
+    let c = case(86, dims, Layout::Bhsd).with_kv_lengths(vec![10, 3000]);
+    check_split("short then long keys", &c, ExecutionPath::Fused, 2_500_000);
+    let c = case(87, dims, Layout::Bhsd).with_kv_lengths(vec![3000, 10]);
+    check_split("long then short keys", &c, ExecutionPath::Fused, 2_500_000);
+}
