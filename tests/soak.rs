@@ -87,7 +87,8 @@ fn pick<T: Copy>(rng: &mut Rng, xs: &[T]) -> T {
     xs[rng.below(xs.len())]
 }
 
-/// Batch, heads and head dims: one of the usual head dims half the time, else any up to 140.
+/// Batch (1 to 3, so split parts hold entries of different key lengths), heads and head dims:
+/// one of the usual head dims half the time, else any up to 140.
 fn dims(rng: &mut Rng, lq: usize, lk: usize, past: Option<usize>, groups: &[usize]) -> Dims {
     let d = if rng.bool(0.5) {
         pick(rng, &[32, 64, 80, 96, 128, 256])
@@ -97,7 +98,7 @@ fn dims(rng: &mut Rng, lq: usize, lk: usize, past: Option<usize>, groups: &[usiz
     let dv = if rng.bool(0.6) { d } else { 1 + rng.below(140) };
     let hkv = 1 + rng.below(3);
     Dims {
-        b: 1 + rng.below(2),
+        b: 1 + rng.below(3),
         hq: hkv * pick(rng, groups),
         hkv,
         lq,
