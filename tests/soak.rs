@@ -324,6 +324,7 @@ fn soak(name: &str, draw: fn(&mut Rng) -> (Case, String), reuse_block_masks: boo
     // A fixed default, so the suite's cases are the same on every run and a failure is never
     // one run's bad draw; SOAK_SEED draws others (the long soaks, README).
     let seed0 = env("SOAK_SEED").unwrap_or(1);
+    let only = std::env::var("SOAK_TUNING").ok();
     eprintln!("{name}: {cases} cases from seed {seed0}");
     let contexts = contexts();
     let mut failures = Vec::new();
@@ -338,7 +339,16 @@ fn soak(name: &str, draw: fn(&mut Rng) -> (Case, String), reuse_block_masks: boo
             continue;
         }
         ran += 1;
-        let (tuning, ctx) = &contexts[rng.below(contexts.len())];
+        // SOAK_TUNING names one tuning for every case (the draw is made all the same, so a
+        // seed's case is the same either way).
+        let drawn = rng.below(contexts.len());
+        let (tuning, ctx) = match &only {
+            Some(name) => contexts
+                .iter()
+                .find(|(t, _)| t == name)
+                .unwrap_or_else(|| panic!("SOAK_TUNING={name}: no such tuning")),
+            None => &contexts[drawn],
+        };
         // Half the cases whose mods can disallow positions run with a block mask built
         // beforehand (`wgattn::block_mask`), as a caller reusing it across calls does.
         let reuse = reuse_block_masks && case.mods.as_ref().is_some_and(masks) && rng.bool(0.5);
