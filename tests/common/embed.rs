@@ -103,23 +103,22 @@ pub fn record_case(
     let out_size = (out_offset + out_bytes).next_multiple_of(16) + 16;
     let out_buffer = poisoned(ctx, out_size);
 
-    let at = |i: usize, shape: &'static [usize], dt: DType| GpuTensor {
+    let at = |i: usize, shape, dt| GpuTensor {
         buffer: &packed.buffer,
         offset: packed.offsets[i],
         shape,
         dtype: dt,
     };
-    let leak = |s: &[usize]| -> &'static [usize] { Box::leak(s.to_vec().into_boxed_slice()) };
     let mut inputs = GpuInputs::new(
-        at(0, leak(case.q.shape()), dtype),
-        at(1, leak(case.k.shape()), dtype),
-        at(2, leak(case.v.shape()), dtype),
+        at(0, case.q.shape(), dtype),
+        at(1, case.k.shape(), dtype),
+        at(2, case.v.shape(), dtype),
     );
     inputs.kv_lengths = case.kv_lengths.as_deref();
     inputs.mods = case.mods.as_ref();
     inputs.mask = case.mask.as_ref().map(|m| match m {
-        Mask::Bool(b) => GpuMask::Bool(at(3, leak(b.shape()), DType::F32)),
-        Mask::Additive(t) => GpuMask::Additive(at(3, leak(t.shape()), t.dtype())),
+        Mask::Bool(b) => GpuMask::Bool(at(3, b.shape(), DType::F32)),
+        Mask::Additive(t) => GpuMask::Additive(at(3, t.shape(), t.dtype())),
     });
     let out = GpuTensor {
         buffer: &out_buffer,
