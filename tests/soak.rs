@@ -328,6 +328,7 @@ fn soak(name: &str, draw: fn(&mut Rng) -> (Case, String), reuse_block_masks: boo
     eprintln!("{name}: {cases} cases from seed {seed0}");
     let contexts = contexts();
     let mut failures = Vec::new();
+    let refused = std::cell::Cell::new(0);
     let (mut seed, mut ran) = (seed0, 0);
     while ran < cases {
         let mut rng = Rng::new(seed);
@@ -406,6 +407,7 @@ fn soak(name: &str, draw: fn(&mut Rng) -> (Case, String), reuse_block_masks: boo
                             || case.dims.b * case.dims.hq == 1) =>
                 {
                     eprintln!("{name}: refused as expected: {e}");
+                    refused.set(refused.get() + 1);
                     return;
                 }
                 Err(e) => panic!("GPU failed: {e}"),
@@ -430,6 +432,11 @@ fn soak(name: &str, draw: fn(&mut Rng) -> (Case, String), reuse_block_masks: boo
             failures.push(what);
         }
     }
+    eprintln!(
+        "{name}: {cases} cases, {} failed, {} refused as over the small limits",
+        failures.len(),
+        refused.get()
+    );
     assert!(
         failures.is_empty(),
         "{name}: {} of {cases} cases failed:\n{}",
