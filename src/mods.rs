@@ -319,8 +319,8 @@ pub struct ModsInfo {
     /// The first query head, likewise added to `h`.
     pub head_offset: usize,
     /// Words of the mods' tables that do not grow with batch entries or heads (blocked
-    /// tokens or the class table, `modality_allow` and `modality_causal`): see
-    /// [`table_words`].
+    /// tokens or the class table, `modality_allow` and `modality_causal`), which the binding
+    /// limits count.
     pub fixed_table_words: usize,
 }
 
