@@ -6,7 +6,7 @@
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::fused;
-use crate::gpu::{Held, Slice};
+use crate::gpu::{Held, Slice, Wait};
 use crate::problem::{
     AttentionOptions, AttentionProblem, ExecutionPath, InputDesc, MaskKind, TensorDesc,
 };
@@ -148,28 +148,33 @@ impl RecordedAttention<'_> {
     /// writes none).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn gpu_time(&self) -> Option<(std::time::Duration, Vec<crate::KernelTime>)> {
-        let pending = self.timestamps.as_ref()?;
-        let mapped = pending.map();
-        self.ctx
-            .device()
-            .poll(wgpu::PollType::wait_indefinitely())
-            .ok()?;
-        match pollster::block_on(mapped.receive()) {
-            Some(Ok(())) => pending.read(self.ctx),
-            _ => None,
-        }
+        pollster::block_on(self.read_time(Wait::Block))
     }
 
     /// [`Self::gpu_time`] without blocking the calling thread, and on the web (where the
     /// browser's event loop completes the read-back): natively a helper thread waits for the
     /// device while the future is pending. Await it after submitting the encoder.
     pub async fn gpu_time_async(&self) -> Option<(std::time::Duration, Vec<crate::KernelTime>)> {
+        self.read_time(Wait::Thread).await
+    }
+
+    /// Maps the timestamps, waits for the device as `wait` says (as
+    /// [`crate::gpu::submit_and_read`] does) and reads them.
+    async fn read_time(&self, wait: Wait) -> Option<(std::time::Duration, Vec<crate::KernelTime>)> {
         let pending = self.timestamps.as_ref()?;
         let mapped = pending.map();
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            let device = self.ctx.device().clone();
-            std::thread::spawn(move || device.poll(wgpu::PollType::wait_indefinitely()));
+        let device = self.ctx.device().clone();
+        let poll = move || device.poll(wgpu::PollType::wait_indefinitely());
+        match wait {
+            Wait::Block => {
+                poll().ok()?;
+            }
+            #[cfg(not(target_arch = "wasm32"))]
+            Wait::Thread => {
+                std::thread::spawn(poll);
+            }
+            #[cfg(target_arch = "wasm32")]
+            Wait::Thread => drop(poll),
         }
         match mapped.receive().await {
             Some(Ok(())) => pending.read(self.ctx),

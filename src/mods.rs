@@ -321,7 +321,7 @@ pub struct ModsInfo {
     /// Words of the mods' tables that do not grow with batch entries or heads (blocked
     /// tokens or the class table, `modality_allow` and `modality_causal`), which the binding
     /// limits count.
-    pub fixed_table_words: usize,
+    pub(crate) fixed_table_words: usize,
 }
 
 /// Words of the mods' tables for a problem of `d`'s sizes: what [`append_tables`] writes
