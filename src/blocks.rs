@@ -402,18 +402,20 @@ pub fn block_mask(
     let uniform = held.uniform(&params)?;
     let aux = AuxGroup::upload(ctx, &mut held, inputs.mods)?;
     let bytes = layout.words() * 4;
-    let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+    let size = bytes.max(16).next_multiple_of(16);
+    // The caller keeps the block mask; the read-back goes with this call.
+    let buffer = held.outliving(&wgpu::BufferDescriptor {
         label: Some("wgattn block mask"),
-        size: bytes.max(16).next_multiple_of(16),
+        size,
         usage: STORAGE,
         mapped_at_creation: false,
-    });
-    let readback = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+    })?;
+    let readback = held.outliving(&wgpu::BufferDescriptor {
         label: Some("wgattn block mask read-back"),
-        size: bytes.max(16).next_multiple_of(16),
+        size,
         usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
-    });
+    })?;
     let scope = ctx.device().push_error_scope(wgpu::ErrorFilter::Validation);
     let mut encoder = ctx
         .device()

@@ -274,6 +274,14 @@ impl<'c> Held<'c> {
         Ok(b)
     }
 
+    /// A fresh buffer that outlives the call (the caller keeps it), so not held; created in
+    /// the same out-of-memory scope and counted in the error as [`Held::fresh`]'s are.
+    pub(crate) fn outliving(&mut self, desc: &wgpu::BufferDescriptor<'_>) -> Result<wgpu::Buffer> {
+        let engine_bytes = self.ctx.memory().live_bytes + self.bytes();
+        let b = create_buffer(self.ctx.device(), desc, engine_bytes);
+        self.note(b)
+    }
+
     /// A fresh buffer holding `bytes` (padded to 16), written at creation.
     fn fresh_with(&mut self, bytes: &[u8], usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
         let size = (bytes.len() as u64).max(16).next_multiple_of(16);

@@ -208,4 +208,60 @@ fn out_of_memory_is_an_error_and_the_context_recovers() {
         0,
         "every buffer went back to the pool"
     );
+    block_mask_out_of_memory(&ctx);
+}
+
+/// `wgattn::block_mask`, whose buffers outlive the call, allocates them in the same
+/// out-of-memory scope: refused, it is the same typed error (before, wgpu's default handler
+/// panicked here), and the context goes on.
+fn block_mask_out_of_memory(ctx: &Context) {
+    let mut rng = Rng::new(5006);
+    let tuning = ctx.tuning();
+    // The smallest blocks (64 x 4 on lavapipe), so the classification is cheap if it ever
+    // runs, and a per-head mask_mod, so the block mask is large beside the inputs.
+    ctx.set_tuning(wgattn::Tuning {
+        keys_per_tile: Some(4),
+        rows_per_invocation: Some(1),
+        ..tuning
+    });
+    let mods = wgattn::MaskMods {
+        mask_mod: Some("return (q + k + h) % 3u != 0u;".into()),
+        ..Default::default()
+    };
+    let mut with = |dims: Dims| {
+        let mut c = Case::random(&mut rng, dims, DType::F32, Layout::Bhsd);
+        c.mods = Some(mods.clone());
+        c
+    };
+    let small = with(Dims::new(1, 2, 9, 17, 4));
+    let small_mask = wgattn::block_mask(ctx, &small.inputs(), &small.opts).expect("small");
+    let (counts, (rows, keys)) = (small_mask.counts(), small_mask.block_size());
+    let big = with(Dims::new(1, 64, 4096, 4096, 4));
+    let result = {
+        let _cap = AddressSpaceCap::new(HEADROOM);
+        wgattn::block_mask(ctx, &big.inputs(), &big.opts)
+    };
+    match result {
+        Err(Error::OutOfMemory {
+            what, requested, ..
+        }) => {
+            // Not the tables before it: one of the block mask's own buffers (16 MiB).
+            let bytes = (64 * 4096usize.div_ceil(rows) * 4096usize.div_ceil(keys) * 4) as u64;
+            assert_eq!(requested, bytes, "the block mask's size ({what})");
+            assert!(
+                what.ends_with("buffer"),
+                "a buffer allocation failed: {what}"
+            );
+        }
+        Err(e) => panic!("expected Error::OutOfMemory, got {e:?}"),
+        Ok(b) => panic!("a block mask of {:?} blocks fitted under the cap", b.grid()),
+    }
+    assert_eq!(
+        ctx.lost_reason(),
+        None,
+        "out of memory does not lose the device"
+    );
+    let again = wgattn::block_mask(ctx, &small.inputs(), &small.opts).expect("after");
+    assert_eq!(again.counts(), counts);
+    ctx.set_tuning(tuning);
 }
