@@ -47,8 +47,11 @@ impl<'a> GpuTensor<'a> {
         }
     }
 
-    fn elements(&self) -> u64 {
-        self.shape.iter().map(|&n| n as u64).product()
+    /// Elements of `shape`; `None` where the count overflows.
+    fn elements(&self) -> Option<u64> {
+        self.shape
+            .iter()
+            .try_fold(1u64, |a, &n| a.checked_mul(n as u64))
     }
 }
 
@@ -253,6 +256,16 @@ pub fn record_attention<'c>(
             "record_attention writes `out` only: use masked_attention for intermediates",
         ));
     }
+    // Each tensor within its buffer first: that bounds every size derived from the shapes.
+    let q = slice(ctx, "q", &inputs.q, inputs.q.dtype.size())?;
+    let k = slice(ctx, "k", &inputs.k, inputs.k.dtype.size())?;
+    let v = slice(ctx, "v", &inputs.v, inputs.v.dtype.size())?;
+    let mask = match &inputs.mask {
+        None => None,
+        Some(GpuMask::Bool(t)) => Some(slice(ctx, "mask", t, 1)?),
+        Some(GpuMask::Additive(t)) => Some(slice(ctx, "mask", t, t.dtype.size())?),
+    };
+    let out_slice = slice(ctx, "out", out, out.dtype.size())?;
     let p = AttentionProblem::from_desc(
         &InputDesc {
             q: inputs.q.desc(),
@@ -294,16 +307,6 @@ pub fn record_attention<'c>(
         _ => Chosen::Staged(Box::new(staged::Stages::new(ctx, &p)?)),
     };
 
-    let e = p.dtype.size() as u64;
-    let q = slice(ctx, "q", &inputs.q, e)?;
-    let k = slice(ctx, "k", &inputs.k, e)?;
-    let v = slice(ctx, "v", &inputs.v, e)?;
-    let mask = match &inputs.mask {
-        None => None,
-        Some(GpuMask::Bool(t)) => Some(slice(ctx, "mask", t, 1)?),
-        Some(GpuMask::Additive(t)) => Some(slice(ctx, "mask", t, t.dtype.size() as u64)?),
-    };
-    let out_slice = slice(ctx, "out", out, e)?;
     let reads = [Some(&inputs.q), Some(&inputs.k), Some(&inputs.v)]
         .into_iter()
         .chain([inputs.mask.as_ref().map(|m| m.tensor())]);
@@ -385,8 +388,9 @@ fn slice<'b>(
     ctx: &Context,
     what: &'static str,
     t: &GpuTensor<'b>,
-    element: u64,
+    element: usize,
 ) -> Result<Slice<'b>> {
+    let element = element as u64;
     let bad = |reason: String| Error::InvalidBuffer { what, reason };
     if !t.buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
         return Err(bad("the buffer lacks STORAGE usage".into()));
@@ -398,9 +402,18 @@ fn slice<'b>(
             t.offset
         )));
     }
-    let size = (t.elements() * element).max(4).next_multiple_of(4);
-    let end = t.offset.checked_add(size);
-    if end.is_none_or(|end| end > t.buffer.size()) {
+    let size = t
+        .elements()
+        .and_then(|n| n.checked_mul(element))
+        .map(|n| n.max(4).next_multiple_of(4));
+    let end = size.and_then(|size| t.offset.checked_add(size));
+    let (Some(size), Some(end)) = (size, end) else {
+        return Err(bad(format!(
+            "the bytes of shape {:?} ({element} per element) overflow u64",
+            t.shape
+        )));
+    };
+    if end > t.buffer.size() {
         return Err(bad(format!(
             "{size} bytes at offset {} do not fit in a buffer of {} bytes",
             t.offset,
