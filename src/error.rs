@@ -169,6 +169,15 @@ pub enum Error {
         /// What the device said.
         message: String,
     },
+    /// The host could not allocate what a call needed: the CPU reference's `[B, Hq, Lq, Lt]`
+    /// stages, or a split request's intermediates stitched together. Nothing was computed.
+    #[error("out of host memory: {what} needs {requested} bytes")]
+    HostOutOfMemory {
+        /// What could not be allocated.
+        what: String,
+        /// Its bytes (`u64::MAX` where the count itself overflows).
+        requested: u64,
+    },
     /// The device was lost; the context cannot be used any more.
     #[error("GPU device lost: {0}")]
     DeviceLost(String),

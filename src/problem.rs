@@ -327,14 +327,16 @@ impl AttentionProblem {
         self.batch * self.q_heads * self.q_len
     }
 
-    /// Elements of one intermediate, `B * Hq * Lq * Lt`.
+    /// Elements of one intermediate, `B * Hq * Lq * Lt`; `usize::MAX` where that overflows
+    /// (a 32-bit target, or a shape no memory holds), so a check or an allocation of that
+    /// many fails instead of wrapping. The fused path never allocates it.
     pub fn score_len(&self) -> usize {
-        self.rows() * self.total_len()
+        self.rows().saturating_mul(self.total_len())
     }
 
-    /// Elements of `out`, `B * Hq * Lq * Dv`.
+    /// Elements of `out`, `B * Hq * Lq * Dv` (saturating, as [`Self::score_len`]).
     pub fn out_len(&self) -> usize {
-        self.rows() * self.v_dim
+        self.rows().saturating_mul(self.v_dim)
     }
 
     /// Shape of `out` in the problem's layout.
@@ -352,7 +354,7 @@ impl AttentionProblem {
 
     /// Dense FLOPs of the attention, `2·B·Hq·Lq·Lt·(D + Dv)`.
     pub fn dense_flops(&self) -> f64 {
-        2.0 * self.score_len() as f64 * (self.head_dim + self.v_dim) as f64
+        2.0 * self.rows() as f64 * self.total_len() as f64 * (self.head_dim + self.v_dim) as f64
     }
 
     /// Checks a request against every rule of the contract.

@@ -23,7 +23,7 @@ use crate::problem::{
     mask_layout, AttentionInputs, AttentionOptions, AttentionProblem, ExecutionPath, Layout,
     RowBounds,
 };
-use crate::tensor::{BoolMask, DType, Mask, Tensor, TensorData};
+use crate::tensor::{filled, BoolMask, DType, Mask, Tensor, TensorData};
 use crate::{fused, staged};
 
 /// One sub-problem: a range of batch entries, of key/value heads and of query heads (indices
@@ -235,15 +235,18 @@ pub(crate) async fn run(
     // Every element is written by some part; poisoning shows one that was not.
     let fill = if ctx.poison_outputs() { f32::NAN } else { 0.0 };
     let score_shape = p.score_shape();
-    let inter = |asked: bool| asked.then(|| Stitch::new(&score_shape, p.dtype, fill));
-    let mut out = Stitch::new(&p.out_shape(), p.dtype, fill);
-    let mut scores = inter(p.returns.scores);
-    let mut logits = inter(p.returns.logits);
-    let mut probs = inter(p.returns.probs);
+    let stitch = |asked: bool, what: &str, shape: &[usize]| {
+        asked
+            .then(|| Stitch::new(what, shape, p.dtype, fill))
+            .transpose()
+    };
+    let mut out = Stitch::new("out", &p.out_shape(), p.dtype, fill)?;
+    let mut scores = stitch(p.returns.scores, "scores", &score_shape)?;
+    let mut logits = stitch(p.returns.logits, "logits", &score_shape)?;
+    let mut probs = stitch(p.returns.probs, "probs", &score_shape)?;
     let present_shape = |dim| [p.batch, p.kv_heads, p.total_len(), dim];
-    let present = |asked: bool, dim| asked.then(|| Stitch::new(&present_shape(dim), p.dtype, fill));
-    let mut present_k = present(p.has_past, p.head_dim);
-    let mut present_v = present(p.has_past, p.v_dim);
+    let mut present_k = stitch(p.has_past, "present_k", &present_shape(p.head_dim))?;
+    let mut present_v = stitch(p.has_past, "present_v", &present_shape(p.v_dim))?;
     let options = AttentionOptions {
         path,
         ..options.clone()
@@ -446,15 +449,19 @@ struct Stitch {
 }
 
 impl Stitch {
-    fn new(shape: &[usize], dtype: DType, fill: f32) -> Self {
+    /// The whole `what` of `shape`, every element `fill` (on the host: the parts' results
+    /// are read back there).
+    fn new(what: &str, shape: &[usize], dtype: DType, fill: f32) -> Result<Self> {
         let shape = pad4(shape);
-        let n = shape.iter().product();
+        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let n = n.unwrap_or(usize::MAX);
+        let what = format!("{what} {shape:?} of the split request");
         let data = match dtype {
-            DType::F32 => TensorData::F32(vec![fill; n]),
-            DType::F16 => TensorData::F16(vec![f16::from_f32(fill); n]),
-            DType::BF16 => TensorData::BF16(vec![bf16::from_f32(fill); n]),
+            DType::F32 => TensorData::F32(filled(&what, n, fill)?),
+            DType::F16 => TensorData::F16(filled(&what, n, f16::from_f32(fill))?),
+            DType::BF16 => TensorData::BF16(filled(&what, n, bf16::from_f32(fill))?),
         };
-        Stitch { shape, data }
+        Ok(Stitch { shape, data })
     }
 
     /// Writes the 4-D `part` with its first element at `at`.
@@ -715,7 +722,7 @@ mod tests {
         let shape = [2, 3, 4, 5];
         let src: Vec<f32> = (0..120).map(|x| x as f32).collect();
         let whole = Tensor::from_f32(shape, src.clone()).unwrap();
-        let mut stitch = Stitch::new(&shape, DType::F32, f32::NAN);
+        let mut stitch = Stitch::new("out", &shape, DType::F32, f32::NAN).unwrap();
         for (b, h) in [(0..1, 0..2), (0..1, 2..3), (1..2, 0..3)] {
             let piece = slice(&whole, [b.clone(), h.clone(), 0..4, 0..5]).unwrap();
             assert_eq!(piece.shape(), &[1, h.len(), 4, 5]);
@@ -723,7 +730,19 @@ mod tests {
         }
         assert_eq!(stitch.finish().unwrap(), whole);
         let piece = slice(&whole, [0..1, 0..1, 0..4, 0..5]).unwrap();
-        let mut small = Stitch::new(&[1, 1, 4, 5], DType::F32, 0.0);
+        let mut small = Stitch::new("out", &[1, 1, 4, 5], DType::F32, 0.0).unwrap();
         assert!(small.paste(&piece, [0, 1, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn a_whole_result_the_host_cannot_hold_is_an_error() {
+        // 2^60 f16 elements, and a count that overflows: errors, not an abort.
+        for shape in [[1 << 20, 1 << 20, 1 << 20, 1], [1 << 40, 1 << 40, 1, 1]] {
+            match Stitch::new("probs", &shape, DType::F16, 0.0) {
+                Err(Error::HostOutOfMemory { what, .. }) => assert!(what.contains("probs")),
+                Err(e) => panic!("{e}"),
+                Ok(_) => panic!("allocated {shape:?}"),
+            }
+        }
     }
 }

@@ -98,6 +98,25 @@ pub struct Tensor {
     data: TensorData,
 }
 
+/// An empty vector with room for `n` elements, or [`Error::HostOutOfMemory`] naming `what`
+/// where the host cannot allocate them (where `Vec::with_capacity` or `vec![x; n]` would
+/// abort the process).
+pub(crate) fn reserved<T>(what: &str, n: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::HostOutOfMemory {
+        what: what.to_string(),
+        requested: (n as u64).saturating_mul(std::mem::size_of::<T>() as u64),
+    })?;
+    Ok(v)
+}
+
+/// `n` copies of `fill`, allocated as [`reserved`] does.
+pub(crate) fn filled<T: Clone>(what: &str, n: usize, fill: T) -> Result<Vec<T>> {
+    let mut v = reserved(what, n)?;
+    v.resize(n, fill);
+    Ok(v)
+}
+
 pub(crate) fn element_count(what: &'static str, shape: &[usize]) -> Result<usize> {
     shape
         .iter()

@@ -11,8 +11,8 @@ use common::*;
 use half::{bf16, f16};
 use wgattn::masks::{from_hf_attention_mask, from_key_padding_mask, from_mha_attn_mask};
 use wgattn::{
-    reference, AttentionInputs, AttentionOptions, AttentionOutput, BoolMask, DType, Layout, Mask,
-    Tensor,
+    reference, AttentionInputs, AttentionOptions, AttentionOutput, BoolMask, DType, Error, Layout,
+    Mask, Tensor,
 };
 
 const NEG_INF: f64 = f64::NEG_INFINITY;
@@ -1062,4 +1062,33 @@ fn online_reference_on_large_logits() {
             rtol: f32::EPSILON as f64,
         },
     );
+}
+
+/// The three-stage reference holds `[B, Hq, Lq, Lt]` f64 stages; where the host cannot
+/// allocate them it is a typed error naming the size, not an abort of the process (as
+/// `wgattn bench --path reference` at `Lq = Lt = 65536` was on a 24 GiB host). The stage
+/// here, 2^45 f64, is past any 64-bit address space, so it fails whatever the overcommit.
+#[test]
+fn a_reference_the_host_cannot_hold_is_an_error() {
+    let (lq, lt) = (1usize << 23, 1usize << 22);
+    let q = f32_tensor(&[1, 1, lq, 1], &vec![0.5; lq]);
+    let kv = f32_tensor(&[1, 1, lt, 1], &vec![0.25; lt]);
+    let inputs = AttentionInputs::new(&q, &kv, &kv);
+    let opts = AttentionOptions::default();
+    match reference::masked_attention(&inputs, &opts) {
+        Err(Error::HostOutOfMemory { what, requested }) => {
+            assert!(what.contains("scores"), "{what}");
+            assert_eq!(requested, (lq * lt * 8) as u64);
+        }
+        other => panic!(
+            "expected HostOutOfMemory, got {:?}",
+            other.map(|o| o.out.shape().to_vec())
+        ),
+    }
+    match reference::allowed(&inputs, &opts) {
+        Err(Error::HostOutOfMemory { requested, .. }) => {
+            assert_eq!(requested, (lq * lt) as u64);
+        }
+        other => panic!("expected HostOutOfMemory, got {:?}", other.map(|a| a.len())),
+    }
 }

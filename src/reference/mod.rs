@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::kv_cache;
 use crate::output::AttentionOutput;
 use crate::problem::{AttentionInputs, AttentionOptions, AttentionProblem, Layout};
-use crate::tensor::Tensor;
+use crate::tensor::{filled, reserved, Tensor};
 use bias::Bias;
 
 /// Computes attention on the CPU with f64 accumulation. Validates exactly like the GPU path.
@@ -81,10 +81,11 @@ pub fn masked_attention_with(
     check_rust_mods(inputs, &rust)?;
     let ctx = RefInputs::new(&p, inputs, options, rust);
     let lt = p.total_len();
-    let mut scores = vec![0f64; p.score_len()];
-    let mut logits = vec![0f64; p.score_len()];
-    let mut probs = vec![0f64; p.score_len()];
-    let mut out = vec![0f64; p.out_len()];
+    let stage = |what| filled(what, p.score_len(), 0f64);
+    let mut scores = stage("the reference's scores [B, Hq, Lq, Lt] in f64")?;
+    let mut logits = stage("the reference's logits [B, Hq, Lq, Lt] in f64")?;
+    let mut probs = stage("the reference's probs [B, Hq, Lq, Lt] in f64")?;
+    let mut out = filled("the reference's out in f64", p.out_len(), 0f64)?;
     for b in 0..p.batch {
         for h in 0..p.q_heads {
             for i in 0..p.q_len {
@@ -134,7 +135,7 @@ pub fn allowed_with(
         ));
     }
     let bias = Bias::new(&p, inputs, options, rust);
-    let mut allowed = Vec::with_capacity(p.score_len());
+    let mut allowed = reserved("the allowed positions [B, Hq, Lq, Lt]", p.score_len())?;
     for b in 0..p.batch {
         for h in 0..p.q_heads {
             for i in 0..p.q_len {

@@ -25,7 +25,7 @@ pub fn masked_attention_online_with(
     let p = AttentionProblem::new(inputs, options)?;
     check_rust_mods(inputs, &rust)?;
     let ctx = RefInputs::new(&p, inputs, options, rust);
-    let mut out = vec![0f64; p.out_len()];
+    let mut out = crate::tensor::filled("the reference's out in f64", p.out_len(), 0f64)?;
     let mut acc = vec![0f64; p.v_dim];
     for b in 0..p.batch {
         for h in 0..p.q_heads {
