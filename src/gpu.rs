@@ -226,6 +226,10 @@ pub(crate) struct Held<'c> {
     buffers: Vec<wgpu::Buffer>,
     pooled: bool,
     out_of_memory: bool,
+    /// Submitted and not yet seen done: dropped now (an async call's future dropped while it
+    /// waits), the GPU may still use the buffers, and the read-back may have a mapping
+    /// pending, so they are let go instead of pooled.
+    in_flight: bool,
 }
 
 impl<'c> Held<'c> {
@@ -235,6 +239,7 @@ impl<'c> Held<'c> {
             buffers: Vec::new(),
             pooled: true,
             out_of_memory: false,
+            in_flight: false,
         }
     }
 
@@ -256,6 +261,16 @@ impl<'c> Held<'c> {
             self.out_of_memory = true;
         }
         r
+    }
+
+    /// Marks the buffers as in use by a submission ([`Held::landed`] once it is done).
+    pub(crate) fn submitted(&mut self) {
+        self.in_flight = true;
+    }
+
+    /// The submission is done (its read-back mapped): the buffers can be reused.
+    pub(crate) fn landed(&mut self) {
+        self.in_flight = false;
     }
 
     /// Marks the call as having run out of memory (an error reported at submission).
@@ -384,7 +399,12 @@ impl<'c> Held<'c> {
         }
         if let Ok(mut pool) = self.ctx.pool.lock() {
             for b in self.buffers.drain(..) {
-                pool.give(b);
+                if self.in_flight {
+                    // wgpu frees it once the GPU is done with it.
+                    pool.let_go(b);
+                } else {
+                    pool.give(b);
+                }
             }
             if self.out_of_memory {
                 pool.release_free();
@@ -679,6 +699,7 @@ pub(crate) async fn submit_and_read(
         let validation = validation.await;
         let oom = oom.await;
         let submitted = submitted?;
+        held.submitted();
         if let Some(e) = validation {
             return Err(Error::Gpu(e.to_string()));
         }
@@ -727,6 +748,9 @@ pub(crate) async fn submit_and_read(
         let _ = ctx.device().poll(wgpu::PollType::Poll);
         ctx.check_alive().err().unwrap_or(Error::Gpu(e))
     };
+    if let Some(Ok(())) = mapped {
+        held.landed();
+    }
     let mut result = match (mapped, poll_result) {
         (_, Some(Err(e))) => Err(lost(e.to_string())),
         (Some(Ok(())), _) => layout.read(p, present, &readback),

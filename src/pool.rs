@@ -56,6 +56,12 @@ impl BufferPool {
         Ok(b)
     }
 
+    /// Lets go of a buffer that is not to be reused (a submission may still use it): it is
+    /// no longer counted, and wgpu frees it when the GPU is done.
+    pub(crate) fn let_go(&mut self, buffer: wgpu::Buffer) {
+        self.live_bytes -= buffer.size();
+    }
+
     /// Returns a buffer for later calls.
     pub(crate) fn give(&mut self, buffer: wgpu::Buffer) {
         self.free_bytes += buffer.size();

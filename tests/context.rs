@@ -4,7 +4,7 @@ mod common;
 use common::*;
 use wgattn::{
     masked_attention, reference, AttentionInputs, AttentionOptions, Context, DType, ExecutionPath,
-    Tensor,
+    Layout, Returns, Tensor,
 };
 
 /// An app that already has a device hands it to the engine and keeps using it.
@@ -71,6 +71,66 @@ fn repeated_calls_reuse_buffers() {
     }
     ctx.trim_memory();
     assert_eq!(ctx.memory().live_bytes, 0, "trim frees every pooled buffer");
+}
+
+/// An async call whose future is dropped while the GPU runs it (a timeout, a `select!`, a
+/// task cancelled) leaves the context working: its buffers, in use by the submission and
+/// with the read-back's mapping pending, are not handed to the next call. (They were, and
+/// the next call failed with a validation error.)
+#[test]
+fn a_dropped_async_call_leaves_the_context_working() {
+    use std::future::Future;
+    use std::task::{Context as TaskContext, Poll, Waker};
+    let ctx = Context::new().expect("an adapter (install mesa-vulkan-drivers)");
+    ctx.set_poison_outputs(true);
+    let mut rng = Rng::new(9);
+    let mut dropped_pending = 0;
+    for (path, returns) in [
+        (ExecutionPath::Fused, Returns::default()),
+        (ExecutionPath::Staged, ALL_RETURNS),
+    ] {
+        let case = Case::random(
+            &mut rng,
+            Dims::new(2, 4, 40, 300, 32),
+            DType::F32,
+            Layout::Bhsd,
+        )
+        .path(path)
+        .with_opts(|o| o.returns = returns);
+        let want = case.reference();
+        for round in 0..4 {
+            {
+                let inputs = case.inputs();
+                let call = wgattn::masked_attention_async(&ctx, &inputs, &case.opts);
+                let mut call = std::pin::pin!(call);
+                let first = call
+                    .as_mut()
+                    .poll(&mut TaskContext::from_waker(Waker::noop()));
+                // Submitted, waiting for the device (unless it was that quick): dropped here.
+                dropped_pending += matches!(first, Poll::Pending) as usize;
+            }
+            let got = masked_attention(&ctx, &case.inputs(), &case.opts)
+                .unwrap_or_else(|e| panic!("{path:?} round {round}: {e}"));
+            compare(
+                &format!("{path:?} round {round}"),
+                &got,
+                &want,
+                &returns,
+                Tols::for_dtype(DType::F32),
+            );
+        }
+    }
+    assert!(
+        dropped_pending > 0,
+        "no call was still running when dropped"
+    );
+    ctx.trim_memory();
+    assert_eq!(
+        ctx.memory().live_bytes,
+        0,
+        "nothing counted for the dropped calls"
+    );
+    assert_eq!(ctx.lost_reason(), None);
 }
 
 /// The outputs of `q` against each of `ks` (with `v`), for each upload setting in turn
