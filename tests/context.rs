@@ -133,6 +133,69 @@ fn a_dropped_async_call_leaves_the_context_working() {
     assert_eq!(ctx.lost_reason(), None);
 }
 
+/// A device with downlevel limits (16 KiB of workgroup memory, 256 invocations per
+/// workgroup, as many OpenGL ES 3.1 GPUs) runs every path correctly, the tiles chosen from
+/// those limits, as long as it offers the 8 storage buffers per stage the kernels bind (the
+/// WebGPU default). With OpenGL ES 3.1's guaranteed 4 it is a typed error naming that limit
+/// (it was wgpu's validation error from building the pipeline).
+#[test]
+fn a_downlevel_device_runs_every_path_or_names_the_limit() {
+    let eight = wgpu::Limits {
+        max_storage_buffers_per_shader_stage: 8,
+        ..wgpu::Limits::downlevel_defaults()
+    };
+    let ctx = Context::with_limits(eight, wgpu::Features::empty()).expect("downlevel limits");
+    ctx.set_poison_outputs(true);
+    let mut rng = Rng::new(10);
+    for (dims, dtype) in [
+        (Dims::new(1, 4, 1, 700, 64), DType::F32),
+        (Dims::new(2, 4, 37, 90, 24), DType::F16),
+        (Dims::new(1, 2, 65, 130, 128), DType::F32),
+        (Dims::new(1, 2, 9, 300, 256), DType::BF16),
+    ] {
+        for path in [ExecutionPath::Auto, ExecutionPath::Staged] {
+            let case = Case::random(&mut rng, dims, dtype, Layout::Bhsd)
+                .path(path)
+                .with_opts(|o| {
+                    o.causal = true;
+                    o.returns = if path == ExecutionPath::Staged {
+                        ALL_RETURNS
+                    } else {
+                        Returns::default()
+                    };
+                });
+            let what = format!("{dims:?} {dtype:?} {path:?}");
+            let got = masked_attention(&ctx, &case.inputs(), &case.opts)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let tols = Tols::for_dtype(dtype);
+            compare(&what, &got, &case.reference(), &case.opts.returns, tols);
+        }
+    }
+
+    let ctx = Context::with_limits(wgpu::Limits::downlevel_defaults(), wgpu::Features::empty())
+        .expect("downlevel limits");
+    let case = Case::random(&mut rng, Dims::new(1, 2, 5, 9, 8), DType::F32, Layout::Bhsd);
+    for path in [ExecutionPath::Fused, ExecutionPath::Staged] {
+        match masked_attention(&ctx, &case.inputs(), &case.clone().path(path).opts) {
+            Err(wgattn::Error::ExceedsLimit {
+                limit,
+                requested,
+                max,
+                ..
+            }) => {
+                assert_eq!(limit, "max_storage_buffers_per_shader_stage");
+                assert_eq!(max, 4);
+                assert!(requested > 4);
+            }
+            other => panic!(
+                "{path:?}: expected ExceedsLimit, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+    }
+    assert_eq!(ctx.lost_reason(), None);
+}
+
 /// The outputs of `q` against each of `ks` (with `v`), for each upload setting in turn
 /// (`Tuning::mapped_uploads`; `None` = the adapter's default); the tuning is reset after.
 fn outputs_by_upload<const N: usize>(
