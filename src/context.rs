@@ -1,7 +1,7 @@
 //! The GPU context: instance, adapter, device and queue, plus the pipeline cache and the
 //! buffer pool every call shares.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -19,7 +19,7 @@ pub struct Context {
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     features: wgpu::Features,
-    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    pipelines: Mutex<PipelineCache<wgpu::ComputePipeline>>,
     pub(crate) pool: Mutex<BufferPool>,
     poison: AtomicBool,
     gpu_timing: AtomicBool,
@@ -50,6 +50,52 @@ impl std::fmt::Debug for Context {
 /// A pipeline's cache key: its variant and, for variants with user snippets, their generated
 /// module (so pipelines are cached by source).
 type PipelineKey = (Variant, Option<Arc<str>>);
+
+/// The most pipelines with user snippets kept at once (each distinct set of snippets builds
+/// a few: the block mask, the fused kernels, the staged mask stage).
+const USER_PIPELINES: usize = 256;
+
+/// Built pipelines. The engine's own variants are finitely many; those with user snippets
+/// are keyed by source, which a caller can vary without end (a constant formatted into a
+/// `mask_mod` on every call), so at most [`USER_PIPELINES`] of them are kept, the oldest
+/// dropped first (a call that needs one again builds it again).
+struct PipelineCache<T> {
+    map: HashMap<PipelineKey, T>,
+    user: VecDeque<PipelineKey>,
+    user_max: usize,
+}
+
+impl<T> Default for PipelineCache<T> {
+    fn default() -> Self {
+        PipelineCache {
+            map: HashMap::new(),
+            user: VecDeque::new(),
+            user_max: USER_PIPELINES,
+        }
+    }
+}
+
+impl<T> PipelineCache<T> {
+    fn get(&self, key: &PipelineKey) -> Option<&T> {
+        self.map.get(key)
+    }
+
+    fn insert(&mut self, key: PipelineKey, value: T) {
+        if key.1.is_some() && !self.map.contains_key(&key) {
+            self.user.push_back(key.clone());
+            while self.user.len() > self.user_max {
+                if let Some(old) = self.user.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+        self.map.insert(key, value);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&PipelineKey, &T)> {
+        self.map.iter()
+    }
+}
 
 /// Overrides of the fused kernels' configuration, which the engine otherwise derives from
 /// the adapter's type and limits. Every choice gives the same results.
@@ -249,7 +295,7 @@ impl Context {
             device,
             queue,
             info,
-            pipelines: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(PipelineCache::default()),
             pool: Mutex::new(BufferPool::default()),
             poison: AtomicBool::new(false),
             gpu_timing: AtomicBool::new(false),
@@ -435,10 +481,11 @@ impl Context {
         pipeline: &wgpu::ComputePipeline,
     ) -> Option<(Variant, Option<Arc<str>>)> {
         let cache = self.pipelines.lock().ok()?;
-        cache
+        let key = cache
             .iter()
             .find(|(_, p)| *p == pipeline)
-            .map(|(key, _)| key.clone())
+            .map(|(key, _)| key.clone());
+        key
     }
 
     /// The cached pipeline of a variant, built on first use inside an error scope.
@@ -601,5 +648,35 @@ async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
                  (apt-get install mesa-vulkan-drivers)"
             ))
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::Kernel;
+
+    #[test]
+    fn user_pipelines_are_bounded_oldest_first() {
+        let mut cache = PipelineCache::<u32> {
+            user_max: 3,
+            ..Default::default()
+        };
+        let variant = |k| Variant::new(k, DType::F32, None);
+        let user = |n: u32| Some(Arc::<str>::from(format!("return k != {n}u;")));
+        cache.insert((variant(Kernel::Softmax), None), 0);
+        for n in 1..=5 {
+            cache.insert((variant(Kernel::ApplyMask), user(n)), n);
+            // Built again (another thread raced it): counted once.
+            cache.insert((variant(Kernel::ApplyMask), user(n)), n);
+        }
+        assert_eq!(cache.map.len(), 4, "the engine's own and the three newest");
+        assert!(cache.get(&(variant(Kernel::Softmax), None)).is_some());
+        for n in 1..=2 {
+            assert!(cache.get(&(variant(Kernel::ApplyMask), user(n))).is_none());
+        }
+        for n in 3..=5 {
+            assert_eq!(cache.get(&(variant(Kernel::ApplyMask), user(n))), Some(&n));
+        }
     }
 }
