@@ -11,8 +11,10 @@
 //! `key_padding_mask` and `attn_mask` together, as `tests/from_pytorch.rs` checks against PyTorch's
 //! own results).
 
+use half::{bf16, f16};
+
 use crate::error::{Error, Result};
-use crate::tensor::{element_count, BoolMask, Mask, Tensor};
+use crate::tensor::{element_count, reserved, BoolMask, DType, Mask, Tensor, TensorData};
 
 /// HF Transformers `attention_mask` `[B, S]` (1 = keep, 0 = padding) as a key mask
 /// `[B, 1, 1, S]`. Any value other than 0 or 1 is an error.
@@ -113,7 +115,7 @@ pub fn combine(a: &Mask, b: &Mask) -> Result<Mask> {
     match (a, b) {
         (Mask::Bool(x), Mask::Bool(y)) => {
             let get = |m: &BoolMask, src: &Source, i| src.index(i).is_some_and(|j| m.data()[j]);
-            let data = (0..len).map(|i| get(x, &ia, i) && get(y, &ib, i)).collect();
+            let data = elements(len, |i| get(x, &ia, i) && get(y, &ib, i))?;
             Ok(Mask::Bool(BoolMask::new(shape, data)?))
         }
         (Mask::Bool(m), Mask::Additive(t)) | (Mask::Additive(t), Mask::Bool(m)) => {
@@ -122,28 +124,34 @@ pub fn combine(a: &Mask, b: &Mask) -> Result<Mask> {
             } else {
                 (&ib, &ia)
             };
-            let values = t.to_f64_vec();
-            let data: Vec<f64> = (0..len)
-                .map(|i| match (im.index(i).map(|j| m.data()[j]), it.index(i)) {
-                    (Some(true), Some(j)) => values[j],
-                    _ => f64::NEG_INFINITY,
-                })
-                .collect();
-            Ok(Mask::Additive(Tensor::from_f64_as(
-                shape,
-                &data,
-                t.dtype(),
-            )?))
+            // Widened to f32 (exact for every dtype) and narrowed back: the same values.
+            let values = t.to_f32_vec();
+            let at = |i| match (im.index(i).map(|j| m.data()[j]), it.index(i)) {
+                (Some(true), Some(j)) => values[j],
+                _ => f32::NEG_INFINITY,
+            };
+            let data = match t.dtype() {
+                DType::F32 => TensorData::F32(elements(len, at)?),
+                DType::F16 => TensorData::F16(elements(len, |i| f16::from_f32(at(i)))?),
+                DType::BF16 => TensorData::BF16(elements(len, |i| bf16::from_f32(at(i)))?),
+            };
+            Ok(Mask::Additive(Tensor::new(shape, data)?))
         }
         (Mask::Additive(x), Mask::Additive(y)) => {
             let (vx, vy) = (x.to_f64_vec(), y.to_f64_vec());
             let at = |v: &[f64], src: &Source, i| src.index(i).map_or(f64::NEG_INFINITY, |j| v[j]);
-            let data: Vec<f32> = (0..len)
-                .map(|i| (at(&vx, &ia, i) + at(&vy, &ib, i)) as f32)
-                .collect();
+            let data = elements(len, |i| (at(&vx, &ia, i) + at(&vy, &ib, i)) as f32)?;
             Ok(Mask::Additive(Tensor::from_f32(shape, data)?))
         }
     }
+}
+
+/// The `len` elements of a combined mask, `f(i)` each; a typed error where the host cannot
+/// hold them (two masks can broadcast to far more elements than either has).
+fn elements<T>(len: usize, f: impl Fn(usize) -> T) -> Result<Vec<T>> {
+    let mut data = reserved("the combined mask", len)?;
+    data.extend((0..len).map(f));
+    Ok(data)
 }
 
 /// The shape two masks broadcast to (see [`combine`]).
@@ -348,5 +356,23 @@ mod tests {
         assert_eq!(bools(&m), (vec![2, 2, 1, 1], vec![false, true, true, true]));
         assert!(from_mha_attn_mask(&[true; 3], &[3, 1, 1], 2).is_err());
         assert!(from_mha_attn_mask(&[true; 1], &[1], 2).is_err());
+    }
+
+    #[test]
+    fn a_combination_the_host_cannot_hold_is_an_error() {
+        // 16 MiB each, broadcast to [2^12, 2^12, 2^12, 2^12]: 2^48 bytes, past any address
+        // space, so refused whatever the overcommit (a `collect` aborted the process).
+        let n = 1 << 12;
+        let a = Mask::Bool(BoolMask::new([n, 1, n, 1], vec![true; n * n]).unwrap());
+        let b = Mask::Bool(BoolMask::new([n, 1, n], vec![true; n * n]).unwrap());
+        match combine(&a, &b) {
+            Err(Error::HostOutOfMemory { what, requested }) => {
+                assert_eq!(requested, 1 << 48, "{what}");
+            }
+            other => panic!(
+                "expected HostOutOfMemory, got {:?}",
+                other.map(|m| m.shape().to_vec())
+            ),
+        }
     }
 }
