@@ -141,11 +141,16 @@ pub fn allowed_positions(
         .logits
         .ok_or(Error::Gpu("the staged path returned no logits".into()))?;
     debug_assert_eq!(logits.len(), p.score_len());
-    Ok(logits
-        .to_f32_vec()
-        .into_iter()
-        .map(|l| l != f32::NEG_INFINITY)
-        .collect())
+    let crate::TensorData::F32(logits) = logits.data() else {
+        return Err(Error::Gpu(
+            "the staged path returned logits that are not f32".into(),
+        ));
+    };
+    crate::tensor::collected(
+        "the allowed positions [B, Hq, Lq, Lt]",
+        logits.len(),
+        logits.iter().map(|&l| l != f32::NEG_INFINITY),
+    )
 }
 
 /// Uploads the inputs of a problem that fits the limits and records `path` into one

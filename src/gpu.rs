@@ -614,10 +614,14 @@ impl Readback {
         let inter = |slot: Option<u64>| -> Result<Option<Tensor>> {
             slot.map(|offset| {
                 let start = offset as usize;
-                let floats: Vec<f32> = bytes[start..start + self.score_bytes as usize]
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
+                let words = &bytes[start..start + self.score_bytes as usize];
+                let floats = crate::tensor::collected(
+                    "an intermediate read back",
+                    words.len() / 4,
+                    words
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                )?;
                 Tensor::from_f32_as(p.score_shape(), &floats, p.dtype)
             })
             .transpose()

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::problem::{AttentionProblem, Layout};
-use crate::tensor::{DType, Tensor, TensorData};
+use crate::tensor::{reserved, DType, Tensor, TensorData};
 
 /// `concat(past, new)` as `[B, Hkv, P + Lk, dim]`, where `new` is in `layout` and `past` (if
 /// any) is `bhsd`. Elements are copied bit for bit.
@@ -12,9 +12,14 @@ pub(crate) fn concat(
     new: &Tensor,
     dim: usize,
 ) -> Result<Tensor> {
-    fn go<T: Copy>(p: &AttentionProblem, past: Option<&[T]>, new: &[T], dim: usize) -> Vec<T> {
+    fn go<T: Copy>(
+        p: &AttentionProblem,
+        past: Option<&[T]>,
+        new: &[T],
+        dim: usize,
+    ) -> Result<Vec<T>> {
         let (b_n, h_n, pl, kl) = (p.batch, p.kv_heads, p.past_len, p.k_len);
-        let mut out = Vec::with_capacity(b_n * h_n * (pl + kl) * dim);
+        let mut out = reserved("the present cache", b_n * h_n * (pl + kl) * dim)?;
         for b in 0..b_n {
             for h in 0..h_n {
                 if let Some(past) = past {
@@ -30,21 +35,21 @@ pub(crate) fn concat(
                 }
             }
         }
-        out
+        Ok(out)
     }
     let shape = [problem.batch, problem.kv_heads, problem.total_len(), dim];
     let data = match (past.map(Tensor::data), new.data()) {
-        (None, TensorData::F32(n)) => TensorData::F32(go(problem, None, n, dim)),
-        (None, TensorData::F16(n)) => TensorData::F16(go(problem, None, n, dim)),
-        (None, TensorData::BF16(n)) => TensorData::BF16(go(problem, None, n, dim)),
+        (None, TensorData::F32(n)) => TensorData::F32(go(problem, None, n, dim)?),
+        (None, TensorData::F16(n)) => TensorData::F16(go(problem, None, n, dim)?),
+        (None, TensorData::BF16(n)) => TensorData::BF16(go(problem, None, n, dim)?),
         (Some(TensorData::F32(p)), TensorData::F32(n)) => {
-            TensorData::F32(go(problem, Some(p), n, dim))
+            TensorData::F32(go(problem, Some(p), n, dim)?)
         }
         (Some(TensorData::F16(p)), TensorData::F16(n)) => {
-            TensorData::F16(go(problem, Some(p), n, dim))
+            TensorData::F16(go(problem, Some(p), n, dim)?)
         }
         (Some(TensorData::BF16(p)), TensorData::BF16(n)) => {
-            TensorData::BF16(go(problem, Some(p), n, dim))
+            TensorData::BF16(go(problem, Some(p), n, dim)?)
         }
         (Some(p), _) => {
             return Err(Error::DTypeMismatch {

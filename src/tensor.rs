@@ -110,6 +110,13 @@ pub(crate) fn reserved<T>(what: &str, n: usize) -> Result<Vec<T>> {
     Ok(v)
 }
 
+/// The `n` elements of `iter`, allocated as [`reserved`] does.
+pub(crate) fn collected<T>(what: &str, n: usize, iter: impl Iterator<Item = T>) -> Result<Vec<T>> {
+    let mut v = reserved(what, n)?;
+    v.extend(iter);
+    Ok(v)
+}
+
 /// `n` copies of `fill`, allocated as [`reserved`] does.
 pub(crate) fn filled<T: Clone>(what: &str, n: usize, fill: T) -> Result<Vec<T>> {
     let mut v = reserved(what, n)?;
@@ -161,20 +168,30 @@ impl Tensor {
 
     /// A tensor of `dtype` from f32 values, each rounded to nearest even.
     pub fn from_f32_as(shape: impl Into<Vec<usize>>, data: &[f32], dtype: DType) -> Result<Self> {
+        let (what, n) = ("a tensor's elements", data.len());
         let data = match dtype {
-            DType::F32 => TensorData::F32(data.to_vec()),
-            DType::F16 => TensorData::F16(data.iter().map(|&x| f16::from_f32(x)).collect()),
-            DType::BF16 => TensorData::BF16(data.iter().map(|&x| bf16::from_f32(x)).collect()),
+            DType::F32 => TensorData::F32(collected(what, n, data.iter().copied())?),
+            DType::F16 => {
+                TensorData::F16(collected(what, n, data.iter().map(|&x| f16::from_f32(x)))?)
+            }
+            DType::BF16 => {
+                TensorData::BF16(collected(what, n, data.iter().map(|&x| bf16::from_f32(x)))?)
+            }
         };
         Self::new(shape, data)
     }
 
     /// A tensor of `dtype` from f64 values, each rounded once to nearest even.
     pub fn from_f64_as(shape: impl Into<Vec<usize>>, data: &[f64], dtype: DType) -> Result<Self> {
+        let (what, n) = ("a tensor's elements", data.len());
         let data = match dtype {
-            DType::F32 => TensorData::F32(data.iter().map(|&x| x as f32).collect()),
-            DType::F16 => TensorData::F16(data.iter().map(|&x| f16::from_f64(x)).collect()),
-            DType::BF16 => TensorData::BF16(data.iter().map(|&x| bf16::from_f64(x)).collect()),
+            DType::F32 => TensorData::F32(collected(what, n, data.iter().map(|&x| x as f32))?),
+            DType::F16 => {
+                TensorData::F16(collected(what, n, data.iter().map(|&x| f16::from_f64(x)))?)
+            }
+            DType::BF16 => {
+                TensorData::BF16(collected(what, n, data.iter().map(|&x| bf16::from_f64(x)))?)
+            }
         };
         Self::new(shape, data)
     }
@@ -191,25 +208,29 @@ impl Tensor {
                 got: bytes.len(),
             });
         }
+        let what = "a tensor's elements";
         let data = match dtype {
-            DType::F32 => TensorData::F32(
+            DType::F32 => TensorData::F32(collected(
+                what,
+                n,
                 bytes
                     .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-            ),
-            DType::F16 => TensorData::F16(
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            )?),
+            DType::F16 => TensorData::F16(collected(
+                what,
+                n,
                 bytes
                     .chunks_exact(2)
-                    .map(|c| f16::from_le_bytes([c[0], c[1]]))
-                    .collect(),
-            ),
-            DType::BF16 => TensorData::BF16(
+                    .map(|c| f16::from_le_bytes([c[0], c[1]])),
+            )?),
+            DType::BF16 => TensorData::BF16(collected(
+                what,
+                n,
                 bytes
                     .chunks_exact(2)
-                    .map(|c| bf16::from_le_bytes([c[0], c[1]]))
-                    .collect(),
-            ),
+                    .map(|c| bf16::from_le_bytes([c[0], c[1]])),
+            )?),
         };
         Ok(Tensor { shape, data })
     }
