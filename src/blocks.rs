@@ -205,6 +205,13 @@ impl Tables {
         let bytes = layout.words() * 4;
         match reuse {
             Some(bm) => {
+                if bm.context != ctx.id() {
+                    return Err(Error::BlockMaskMismatch(
+                        "it was built on another context (build it with wgattn::block_mask \
+                         on the context that runs the call)"
+                            .into(),
+                    ));
+                }
                 if bm.layout != layout || bm.fingerprint != self.fingerprint {
                     return Err(Error::BlockMaskMismatch(format!(
                         "it was built for tiles of {}x{} over {}x{} blocks and other mods or \
@@ -341,6 +348,9 @@ impl AuxGroup {
 /// the classification pass is not run again. Build it with [`block_mask`].
 #[derive(Debug)]
 pub struct BlockMask {
+    /// The context that built it ([`Context::id`]): its buffer means nothing to another one's
+    /// device (wgpu would resolve it to whichever buffer there has the same id).
+    context: u64,
     buffer: wgpu::Buffer,
     layout: BlockLayout,
     fingerprint: u64,
@@ -467,6 +477,7 @@ pub fn block_mask(
     readback.unmap();
     ctx.check_alive()?;
     Ok(BlockMask {
+        context: ctx.id(),
         buffer,
         layout,
         fingerprint: tables.fingerprint,

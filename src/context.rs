@@ -14,6 +14,10 @@ use crate::tensor::DType;
 /// A device to run attention on. Create one per device and share it (`Context` is
 /// `Send + Sync`); pipelines are built once per variant and buffers are reused across calls.
 pub struct Context {
+    /// Unique in the process: what the engine's own objects that outlive a call (a
+    /// [`crate::BlockMask`]) remember, since wgpu compares devices and buffers by ids that
+    /// repeat across instances (two `Context::new()`s each have device 0).
+    id: u64,
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
@@ -285,7 +289,9 @@ impl Context {
         let llvmpipe = [&info.name, &info.driver]
             .iter()
             .any(|s| s.to_ascii_lowercase().contains("llvmpipe"));
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Context {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             unified,
             driver_loop_trips: llvmpipe.then_some(crate::loops::LLVMPIPE_LOOP_TRIPS),
             serial: futures_intrusive::sync::Mutex::new((), true),
@@ -302,6 +308,11 @@ impl Context {
             tuning: Mutex::new(Tuning::default()),
             lost,
         }
+    }
+
+    /// This context's process-unique id (see the field).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// The wgpu device.

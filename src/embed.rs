@@ -204,6 +204,11 @@ impl Drop for RecordedAttention<'_> {
 /// kernels unless the staged path is asked for). Nothing is submitted and nothing is read
 /// back.
 ///
+/// `encoder` and every buffer must belong to `ctx`'s device: make the context from the app's
+/// own device with [`Context::from_device`]. wgpu cannot tell a buffer of another device or
+/// instance apart (it resolves buffers by ids that repeat across instances) and would use
+/// whichever buffer of this device has the same id.
+///
 /// Everything is validated first, as in [`crate::masked_attention`], plus the buffers:
 /// `STORAGE` usage, aligned offsets, room for each tensor (and for `out` rounded up to 4
 /// bytes: with an odd number of f16/bf16 elements the two bytes after it are written), and

@@ -502,6 +502,16 @@ fn block_mask_counts_reuse_and_mismatch() {
             r.map(|o| o.out.shape().to_vec())
         ),
     }
+    // On another context: refused. wgpu resolves a buffer by an id that repeats across
+    // instances, so that context's device would have read one of its own buffers instead.
+    let other_ctx = wgattn::Context::new().expect("a second context");
+    match masked_attention(&other_ctx, &c.inputs().with_block_mask(&bm), &c.opts) {
+        Err(Error::BlockMaskMismatch(why)) => assert!(why.contains("another context"), "{why}"),
+        r => panic!(
+            "expected BlockMaskMismatch, got {:?}",
+            r.map(|o| o.out.shape().to_vec())
+        ),
+    }
     // ALiBi alone disallows nothing: no block mask to build.
     let alibi = with_mods(
         c.clone(),
