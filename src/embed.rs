@@ -179,16 +179,30 @@ impl RecordedAttention<'_> {
             #[cfg(target_arch = "wasm32")]
             Wait::Thread => drop(poll),
         }
-        match mapped.receive().await {
+        // Dropped before the mapping completes (a future given up on), the mapping is
+        // cancelled so that a later call can map again; `read` unmaps itself.
+        let cancel = Unmap(pending.readback());
+        let time = match mapped.receive().await {
             Some(Ok(())) => pending.read(self.ctx),
             _ => None,
-        }
+        };
+        std::mem::forget(cancel);
+        time
     }
 
     /// The path that was recorded: `Fused`, or `Staged` (asked for, or the fused kernels do
     /// not take the problem); never `Auto`.
     pub fn path(&self) -> ExecutionPath {
         self.path
+    }
+}
+
+/// Unmaps the buffer when dropped: cancels a pending mapping, or ends one nobody read.
+struct Unmap<'a>(&'a wgpu::Buffer);
+
+impl Drop for Unmap<'_> {
+    fn drop(&mut self) {
+        self.0.unmap();
     }
 }
 

@@ -140,6 +140,11 @@ impl Pending {
         rx
     }
 
+    /// The read-back buffer.
+    pub(crate) fn readback(&self) -> &wgpu::Buffer {
+        &self.readback
+    }
+
     /// The span from the first begin to the last end and each pass's own time, once mapped;
     /// `None` when the timestamps do not make one (a driver that writes zeros, or out of
     /// order).

@@ -267,6 +267,17 @@ fn recordings_report_their_device_time() {
             time,
             "{path:?}: gpu_time_async"
         );
+        // A read given up on before it completes (its future dropped) costs nothing later:
+        // the mapping is cancelled (it stayed pending or mapped, and every later read failed).
+        {
+            use std::future::Future;
+            let call = recorded.gpu_time_async();
+            let mut call = std::pin::pin!(call);
+            let _ = call
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        }
+        assert_eq!(recorded.gpu_time(), time, "{path:?}: after a dropped read");
         let Some((span, each)) = time else {
             assert!(!timing, "{path:?}: no device time with timing on");
             continue;
