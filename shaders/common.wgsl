@@ -106,18 +106,42 @@ fn is_nan4(x: vec4<f32>) -> vec4<bool> {
     return (bitcast<vec4<u32>>(x) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u);
 }
 
-// Softcap: c * tanh(s / c) when c > 0. A NaN score stays NaN (as in the reference): llvmpipe's
-// GL tanh gave -1 for NaN, which turned a NaN score into -c.
+// Softcap: c * tanh(s / c) when c > 0, accurate in f32 for every finite c. The drivers' tanh
+// computes (e^2x - 1) / (e^2x + 1), whose cancellation near x = 0 costs an absolute error of
+// about one ulp of 1 in tanh, so c times it was off by ~c * 1.2e-7 (cap 1e4: logits off by
+// 1e-3; cap 1e20: garbage) where the scores are small beside the cap. So: for |x| < 0.625
+// Cephes' tanhf polynomial, tanh(x) = x + x * P(x^2) (relative error 1.6e-7), written as
+// s + s * P so that a tiny x (a huge cap) neither rounds nor flushes; beyond,
+// 1 - 2 / (e^2x + 1), which has no cancellation there (and gives 1 for an infinite score).
+// A NaN score stays NaN (as in the reference): llvmpipe's GL tanh gave -1 for NaN, which
+// turned a NaN score into -c.
+fn softcap_poly(z: f32) -> f32 {
+    return ((((-5.70498872745e-3 * z + 2.06390887954e-2) * z - 5.37397155531e-2) * z
+        + 1.33314422036e-1) * z - 3.33332819422e-1) * z;
+}
+
 fn softcapped(s: f32) -> f32 {
-    if (params.softcap > 0.0) {
-        return select(params.softcap * tanh(s / params.softcap), s, is_nan(s));
+    let c = params.softcap;
+    if (c > 0.0) {
+        let x = s / c;
+        let ax = abs(x);
+        let near = s + s * softcap_poly(x * x);
+        let far = c * sign(x) * (1.0 - 2.0 / (exp(2.0 * ax) + 1.0));
+        return select(select(far, near, ax < 0.625), s, is_nan(s));
     }
     return s;
 }
 
 fn softcapped4(s: vec4<f32>) -> vec4<f32> {
-    if (params.softcap > 0.0) {
-        return select(params.softcap * tanh(s / params.softcap), s, is_nan4(s));
+    let c = params.softcap;
+    if (c > 0.0) {
+        let x = s / c;
+        let ax = abs(x);
+        let z = x * x;
+        let p = vec4<f32>(softcap_poly(z.x), softcap_poly(z.y), softcap_poly(z.z), softcap_poly(z.w));
+        let near = s + s * p;
+        let far = c * sign(x) * (vec4<f32>(1.0) - 2.0 / (exp(2.0 * ax) + vec4<f32>(1.0)));
+        return select(select(far, near, ax < vec4<f32>(0.625)), s, is_nan4(s));
     }
     return s;
 }

@@ -917,6 +917,29 @@ fn softcap_bounds_large_scores() {
     }
 }
 
+/// A cap far above the scores is `c * tanh(s / c)` to f32 accuracy, on every kernel: the
+/// drivers' `tanh` cancels near 0 to an absolute error of about 1.2e-7, which the cap
+/// multiplied (cap 1e4: out off by 2.4e-4; cap 1e20 and above: the scores off by 1e12 and
+/// `out` by up to 1), before the kernels computed it themselves.
+#[test]
+fn a_cap_far_above_the_scores_is_exact_to_f32() {
+    let mut rng = Rng::new(99);
+    for cap in [1e4, 1e20, f32::MAX] {
+        for (lq, d) in [(7, 32), (1, 64), (3, 30)] {
+            let case = Case::random_amp(
+                &mut rng,
+                Dims::new(1, 2, lq, 90, d),
+                DType::F32,
+                Layout::Bhsd,
+                3.0,
+            )
+            .with_opts(|o| o.softcap = cap);
+            case.clone().check();
+            case.all_returns().staged().check();
+        }
+    }
+}
+
 #[test]
 fn softcap_with_additive_mask() {
     let mut rng = Rng::new(98);
