@@ -147,22 +147,12 @@ fn bad_buffers_are_typed_errors() {
     // Shapes whose byte counts overflow: the tensor's error, before any size is derived
     // from them (they overflowed the staged path's limit checks before).
     let huge = [1usize, 1 << 32, 1 << 32, 8];
-    let q_huge = GpuInputs {
-        q: GpuTensor {
-            shape: &huge,
-            ..good.q
-        },
-        ..good
-    };
-    buffer_error(attempt(&q_huge, &opts, &out), "q", "overflow");
-    let k_huge = GpuInputs {
-        k: GpuTensor {
-            shape: &huge,
-            ..good.k
-        },
-        ..good
-    };
-    buffer_error(attempt(&k_huge, &opts, &out), "k", "overflow");
+    for what in ["q", "k"] {
+        let mut bad = good;
+        let tensor = if what == "q" { &mut bad.q } else { &mut bad.k };
+        tensor.shape = &huge;
+        buffer_error(attempt(&bad, &opts, &out), what, "overflow");
+    }
     let v_uniform = GpuInputs {
         v: t(&uniform, 0),
         ..good
