@@ -278,19 +278,17 @@ impl<'c> Held<'c> {
         self.out_of_memory = true;
     }
 
-    /// An unpooled buffer, counted in the error as the engine's live bytes plus what this
-    /// call holds.
+    /// An unpooled buffer this call holds (see [`Held::outliving`]).
     fn fresh(&mut self, desc: &wgpu::BufferDescriptor<'_>) -> Result<wgpu::Buffer> {
-        let engine_bytes = self.ctx.memory().live_bytes + self.bytes();
-        let b = create_buffer(self.ctx.device(), desc, engine_bytes);
-        let b = self.note(b)?;
+        let b = self.outliving(desc)?;
         trace::created(&b);
         self.buffers.push(b.clone());
         Ok(b)
     }
 
-    /// A fresh buffer that outlives the call (the caller keeps it), so not held; created in
-    /// the same out-of-memory scope and counted in the error as [`Held::fresh`]'s are.
+    /// A fresh buffer, not held (one that outlives the call, which the caller keeps; and what
+    /// [`Held::fresh`] then holds): created in an out-of-memory scope, counted in the error as
+    /// the engine's live bytes plus what this call holds.
     pub(crate) fn outliving(&mut self, desc: &wgpu::BufferDescriptor<'_>) -> Result<wgpu::Buffer> {
         let engine_bytes = self.ctx.memory().live_bytes + self.bytes();
         let b = create_buffer(self.ctx.device(), desc, engine_bytes);

@@ -14,7 +14,7 @@
 use half::{bf16, f16};
 
 use crate::error::{Error, Result};
-use crate::tensor::{element_count, reserved, BoolMask, DType, Mask, Tensor, TensorData};
+use crate::tensor::{collected, element_count, BoolMask, DType, Mask, Tensor, TensorData};
 
 /// HF Transformers `attention_mask` `[B, S]` (1 = keep, 0 = padding) as a key mask
 /// `[B, 1, 1, S]`. Any value other than 0 or 1 is an error.
@@ -149,9 +149,7 @@ pub fn combine(a: &Mask, b: &Mask) -> Result<Mask> {
 /// The `len` elements of a combined mask, `f(i)` each; a typed error where the host cannot
 /// hold them (two masks can broadcast to far more elements than either has).
 fn elements<T>(len: usize, f: impl Fn(usize) -> T) -> Result<Vec<T>> {
-    let mut data = reserved("the combined mask", len)?;
-    data.extend((0..len).map(f));
-    Ok(data)
+    collected("the combined mask", len, (0..len).map(f))
 }
 
 /// The shape two masks broadcast to (see [`combine`]).
