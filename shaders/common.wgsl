@@ -80,6 +80,12 @@ fn minus_infinity() -> f32 {
     return params.neg_inf;
 }
 
+// A quiet NaN, built from the bits of a run-time value: `x - x` (even of -inf) may be folded
+// to 0 by compilers that assume no NaN (lavapipe does), and a NaN constant is rejected.
+fn quiet_nan() -> f32 {
+    return bitcast<f32>(bitcast<u32>(params.neg_inf) | 0x00400000u);
+}
+
 // Float tests by bits: WGSL lets compilers assume there is no NaN, and naga's `!=` on floats
 // is the ordered comparison (false for NaN), so NaN-aware decisions look at the bits.
 // `contributes(p)`: p is a probability other than +0, NaN included (a NaN score at an allowed

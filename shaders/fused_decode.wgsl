@@ -279,7 +279,7 @@ fn sg_row_partial(lid: u32, r: u32, s: u32, nsg: u32, split: u32, row0: u32) {
     // A subgroup smaller than the adapter's reported minimum would leave units unread: the
     // row comes out NaN rather than quietly wrong.
     if (sg_size < LANES) {
-        l = params.neg_inf - params.neg_inf;
+        l = quiet_nan();
     }
     let m = rm[r];
     let big_m = reduce(lid, m, 0u);
@@ -704,7 +704,7 @@ fn main(
     // its accumulator slot past the WG / LANES ones): the row comes out NaN rather than
     // quietly wrong.
     if (sg < LANES) {
-        l = params.neg_inf - params.neg_inf;
+        l = quiet_nan();
     }
 
     // Merge the subgroups: weights exp(m_s - M), the sum and accumulators scaled by them

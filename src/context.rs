@@ -183,6 +183,23 @@ impl Tuning {
         max_binding_bytes: None,
         max_loop_trips: None,
     };
+
+    /// The choices the engine makes by default on a discrete GPU, whatever the adapter: one
+    /// query row per invocation and per decode workgroup, 64 decode invocations with a
+    /// subgroup per key, splits of 512 keys, the decode kernel for blocks of up to 4 rows,
+    /// uploads through wgpu's staging copy. On a CPU adapter this runs the configuration a GPU
+    /// would: `tests/subgroup_sizes.rs` holds it to the reference on lavapipe at subgroups of
+    /// 4, 8 and 16, and the soak draws it.
+    pub const DISCRETE_GPU: Tuning = Tuning {
+        rows_per_invocation: Some(1),
+        decode_max_q: Some(crate::fused::DECODE_MAX_Q),
+        decode_keys_per_split: Some(crate::fused::DECODE_CHUNK),
+        decode_invocations: Some(crate::fused::DECODE_INVOCATIONS_GPU),
+        decode_rows: Some(1),
+        decode_subgroup_keys: Some(true),
+        mapped_uploads: Some(false),
+        ..Tuning::AUTO
+    };
 }
 
 /// GPU memory allocated by the engine (see [`Context::memory`]).

@@ -19,7 +19,7 @@ use crate::tensor::{DType, Tensor};
 /// Largest head dim the fused kernels take (their per-invocation arrays grow with it).
 const MAX_HEAD_DIM: usize = 512;
 /// Query blocks up to this length take the decode kernel.
-const DECODE_MAX_Q: usize = 4;
+pub(crate) const DECODE_MAX_Q: usize = 4;
 /// On CPU adapters query blocks up to this length take the decode kernel too where no block
 /// mask holds it to one row per workgroup and the keys fit `DECODE_MAX_SPLITS_CPU` splits of
 /// at most `DECODE_MAX_CHUNK_CPU` keys: there it read keys 1.7x to 25x faster than the
@@ -35,7 +35,13 @@ const DECODE_MAX_SPLITS_CPU: u64 = 16;
 const DECODE_MAX_CHUNK_CPU: u64 = 2048;
 /// Keys per split of the decode kernel (`Tuning::decode_keys_per_split` overrides it; on
 /// lavapipe 512 to 4096 measured the same within the run-to-run spread, BENCHMARKS.md).
-const DECODE_CHUNK: u32 = 512;
+pub(crate) const DECODE_CHUNK: u32 = 512;
+/// Invocations per workgroup of the decode kernel on GPUs (`Tuning::decode_invocations`
+/// overrides it).
+pub(crate) const DECODE_INVOCATIONS_GPU: u32 = 64;
+/// Invocations per workgroup of the decode kernel on CPU adapters, where each is a SIMD lane
+/// and fewer mean fewer accumulators to sum.
+const DECODE_INVOCATIONS_CPU: u32 = 16;
 /// Query rows per workgroup of the decode kernel on CPU adapters (`Tuning::decode_rows`
 /// overrides it; GPUs take one until one is measured).
 const DECODE_ROWS_CPU: u32 = 4;
@@ -125,11 +131,14 @@ impl Config {
             // Invocations: the most (a power of two from 4 to 64; 16 on CPU adapters, where
             // each is a SIMD lane and fewer mean fewer accumulators to sum) whose
             // accumulators fit in workgroup memory.
-            let mut wg: u32 = tuning
-                .decode_invocations
-                .map_or(if cpu { 16 } else { 64 }, |n| {
-                    n.clamp(4, 1 << 16).next_power_of_two()
-                });
+            let mut wg: u32 = tuning.decode_invocations.map_or(
+                if cpu {
+                    DECODE_INVOCATIONS_CPU
+                } else {
+                    DECODE_INVOCATIONS_GPU
+                },
+                |n| n.clamp(4, 1 << 16).next_power_of_two(),
+            );
             wg = wg.min(invocations.max(4));
             while wg > 4 && decode_memory(wg, dv4, lanes_at(wg)) > wg_mem {
                 wg /= 2;

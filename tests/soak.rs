@@ -2,7 +2,7 @@
 //! tests/mods_properties.rs (key ranges into the thousands that take the decode kernel's
 //! splits and passes, query blocks over many tiles, GQA groups up to 8, head dims up to 256,
 //! logits in the thousands, every mask kind, junk past the key lengths, the mods over long
-//! caches), each run on one of six tunings of the engine and held to the f64 reference.
+//! caches), each run on one of seven tunings of the engine and held to the f64 reference.
 //!
 //! Each test runs `SOAK_CASES` cases (default 4) from seed `SOAK_SEED` (default 1); case `i`
 //! uses seed `SOAK_SEED + i`, and a failure names its seed, so `SOAK_SEED=<seed> SOAK_CASES=1`
@@ -23,7 +23,8 @@ use wgattn::{
 
 const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
-/// The tunings a case may run on: the default; the decode kernel for every block with a
+/// The tunings a case may run on: the default; a discrete GPU's choices (run on lavapipe with
+/// `LP_NATIVE_VECTOR_WIDTH=1024` or `2048` for a GPU's subgroups of 32 or 64); the decode kernel for every block with a
 /// subgroup per key; no shader-f16 and no subgroups; a small loop-trip and binding limit (key
 /// splits in passes, requests split over heads); odd tile and split sizes; the prefill kernel
 /// for every block.
@@ -31,6 +32,7 @@ fn contexts() -> Vec<(&'static str, Context)> {
     let tuned = |name, tuning| (name, tuned_context(tuning));
     vec![
         tuned("default", Tuning::AUTO),
+        tuned("gpu", Tuning::DISCRETE_GPU),
         tuned(
             "subgroup-keys",
             Tuning {
