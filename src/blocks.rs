@@ -285,22 +285,15 @@ impl AuxGroup {
         let Some(m) = mods.filter(|m| !m.aux.is_empty()) else {
             return Ok(None);
         };
-        let limits = ctx.limits();
-        // The most storage buffers a kernel that reads the snippets binds in group 0.
-        let used = Kernel::Fused
-            .bindings()
-            .iter()
-            .filter(|b| **b != crate::kernels::Binding::Uniform)
-            .count() as u32;
-        let max = limits.max_storage_buffers_per_shader_stage;
-        if used + m.aux.len() as u32 > max || limits.max_bind_groups < 2 {
+        // The aux tensors take a second bind group; whether each kernel's storage buffers and
+        // the aux tensors fit a stage is checked as its pipeline is built
+        // (`kernels::check_storage_buffers`), and before the fused path is chosen.
+        let max = ctx.limits().max_bind_groups;
+        if max < 2 {
             return Err(Error::ExceedsLimit {
-                what: format!(
-                    "{} aux tensors beside the kernel's {used} buffers",
-                    m.aux.len()
-                ),
-                limit: "max_storage_buffers_per_shader_stage",
-                requested: (used as usize + m.aux.len()) as u64,
+                what: format!("{} aux tensors, bound in a second bind group", m.aux.len()),
+                limit: "max_bind_groups",
+                requested: 2,
                 max: max as u64,
             });
         }

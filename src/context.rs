@@ -549,22 +549,7 @@ impl Context {
         let label = variant.label();
         // A device with fewer storage buffers per stage than the kernel binds (OpenGL ES 3.1
         // guarantees 4; WebGPU, 8) cannot run it: say so, before wgpu's validation does.
-        let storage = variant
-            .kernel
-            .bindings()
-            .iter()
-            .filter(|b| **b != crate::kernels::Binding::Uniform)
-            .count()
-            + aux;
-        let max = self.limits().max_storage_buffers_per_shader_stage;
-        if storage as u64 > max as u64 {
-            return Err(Error::ExceedsLimit {
-                what: format!("{label}: storage buffers bound"),
-                limit: "max_storage_buffers_per_shader_stage",
-                requested: storage as u64,
-                max: max as u64,
-            });
-        }
+        crate::kernels::check_storage_buffers(self, &label, variant.kernel, aux)?;
         let source = variant.source_with(key.1.as_deref()).map_err(Error::Gpu)?;
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);

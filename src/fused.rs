@@ -64,6 +64,14 @@ pub(crate) fn supports(ctx: &Context, p: &AttentionProblem) -> Result<()> {
             max: MAX_HEAD_DIM as u64,
         });
     }
+    // Both fused kernels bind 7 storage buffers beside the aux tensors: a device with fewer
+    // per stage cannot run this path (`Auto` then takes the staged one, which binds at most 5).
+    let aux = p
+        .mods
+        .as_ref()
+        .filter(|m| m.user.is_some())
+        .map_or(0, |m| m.aux_count);
+    crate::kernels::check_storage_buffers(ctx, "the fused kernels", Kernel::Fused, aux)?;
     Config::new(ctx, p).map(|_| ())
 }
 

@@ -3,8 +3,8 @@ mod common;
 
 use common::*;
 use wgattn::{
-    masked_attention, reference, AttentionInputs, AttentionOptions, Context, DType, ExecutionPath,
-    Layout, Returns, Tensor,
+    masked_attention, reference, AttentionInputs, AttentionOptions, Aux, Context, DType,
+    ExecutionPath, Layout, Mask, MaskMods, Returns, Tensor,
 };
 
 /// An app that already has a device hands it to the engine and keeps using it.
@@ -169,6 +169,70 @@ fn a_downlevel_device_runs_every_path_or_names_the_limit() {
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
             let tols = Tols::for_dtype(dtype);
             compare(&what, &got, &case.reference(), &case.opts.returns, tols);
+        }
+    }
+
+    // A score_mod reading aux tensors (bound beside the kernel's buffers): with one, the fused
+    // kernels' 7 and it fill the 8; with two, `Auto` takes the staged path (its kernels bind
+    // at most 5) and `Fused` names the aux tensors. The snippet adds the tensors to each
+    // score, which the reference computes as the same sum in an additive mask.
+    let dims = Dims::new(1, 2, 3, 50, 16);
+    let case = Case::random(&mut rng, dims, DType::F32, Layout::Bhsd);
+    let per_key = |rng: &mut Rng| (0..50).map(|_| rng.uniform()).collect::<Vec<f32>>();
+    let (a, b) = (per_key(&mut rng), per_key(&mut rng));
+    for (snippet, aux) in [
+        ("return s + aux_a[k];", vec![Aux::f32("a", a.clone())]),
+        (
+            "return s + aux_a[k] + aux_b[k];",
+            vec![Aux::f32("a", a.clone()), Aux::f32("b", b.clone())],
+        ),
+    ] {
+        let bias: Vec<f32> = (0..50)
+            .map(|k| a[k] + if aux.len() > 1 { b[k] } else { 0.0 })
+            .collect();
+        let want = Case {
+            mask: Some(Mask::Additive(Tensor::from_f32([50], bias).unwrap())),
+            ..case.clone()
+        }
+        .reference();
+        let two = aux.len() > 1;
+        let modded = Case {
+            mods: Some(MaskMods {
+                score_mod: Some(snippet.into()),
+                aux,
+                ..Default::default()
+            }),
+            ..case.clone()
+        };
+        let auto = masked_attention(&ctx, &modded.inputs(), &modded.opts)
+            .unwrap_or_else(|e| panic!("{snippet}: {e}"));
+        compare(
+            snippet,
+            &auto,
+            &want,
+            &Returns::default(),
+            Tols::for_dtype(DType::F32),
+        );
+        let fused = modded.path(ExecutionPath::Fused);
+        match masked_attention(&ctx, &fused.inputs(), &fused.opts) {
+            Ok(got) if !two => compare(
+                snippet,
+                &got,
+                &want,
+                &Returns::default(),
+                Tols::for_dtype(DType::F32),
+            ),
+            Err(wgattn::Error::ExceedsLimit {
+                what,
+                limit,
+                requested,
+                max,
+            }) if two => {
+                assert_eq!(limit, "max_storage_buffers_per_shader_stage");
+                assert!(what.contains("2 aux tensors"), "{what}");
+                assert_eq!((requested, max), (9, 8));
+            }
+            other => panic!("{snippet} on the fused path: {:?}", other.map(|_| ())),
         }
     }
 

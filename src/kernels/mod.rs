@@ -76,6 +76,14 @@ impl Kernel {
         }
     }
 
+    /// The storage buffers the kernel binds in group 0 (its bindings but the uniform).
+    pub fn storage_buffers(self) -> u32 {
+        self.bindings()
+            .iter()
+            .filter(|b| **b != Binding::Uniform)
+            .count() as u32
+    }
+
     /// The kernel's bindings in group 0, in binding order (matching its WGSL declarations).
     pub fn bindings(self) -> &'static [Binding] {
         use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
@@ -128,6 +136,32 @@ impl Kernel {
             Kernel::ApplyMask | Kernel::Fused | Kernel::FusedDecode
         )
     }
+}
+
+/// Whether `kernel` with `aux` aux tensors beside its own buffers fits the device's storage
+/// buffers per shader stage; `ExceedsLimit` naming `what` if not.
+pub(crate) fn check_storage_buffers(
+    ctx: &crate::Context,
+    what: &str,
+    kernel: Kernel,
+    aux: usize,
+) -> crate::Result<()> {
+    let own = kernel.storage_buffers() as u64;
+    let storage = own.saturating_add(aux as u64);
+    let max = ctx.limits().max_storage_buffers_per_shader_stage as u64;
+    if storage <= max {
+        return Ok(());
+    }
+    Err(crate::Error::ExceedsLimit {
+        what: if aux > 0 {
+            format!("{what}: storage buffers bound ({own} of the kernel, {aux} aux tensors)")
+        } else {
+            format!("{what}: storage buffers bound")
+        },
+        limit: "max_storage_buffers_per_shader_stage",
+        requested: storage,
+        max,
+    })
 }
 
 /// How a kernel binds one buffer.
