@@ -285,18 +285,9 @@ impl AuxGroup {
         let Some(m) = mods.filter(|m| !m.aux.is_empty()) else {
             return Ok(None);
         };
-        // The aux tensors take a second bind group; whether each kernel's storage buffers and
-        // the aux tensors fit a stage is checked as its pipeline is built
-        // (`kernels::check_storage_buffers`), and before the fused path is chosen.
-        let max = ctx.limits().max_bind_groups;
-        if max < 2 {
-            return Err(Error::ExceedsLimit {
-                what: format!("{} aux tensors, bound in a second bind group", m.aux.len()),
-                limit: "max_bind_groups",
-                requested: 2,
-                max: max as u64,
-            });
-        }
+        // Whether the kernels' storage buffers, the aux tensors and their second bind group
+        // fit the device is checked as each pipeline is built (`kernels::check_bindings`), and
+        // before the fused path is chosen.
         let mut buffers = Vec::new();
         for a in &m.aux {
             let words = a.data.words();

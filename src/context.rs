@@ -549,7 +549,7 @@ impl Context {
         let label = variant.label();
         // A device with fewer storage buffers per stage than the kernel binds (OpenGL ES 3.1
         // guarantees 4; WebGPU, 8) cannot run it: say so, before wgpu's validation does.
-        crate::kernels::check_storage_buffers(self, &label, variant.kernel, aux)?;
+        crate::kernels::check_bindings(self, &label, variant.kernel, aux)?;
         let source = variant.source_with(key.1.as_deref()).map_err(Error::Gpu)?;
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);

@@ -71,7 +71,7 @@ pub(crate) fn supports(ctx: &Context, p: &AttentionProblem) -> Result<()> {
         .as_ref()
         .filter(|m| m.user.is_some())
         .map_or(0, |m| m.aux_count);
-    crate::kernels::check_storage_buffers(ctx, "the fused kernels", Kernel::Fused, aux)?;
+    crate::kernels::check_bindings(ctx, "the fused kernels", Kernel::Fused, aux)?;
     Config::new(ctx, p).map(|_| ())
 }
 

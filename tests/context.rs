@@ -144,7 +144,8 @@ fn a_downlevel_device_runs_every_path_or_names_the_limit() {
         max_storage_buffers_per_shader_stage: 8,
         ..wgpu::Limits::downlevel_defaults()
     };
-    let ctx = Context::with_limits(eight, wgpu::Features::empty()).expect("downlevel limits");
+    let ctx =
+        Context::with_limits(eight.clone(), wgpu::Features::empty()).expect("downlevel limits");
     ctx.set_poison_outputs(true);
     let mut rng = Rng::new(10);
     for (dims, dtype) in [
@@ -235,6 +236,39 @@ fn a_downlevel_device_runs_every_path_or_names_the_limit() {
             other => panic!("{snippet} on the fused path: {:?}", other.map(|_| ())),
         }
     }
+
+    // Aux tensors take a second bind group: a device with one says so on every path.
+    let one_group = wgpu::Limits {
+        max_bind_groups: 1,
+        ..eight
+    };
+    let ctx = Context::with_limits(one_group, wgpu::Features::empty()).expect("one bind group");
+    let modded = Case {
+        mods: Some(MaskMods {
+            score_mod: Some("return s + aux_a[k];".into()),
+            aux: vec![Aux::f32("a", a.clone())],
+            ..Default::default()
+        }),
+        ..case.clone()
+    };
+    for path in [ExecutionPath::Auto, ExecutionPath::Staged] {
+        let c = modded.clone().path(path);
+        match masked_attention(&ctx, &c.inputs(), &c.opts) {
+            Err(wgattn::Error::ExceedsLimit { limit, max, .. }) => {
+                assert_eq!((limit, max), ("max_bind_groups", 1));
+            }
+            other => panic!("{path:?}, one bind group: {:?}", other.map(|_| ())),
+        }
+    }
+    // Without aux tensors one group is all the kernels need.
+    let got = masked_attention(&ctx, &case.inputs(), &case.opts).expect("one bind group");
+    compare(
+        "one group",
+        &got,
+        &case.reference(),
+        &Returns::default(),
+        Tols::for_dtype(DType::F32),
+    );
 
     let ctx = Context::with_limits(wgpu::Limits::downlevel_defaults(), wgpu::Features::empty())
         .expect("downlevel limits");

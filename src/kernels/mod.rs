@@ -139,13 +139,23 @@ impl Kernel {
 }
 
 /// Whether `kernel` with `aux` aux tensors beside its own buffers fits the device's storage
-/// buffers per shader stage; `ExceedsLimit` naming `what` if not.
-pub(crate) fn check_storage_buffers(
+/// buffers per shader stage, and the aux tensors' second bind group its bind groups;
+/// `ExceedsLimit` naming `what` if not.
+pub(crate) fn check_bindings(
     ctx: &crate::Context,
     what: &str,
     kernel: Kernel,
     aux: usize,
 ) -> crate::Result<()> {
+    let groups = ctx.limits().max_bind_groups;
+    if aux > 0 && groups < 2 {
+        return Err(crate::Error::ExceedsLimit {
+            what: format!("{what}: {aux} aux tensors, bound in a second bind group"),
+            limit: "max_bind_groups",
+            requested: 2,
+            max: groups as u64,
+        });
+    }
     let own = kernel.storage_buffers() as u64;
     let storage = own.saturating_add(aux as u64);
     let max = ctx.limits().max_storage_buffers_per_shader_stage as u64;
