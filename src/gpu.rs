@@ -93,7 +93,14 @@ impl Params {
             bshd,
             rows: p.rows() as u32,
             scale: p.scale,
-            softcap: p.softcap,
+            // A GPU that flushes subnormals would read a subnormal cap as 0, no cap at all;
+            // the smallest normal f32 caps as closely (every capped score within 1.2e-38 of
+            // 0, which no softmax in f32 tells apart).
+            softcap: if p.softcap > 0.0 {
+                p.softcap.max(f32::MIN_POSITIVE)
+            } else {
+                p.softcap
+            },
             neg_inf: f32::NEG_INFINITY,
             out_len: p.out_len() as u32,
             mask_sb: strides[0] as u32,

@@ -940,6 +940,32 @@ fn a_cap_far_above_the_scores_is_exact_to_f32() {
     }
 }
 
+/// A cap below the smallest normal f32 caps every score to within 1.2e-38 of 0 (the engine
+/// passes such caps to the kernels as `f32::MIN_POSITIVE`, which a GPU that flushes subnormals
+/// still reads as a cap): the probabilities are uniform over the allowed keys, and a score
+/// over the cap by a factor past f32's range (`s / c` infinite) is capped too.
+#[test]
+fn a_subnormal_cap_caps_every_score() {
+    let mut rng = Rng::new(97);
+    for cap in [f32::from_bits(1), 1e-40, f32::MIN_POSITIVE] {
+        for (lq, d) in [(7, 32), (1, 64)] {
+            let case = Case::random_amp(
+                &mut rng,
+                Dims::new(1, 2, lq, 90, d),
+                DType::F32,
+                Layout::Bhsd,
+                3.0,
+            )
+            .with_opts(|o| {
+                o.softcap = cap;
+                o.causal = true;
+            });
+            case.clone().check();
+            case.all_returns().staged().check();
+        }
+    }
+}
+
 #[test]
 fn softcap_with_additive_mask() {
     let mut rng = Rng::new(98);
