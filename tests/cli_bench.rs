@@ -535,6 +535,24 @@ fn check_holds_the_timed_path_to_the_reference() {
     assert_fails(&o, &["--check", "mask_mod"]);
 }
 
+/// `--softcap` reaches every path (held to the reference), is echoed in the JSON and named
+/// with the masks; an invalid one is the library's error.
+#[test]
+fn softcap_is_timed_checked_and_echoed() {
+    for path in ["staged", "fused"] {
+        let o = bench_json(path, &["--softcap", "2.5", "--check"]);
+        assert_eq!(o["check_passed"], json!(true), "{o:?}");
+        assert_eq!(o["softcap"], json!(2.5), "{o:?}");
+        assert_eq!(o["mask"], json!("softcap 2.5"), "{o:?}");
+    }
+    let o = bench_json("reference", &["--softcap", "2.5", "--causal"]);
+    assert_eq!(o["mask"], json!("causal + softcap 2.5"), "{o:?}");
+    assert!(!bench_json("fused", &[]).contains_key("softcap"));
+    let o = wgattn(&["bench", "--path", "fused", "--softcap", "-1", "--json"]);
+    assert_fails(&o, &["softcap", ">= 0"]);
+    assert_error_json(&o, &["softcap"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Failures.
 

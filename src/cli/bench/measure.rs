@@ -66,6 +66,8 @@ pub struct Request {
     pub window_left: i64,
     /// Keys to the right of the diagonal; -1 = unbounded.
     pub window_right: i64,
+    /// `c` of the softcap `c * tanh(s / c)`; 0 = none.
+    pub softcap: f32,
     /// Valid keys per batch entry (ONNX `nonpad_kv_seqlen`): a key-padding mask.
     pub kv_lengths: Option<Vec<i64>>,
     /// Structured and user-defined masks, and words naming them for the tables.
@@ -83,6 +85,7 @@ impl Request {
             causal: self.causal,
             window_left: self.window_left,
             window_right: self.window_right,
+            softcap: self.softcap,
             path: self.path.gpu_path().unwrap_or_default(),
             ..Default::default()
         }
@@ -111,6 +114,9 @@ impl Request {
         }
         if let Some(lengths) = &self.kv_lengths {
             parts.push(format!("key lengths {lengths:?}"));
+        }
+        if self.softcap > 0.0 {
+            parts.push(format!("softcap {}", self.softcap));
         }
         if let Some((_, words)) = &self.mods {
             parts.push(words.clone());
@@ -643,6 +649,7 @@ mod tests {
             causal: false,
             window_left: -1,
             window_right: -1,
+            softcap: 0.0,
             kv_lengths: None,
             mods: None,
             reuse_block_mask: false,
@@ -657,5 +664,9 @@ mod tests {
         );
         r.kv_lengths = Some(vec![3]);
         assert!(r.mask_description().ends_with(" + key lengths [3]"));
+        r.softcap = 50.0;
+        assert!(r
+            .mask_description()
+            .ends_with(" + key lengths [3] + softcap 50"));
     }
 }

@@ -28,7 +28,7 @@ use record::{Figures, RequestFields};
 use suite::SuiteName;
 
 /// The options that describe the one shape, which `--suite`, `--compare` and `--plot` refuse.
-const ONE_SHAPE: [&str; 22] = [
+const ONE_SHAPE: [&str; 23] = [
     "check",
     "documents",
     "mask_mod",
@@ -47,6 +47,7 @@ const ONE_SHAPE: [&str; 22] = [
     "causal",
     "window_left",
     "window_right",
+    "softcap",
     "dtype",
     "iters",
     "warmup",
@@ -103,6 +104,14 @@ pub struct BenchArgs {
     /// Sliding window, keys to the right of the diagonal; -1 = unbounded.
     #[arg(long, value_name = "W", default_value_t = -1, allow_negative_numbers = true)]
     pub window_right: i64,
+    /// Softcap `c`: scores become `c * tanh(s / c)` (Gemma 2 uses 50); 0 = none.
+    #[arg(
+        long,
+        value_name = "C",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    pub softcap: f32,
     /// Packed documents: N equal segments, each attending only to itself (a segment mask).
     #[arg(long, value_name = "N")]
     pub documents: Option<usize>,
@@ -279,6 +288,7 @@ impl BenchArgs {
             causal: self.causal,
             window_left: self.window_left,
             window_right: self.window_right,
+            softcap: self.softcap,
             kv_lengths: None,
             mods: self.mods(),
             reuse_block_mask: self.reuse_block_mask,

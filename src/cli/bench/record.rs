@@ -20,6 +20,9 @@ pub struct RequestFields {
     pub causal: bool,
     pub window_left: i64,
     pub window_right: i64,
+    /// The softcap `c` (absent without one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub softcap: f32,
     /// Valid keys per batch entry, for a key-padding mask (absent without one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_lengths: Option<Vec<i64>>,
@@ -50,6 +53,7 @@ impl RequestFields {
             causal: request.causal,
             window_left: request.window_left,
             window_right: request.window_right,
+            softcap: request.softcap,
             kv_lengths: request.kv_lengths.clone(),
             mask,
             iters,
@@ -57,6 +61,10 @@ impl RequestFields {
             resident: request.resident,
         }
     }
+}
+
+fn is_zero(x: &f32) -> bool {
+    *x == 0.0
 }
 
 /// What a run measured, in milliseconds and GFLOP/s (dense FLOPs over the median).

@@ -197,6 +197,7 @@ mod tests {
             causal: false,
             window_left: -1,
             window_right: -1,
+            softcap: 0.0,
             kv_lengths: Some(vec![12]),
             mask: "padding".into(),
             iters: 2,

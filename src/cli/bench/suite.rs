@@ -288,6 +288,7 @@ impl Block {
                 causal,
                 window_left,
                 window_right: -1,
+                softcap: 0.0,
                 kv_lengths,
                 mods: None,
                 reuse_block_mask: false,
