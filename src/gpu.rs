@@ -620,14 +620,7 @@ impl Readback {
             slot.map(|offset| {
                 let start = offset as usize;
                 let words = &bytes[start..start + self.score_bytes as usize];
-                let floats = crate::tensor::collected(
-                    "an intermediate read back",
-                    words.len() / 4,
-                    words
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-                )?;
-                Tensor::from_f32_as(p.score_shape(), &floats, p.dtype)
+                Tensor::from_f32_le_as(p.score_shape(), words, p.dtype)
             })
             .transpose()
         };

@@ -124,6 +124,13 @@ pub(crate) fn filled<T: Clone>(what: &str, n: usize, fill: T) -> Result<Vec<T>> 
     Ok(v)
 }
 
+/// The f32 values of little-endian words.
+fn f32_words(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+}
+
 pub(crate) fn element_count(what: &'static str, shape: &[usize]) -> Result<usize> {
     shape
         .iter()
@@ -181,6 +188,23 @@ impl Tensor {
         Self::new(shape, data)
     }
 
+    /// A tensor of `dtype` from little-endian f32 words (a read-back), each rounded once to
+    /// nearest even: one pass, no intermediate copy of the floats.
+    pub(crate) fn from_f32_le_as(
+        shape: impl Into<Vec<usize>>,
+        bytes: &[u8],
+        dtype: DType,
+    ) -> Result<Self> {
+        let (what, n) = ("a tensor's elements", bytes.len() / 4);
+        let floats = || f32_words(bytes);
+        let data = match dtype {
+            DType::F32 => TensorData::F32(collected(what, n, floats())?),
+            DType::F16 => TensorData::F16(collected(what, n, floats().map(f16::from_f32))?),
+            DType::BF16 => TensorData::BF16(collected(what, n, floats().map(bf16::from_f32))?),
+        };
+        Self::new(shape, data)
+    }
+
     /// A tensor of `dtype` from f64 values, each rounded once to nearest even.
     pub fn from_f64_as(shape: impl Into<Vec<usize>>, data: &[f64], dtype: DType) -> Result<Self> {
         let (what, n) = ("a tensor's elements", data.len());
@@ -210,13 +234,7 @@ impl Tensor {
         }
         let what = "a tensor's elements";
         let data = match dtype {
-            DType::F32 => TensorData::F32(collected(
-                what,
-                n,
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            )?),
+            DType::F32 => TensorData::F32(collected(what, n, f32_words(bytes))?),
             DType::F16 => TensorData::F16(collected(
                 what,
                 n,
