@@ -135,9 +135,11 @@ fn a_dropped_async_call_leaves_the_context_working() {
 
 /// A device with downlevel limits (16 KiB of workgroup memory, 256 invocations per
 /// workgroup, as many OpenGL ES 3.1 GPUs) runs every path correctly, the tiles chosen from
-/// those limits, as long as it offers the 8 storage buffers per stage the kernels bind (the
-/// WebGPU default). With OpenGL ES 3.1's guaranteed 4 it is a typed error naming that limit
-/// (it was wgpu's validation error from building the pipeline).
+/// those limits, with the 8 storage buffers per stage of the WebGPU default (the fused
+/// kernels bind 7, plus a snippet's aux tensors). With 5 `Auto` takes the staged path (it
+/// failed); with OpenGL ES 3.1's guaranteed 4 every path is a typed error naming that limit
+/// (it was wgpu's validation error from building the pipeline), as is one bind group for aux
+/// tensors.
 #[test]
 fn a_downlevel_device_runs_every_path_or_names_the_limit() {
     let eight = wgpu::Limits {
@@ -235,6 +237,37 @@ fn a_downlevel_device_runs_every_path_or_names_the_limit() {
             }
             other => panic!("{snippet} on the fused path: {:?}", other.map(|_| ())),
         }
+    }
+
+    // Five storage buffers (fewer than the fused kernels' 7, all the staged path binds):
+    // `Auto` takes the staged path, `Fused` names the limit.
+    let five = wgpu::Limits {
+        max_storage_buffers_per_shader_stage: 5,
+        ..eight.clone()
+    };
+    let ctx5 = Context::with_limits(five, wgpu::Features::empty()).expect("five buffers");
+    let got = masked_attention(&ctx5, &case.inputs(), &case.opts).expect("Auto on five");
+    compare(
+        "five",
+        &got,
+        &case.reference(),
+        &Returns::default(),
+        Tols::for_dtype(DType::F32),
+    );
+    let fused = case.clone().path(ExecutionPath::Fused);
+    match masked_attention(&ctx5, &fused.inputs(), &fused.opts) {
+        Err(wgattn::Error::ExceedsLimit {
+            limit,
+            requested,
+            max,
+            ..
+        }) => {
+            assert_eq!(
+                (limit, requested, max),
+                ("max_storage_buffers_per_shader_stage", 7, 5)
+            );
+        }
+        other => panic!("Fused on five buffers: {:?}", other.map(|_| ())),
     }
 
     // Aux tensors take a second bind group: a device with one says so on every path.
