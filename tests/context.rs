@@ -3,8 +3,8 @@ mod common;
 
 use common::*;
 use wgattn::{
-    masked_attention, reference, AttentionInputs, AttentionOptions, Aux, Context, DType,
-    ExecutionPath, Layout, Mask, MaskMods, Returns, Tensor,
+    masked_attention, reference, AttentionInputs, AttentionOptions, AttentionOutput, Aux, Context,
+    DType, ExecutionPath, Layout, Mask, MaskMods, Returns, Tensor,
 };
 
 /// An app that already has a device hands it to the engine and keeps using it.
@@ -175,6 +175,14 @@ fn a_downlevel_device_runs_every_path_or_names_the_limit() {
         }
     }
 
+    // `case` on `ctx` (f32, no intermediates) held to `want`.
+    let f32_tols = Tols::for_dtype(DType::F32);
+    let agrees = |ctx: &Context, what: &str, case: &Case, want: &AttentionOutput| {
+        let got = masked_attention(ctx, &case.inputs(), &case.opts)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        compare(what, &got, want, &Returns::default(), f32_tols);
+    };
+
     // A score_mod reading aux tensors (bound beside the kernel's buffers): with one, the fused
     // kernels' 7 and it fill the 8; with two, `Auto` takes the staged path (its kernels bind
     // at most 5) and `Fused` names the aux tensors. The snippet adds the tensors to each
@@ -207,24 +215,10 @@ fn a_downlevel_device_runs_every_path_or_names_the_limit() {
             }),
             ..case.clone()
         };
-        let auto = masked_attention(&ctx, &modded.inputs(), &modded.opts)
-            .unwrap_or_else(|e| panic!("{snippet}: {e}"));
-        compare(
-            snippet,
-            &auto,
-            &want,
-            &Returns::default(),
-            Tols::for_dtype(DType::F32),
-        );
+        agrees(&ctx, snippet, &modded, &want);
         let fused = modded.path(ExecutionPath::Fused);
         match masked_attention(&ctx, &fused.inputs(), &fused.opts) {
-            Ok(got) if !two => compare(
-                snippet,
-                &got,
-                &want,
-                &Returns::default(),
-                Tols::for_dtype(DType::F32),
-            ),
+            Ok(got) if !two => compare(snippet, &got, &want, &Returns::default(), f32_tols),
             Err(wgattn::Error::ExceedsLimit {
                 what,
                 limit,
@@ -246,14 +240,7 @@ fn a_downlevel_device_runs_every_path_or_names_the_limit() {
         ..eight.clone()
     };
     let ctx5 = Context::with_limits(five, wgpu::Features::empty()).expect("five buffers");
-    let got = masked_attention(&ctx5, &case.inputs(), &case.opts).expect("Auto on five");
-    compare(
-        "five",
-        &got,
-        &case.reference(),
-        &Returns::default(),
-        Tols::for_dtype(DType::F32),
-    );
+    agrees(&ctx5, "Auto on five", &case, &case.reference());
     let fused = case.clone().path(ExecutionPath::Fused);
     match masked_attention(&ctx5, &fused.inputs(), &fused.opts) {
         Err(wgattn::Error::ExceedsLimit {
@@ -294,14 +281,7 @@ fn a_downlevel_device_runs_every_path_or_names_the_limit() {
         }
     }
     // Without aux tensors one group is all the kernels need.
-    let got = masked_attention(&ctx, &case.inputs(), &case.opts).expect("one bind group");
-    compare(
-        "one group",
-        &got,
-        &case.reference(),
-        &Returns::default(),
-        Tols::for_dtype(DType::F32),
-    );
+    agrees(&ctx, "one bind group", &case, &case.reference());
 
     let ctx = Context::with_limits(wgpu::Limits::downlevel_defaults(), wgpu::Features::empty())
         .expect("downlevel limits");

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use wgattn::{BoolMask, DType, ExecutionPath, Layout, Mask, Returns, Tensor};
+use wgattn::{AttentionOptions, BoolMask, DType, ExecutionPath, Layout, Mask, Returns, Tensor};
 
 const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
@@ -926,18 +926,25 @@ fn a_cap_far_above_the_scores_is_exact_to_f32() {
     let mut rng = Rng::new(99);
     for cap in [1e4, 1e20, f32::MAX] {
         for (lq, d) in [(7, 32), (1, 64), (3, 30)] {
-            let case = Case::random_amp(
-                &mut rng,
-                Dims::new(1, 2, lq, 90, d),
-                DType::F32,
-                Layout::Bhsd,
-                3.0,
-            )
-            .with_opts(|o| o.softcap = cap);
-            case.clone().check();
-            case.all_returns().staged().check();
+            check_capped(&mut rng, lq, d, |o| o.softcap = cap);
         }
     }
+}
+
+/// An f32 case of `lq` queries against 90 keys of head dim `d` (q and k up to 3) with the
+/// options `opts` sets, held to the reference on the default path and staged with every
+/// intermediate.
+fn check_capped(rng: &mut Rng, lq: usize, d: usize, opts: impl FnOnce(&mut AttentionOptions)) {
+    let case = Case::random_amp(
+        rng,
+        Dims::new(1, 2, lq, 90, d),
+        DType::F32,
+        Layout::Bhsd,
+        3.0,
+    )
+    .with_opts(opts);
+    case.clone().check();
+    case.all_returns().staged().check();
 }
 
 /// A cap below the smallest normal f32 caps every score to within 1.2e-38 of 0 (the engine
@@ -949,19 +956,10 @@ fn a_subnormal_cap_caps_every_score() {
     let mut rng = Rng::new(97);
     for cap in [f32::from_bits(1), 1e-40, f32::MIN_POSITIVE] {
         for (lq, d) in [(7, 32), (1, 64)] {
-            let case = Case::random_amp(
-                &mut rng,
-                Dims::new(1, 2, lq, 90, d),
-                DType::F32,
-                Layout::Bhsd,
-                3.0,
-            )
-            .with_opts(|o| {
+            check_capped(&mut rng, lq, d, |o| {
                 o.softcap = cap;
                 o.causal = true;
             });
-            case.clone().check();
-            case.all_returns().staged().check();
         }
     }
 }
