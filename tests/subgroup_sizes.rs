@@ -7,7 +7,8 @@
 //!
 //! Past 512 bits lavapipe reports subgroups of 32 or 64 but runs them 16 wide (a probe
 //! shader counted 16 active invocations in a subgroup whose `subgroup_size` said 32; at 256
-//! bits a small shader ran 4 wide where the adapter reports 8). The decode kernel's
+//! bits a probe of `subgroupAdd(1u)` alone counted 4 where the adapter reports 8, though the
+//! engine's kernels run full subgroups there). The decode kernel's
 //! subgroup-per-key layout cannot reach every unit of a row from subgroups smaller than the
 //! adapter's minimum, and it makes such rows NaN rather than quietly wrong (before
 //! `quiet_nan`, lavapipe folded the kernel's `-inf - -inf` to 0 and the rows came out
