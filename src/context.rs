@@ -533,8 +533,8 @@ impl Context {
         } else {
             None
         };
-        let aux = if user.is_some() {
-            mods.map_or(0, |m| m.aux_count)
+        let aux = if variant.uses_user_module() {
+            mods.map_or(0, ModsInfo::snippet_aux)
         } else {
             0
         };

@@ -11,7 +11,7 @@ use crate::gpu::{
 };
 use crate::kernels::{Kernel, Tile, Variant};
 use crate::loops;
-use crate::mods::{MaskMods, ModFlags};
+use crate::mods::{MaskMods, ModFlags, ModsInfo};
 use crate::problem::{AttentionInputs, AttentionProblem};
 use crate::staged::upload_mask;
 use crate::tensor::{DType, Tensor};
@@ -66,11 +66,7 @@ pub(crate) fn supports(ctx: &Context, p: &AttentionProblem) -> Result<()> {
     }
     // Both fused kernels bind 7 storage buffers beside the aux tensors: a device with fewer
     // per stage cannot run this path (`Auto` then takes the staged one, which binds at most 5).
-    let aux = p
-        .mods
-        .as_ref()
-        .filter(|m| m.user.is_some())
-        .map_or(0, |m| m.aux_count);
+    let aux = p.mods.as_ref().map_or(0, ModsInfo::snippet_aux);
     crate::kernels::check_bindings(ctx, "the fused kernels", Kernel::Fused, aux)?;
     Config::new(ctx, p).map(|_| ())
 }

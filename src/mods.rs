@@ -304,7 +304,7 @@ pub struct ModsInfo {
     pub flags: ModFlags,
     /// The generated WGSL of the user's snippets and aux bindings (`None` without snippets).
     pub user: Option<Arc<str>>,
-    /// Number of aux tensors (bindings of group 1).
+    /// Number of aux tensors (bindings of group 1; see [`ModsInfo::snippet_aux`]).
     pub aux_count: usize,
     /// `M`, the number of modalities.
     pub modalities: usize,
@@ -322,6 +322,18 @@ pub struct ModsInfo {
     /// tokens or the class table, `modality_allow` and `modality_causal`), which the binding
     /// limits count.
     pub(crate) fixed_table_words: usize,
+}
+
+impl ModsInfo {
+    /// The aux tensors a kernel that includes the user's snippets binds (none without
+    /// snippets).
+    pub(crate) fn snippet_aux(&self) -> usize {
+        if self.user.is_some() {
+            self.aux_count
+        } else {
+            0
+        }
+    }
 }
 
 /// Words of the mods' tables for a problem of `d`'s sizes: what [`append_tables`] writes

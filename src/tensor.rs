@@ -175,17 +175,7 @@ impl Tensor {
 
     /// A tensor of `dtype` from f32 values, each rounded to nearest even.
     pub fn from_f32_as(shape: impl Into<Vec<usize>>, data: &[f32], dtype: DType) -> Result<Self> {
-        let (what, n) = ("a tensor's elements", data.len());
-        let data = match dtype {
-            DType::F32 => TensorData::F32(collected(what, n, data.iter().copied())?),
-            DType::F16 => {
-                TensorData::F16(collected(what, n, data.iter().map(|&x| f16::from_f32(x)))?)
-            }
-            DType::BF16 => {
-                TensorData::BF16(collected(what, n, data.iter().map(|&x| bf16::from_f32(x)))?)
-            }
-        };
-        Self::new(shape, data)
+        Self::from_floats(shape, data.len(), data.iter().copied(), dtype)
     }
 
     /// A tensor of `dtype` from little-endian f32 words (a read-back), each rounded once to
@@ -195,12 +185,21 @@ impl Tensor {
         bytes: &[u8],
         dtype: DType,
     ) -> Result<Self> {
-        let (what, n) = ("a tensor's elements", bytes.len() / 4);
-        let floats = || f32_words(bytes);
+        Self::from_floats(shape, bytes.len() / 4, f32_words(bytes), dtype)
+    }
+
+    /// A tensor of `dtype` from `n` f32 values, each rounded to nearest even.
+    fn from_floats(
+        shape: impl Into<Vec<usize>>,
+        n: usize,
+        floats: impl Iterator<Item = f32>,
+        dtype: DType,
+    ) -> Result<Self> {
+        let what = "a tensor's elements";
         let data = match dtype {
-            DType::F32 => TensorData::F32(collected(what, n, floats())?),
-            DType::F16 => TensorData::F16(collected(what, n, floats().map(f16::from_f32))?),
-            DType::BF16 => TensorData::BF16(collected(what, n, floats().map(bf16::from_f32))?),
+            DType::F32 => TensorData::F32(collected(what, n, floats)?),
+            DType::F16 => TensorData::F16(collected(what, n, floats.map(f16::from_f32))?),
+            DType::BF16 => TensorData::BF16(collected(what, n, floats.map(bf16::from_f32))?),
         };
         Self::new(shape, data)
     }

@@ -23,9 +23,10 @@ use wgattn::{
 
 const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
-/// The tunings a case may run on: the default; a discrete GPU's choices (run on lavapipe with
-/// `LP_NATIVE_VECTOR_WIDTH=1024` or `2048` for a GPU's subgroups of 32 or 64); the decode kernel for every block with a
-/// subgroup per key; no shader-f16 and no subgroups; a small loop-trip and binding limit (key
+/// The tunings a case may run on: the default; a discrete GPU's choices (with
+/// `LP_NATIVE_VECTOR_WIDTH=128` or `512`, lavapipe's subgroups are 4 or 16 wide; past 512 it
+/// reports wider subgroups than it runs, see tests/subgroup_sizes.rs); the decode kernel for
+/// every block with a subgroup per key; no shader-f16 and no subgroups; a small loop-trip and binding limit (key
 /// splits in passes, requests split over heads); odd tile and split sizes; the prefill kernel
 /// for every block.
 fn contexts() -> Vec<(&'static str, Context)> {

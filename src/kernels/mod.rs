@@ -147,7 +147,8 @@ pub(crate) fn check_bindings(
     kernel: Kernel,
     aux: usize,
 ) -> crate::Result<()> {
-    let groups = ctx.limits().max_bind_groups;
+    let limits = ctx.limits();
+    let groups = limits.max_bind_groups;
     if aux > 0 && groups < 2 {
         return Err(crate::Error::ExceedsLimit {
             what: format!("{what}: {aux} aux tensors, bound in a second bind group"),
@@ -158,7 +159,7 @@ pub(crate) fn check_bindings(
     }
     let own = kernel.storage_buffers() as u64;
     let storage = own.saturating_add(aux as u64);
-    let max = ctx.limits().max_storage_buffers_per_shader_stage as u64;
+    let max = limits.max_storage_buffers_per_shader_stage as u64;
     if storage <= max {
         return Ok(());
     }
