@@ -304,7 +304,7 @@ pub struct ModsInfo {
     pub flags: ModFlags,
     /// The generated WGSL of the user's snippets and aux bindings (`None` without snippets).
     pub user: Option<Arc<str>>,
-    /// Number of aux tensors (bindings of group 1; see [`ModsInfo::snippet_aux`]).
+    /// Number of aux tensors (bindings of group 1, where the snippets are included).
     pub aux_count: usize,
     /// `M`, the number of modalities.
     pub modalities: usize,
