@@ -262,3 +262,84 @@ fn async_call_leaves_the_executor_thread_free() {
         "woken {pending} times: polling, not waiting for a wake-up"
     );
 }
+
+/// Twelve `masked_attention_async` calls in flight at once on one thread, polled in turn
+/// (what a browser or a single-threaded executor does with several requests): fused, staged
+/// with every intermediate, f32/f16/bf16, causal or not, on a context whose binding limit of
+/// 128 KiB splits several of them into several submissions. Each result matches the reference;
+/// none waits for another to finish first.
+#[test]
+fn many_async_calls_in_flight_on_one_thread() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context as TaskContext, Poll, Wake, Waker};
+
+    struct NoWake;
+    impl Wake for NoWake {
+        fn wake(self: Arc<Self>) {}
+    }
+    type Call<'a> = Pin<Box<dyn Future<Output = wgattn::Result<wgattn::AttentionOutput>> + 'a>>;
+
+    const LIMIT: u64 = 1 << 17;
+    let ctx = tuned_context(wgattn::Tuning {
+        max_binding_bytes: Some(LIMIT),
+        ..wgattn::Tuning::AUTO
+    });
+    let mut rng = Rng::new(4200);
+    let cases: Vec<Case> = (0..12)
+        .map(|i| {
+            let dims = Dims::new(
+                1 + rng.below(3),
+                2 + rng.below(6),
+                1 + rng.below(40),
+                1 + rng.below(300),
+                8 * (1 + rng.below(8)),
+            );
+            let dtype = [DType::F32, DType::F16, DType::BF16][i % 3];
+            let case = Case::random(&mut rng, dims, dtype, wgattn::Layout::Bhsd)
+                .with_opts(|o| o.causal = i % 2 == 0);
+            match i % 4 {
+                1 => case.staged().all_returns(),
+                3 => case.path(ExecutionPath::Fused),
+                _ => case,
+            }
+        })
+        .collect();
+    let split = cases
+        .iter()
+        .filter(|c| (c.k.len() * c.k.dtype().size()) as u64 > LIMIT)
+        .count();
+    assert!(split >= 4, "only {split} of the calls split");
+
+    let inputs: Vec<AttentionInputs<'_>> = cases.iter().map(Case::inputs).collect();
+    let mut calls: Vec<Option<Call<'_>>> = cases
+        .iter()
+        .zip(&inputs)
+        .map(|(case, inputs)| {
+            Some(Box::pin(wgattn::masked_attention_async(&ctx, inputs, &case.opts)) as Call<'_>)
+        })
+        .collect();
+    let waker = Waker::from(Arc::new(NoWake));
+    let mut outs: Vec<Option<wgattn::AttentionOutput>> = cases.iter().map(|_| None).collect();
+    while calls.iter().any(Option::is_some) {
+        for (i, slot) in calls.iter_mut().enumerate() {
+            let Some(call) = slot else { continue };
+            if let Poll::Ready(r) = call.as_mut().poll(&mut TaskContext::from_waker(&waker)) {
+                outs[i] = Some(r.unwrap_or_else(|e| panic!("call {i}: {e}")));
+                *slot = None;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    for (i, (case, out)) in cases.iter().zip(outs).enumerate() {
+        let got = out.expect("every call finished");
+        let tols = Tols::for_dtype(case.dtype());
+        compare(
+            &format!("call {i}"),
+            &got,
+            &case.reference(),
+            &case.opts.returns,
+            tols,
+        );
+    }
+}
