@@ -133,10 +133,10 @@ fn nan_rows(got: &Tensor, want: &Tensor, dv: usize, tol: Tol) -> (usize, bool) {
         if gr.iter().all(|x| x.is_nan()) {
             nan += 1;
         } else {
-            rest_match &= gr.iter().zip(wr).all(|(&a, &b)| {
-                let (a, b) = (a as f64, b as f64);
-                a == b || (a - b).abs() <= tol.atol + tol.rtol * b.abs()
-            });
+            rest_match &= gr
+                .iter()
+                .zip(wr)
+                .all(|(&a, &b)| tol.holds(a as f64, b as f64));
         }
     }
     (nan, rest_match)

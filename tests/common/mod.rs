@@ -126,6 +126,15 @@ impl Tol {
             rtol: self.rtol * factor,
         }
     }
+
+    /// `|got - want| <= atol + rtol * |want|`; a non-finite value must match in place.
+    pub fn holds(self, got: f64, want: f64) -> bool {
+        if got.is_finite() && want.is_finite() {
+            (got - want).abs() <= self.atol + self.rtol * want.abs()
+        } else {
+            (got.is_nan() && want.is_nan()) || got == want
+        }
+    }
 }
 
 /// `|got - want| <= atol + rtol * |want|` everywhere; non-finite values must match in place.
@@ -137,12 +146,7 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: Tol) {
     let mut bad = 0;
     let mut first = None;
     for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
-        let ok = if a.is_finite() && b.is_finite() {
-            (a - b).abs() <= tol.atol + tol.rtol * b.abs()
-        } else {
-            (a.is_nan() && b.is_nan()) || a == b
-        };
-        if !ok {
+        if !tol.holds(a, b) {
             bad += 1;
             first.get_or_insert((i, a, b));
         }
