@@ -279,7 +279,7 @@ fn many_async_calls_in_flight_on_one_thread() {
     impl Wake for NoWake {
         fn wake(self: Arc<Self>) {}
     }
-    type Call<'a> = Pin<Box<dyn Future<Output = wgattn::Result<wgattn::AttentionOutput>> + 'a>>;
+    type Pending<'a> = Pin<Box<dyn Future<Output = wgattn::Result<wgattn::AttentionOutput>> + 'a>>;
 
     const LIMIT: u64 = 1 << 17;
     let ctx = tuned_context(wgattn::Tuning {
@@ -313,11 +313,11 @@ fn many_async_calls_in_flight_on_one_thread() {
     assert!(split >= 4, "only {split} of the calls split");
 
     let inputs: Vec<AttentionInputs<'_>> = cases.iter().map(Case::inputs).collect();
-    let mut calls: Vec<Option<Call<'_>>> = cases
+    let mut calls: Vec<Option<Pending<'_>>> = cases
         .iter()
         .zip(&inputs)
         .map(|(case, inputs)| {
-            Some(Box::pin(wgattn::masked_attention_async(&ctx, inputs, &case.opts)) as Call<'_>)
+            Some(Box::pin(wgattn::masked_attention_async(&ctx, inputs, &case.opts)) as Pending<'_>)
         })
         .collect();
     let waker = Waker::from(Arc::new(NoWake));
